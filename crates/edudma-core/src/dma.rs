@@ -1,0 +1,240 @@
+//! The version-3 DMA operations of one adapter, as the HAL offers them, and
+//! the plain data they exchange.
+//!
+//! [`DmaOps`] is the seam between the engine and a DMA implementation: the
+//! Windows glue implements it over `DMA_OPERATIONS` function pointers, the
+//! simulator over its HAL model, the hardware-in-the-loop harness over real
+//! guest memory. The engine never calls it directly: it goes through the
+//! typed tokens of [`crate::protocol`], which fix the order of the calls.
+
+use core::fmt::Debug;
+
+use crate::status::NtStatus;
+
+/// `DMA_TRANSFER_INFO_V1`: what `GetDmaTransferInfo` says a transfer needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DmaTransferInfo {
+    /// Map registers needed to map the whole transfer at once.
+    pub map_register_count: u32,
+    /// Scatter/gather elements needed to describe it.
+    pub scatter_gather_element_count: u32,
+    /// Bytes of scatter/gather buffer `MapTransferEx` needs for it
+    /// (including HAL-private space).
+    pub scatter_gather_list_size: u32,
+}
+
+/// How `AllocateAdapterChannelEx` is called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocationMode {
+    /// `DMA_SYNCHRONOUS_CALLBACK`: never waits; `STATUS_INSUFFICIENT_RESOURCES`
+    /// when the channel or map registers are not free right now.
+    Synchronous,
+    /// Flags 0: the execution routine runs when the resources are free —
+    /// possibly before the call returns, on the calling CPU.
+    Asynchronous,
+}
+
+/// What a successful `AllocateAdapterChannelEx` call led to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocateOutcome<B> {
+    /// The channel is ours now: a synchronous grant, or an asynchronous one
+    /// whose execution routine already ran (inside the call or on another
+    /// CPU before the call returned). `B` is the map-register base.
+    Granted(B),
+    /// Queued: the execution routine will run later and the glue will feed
+    /// the grant to the engine as an event.
+    Queued,
+}
+
+/// One scatter/gather element: a bus-logical address range the device may use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SgElement {
+    /// Logical (bus) address of the range.
+    pub address: u64,
+    /// Length of the range in bytes.
+    pub length: u32,
+}
+
+/// How many scatter/gather elements one mapping may have. A transfer that
+/// needs more is mapped partially and finished by further mappings.
+pub const MAX_SG_ELEMENTS: usize = 16;
+
+/// A fixed-capacity scatter/gather list, owned by the engine so that the I/O
+/// path never allocates. `MapTransferEx` implementations fill it.
+#[derive(Clone, Debug)]
+pub struct SgList {
+    elements: [SgElement; MAX_SG_ELEMENTS],
+    len: usize,
+}
+
+impl Default for SgList {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SgList {
+    /// An empty list.
+    pub const fn new() -> Self {
+        Self {
+            elements: [SgElement {
+                address: 0,
+                length: 0,
+            }; MAX_SG_ELEMENTS],
+            len: 0,
+        }
+    }
+
+    /// Forget every element.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Append an element; `false` (and nothing stored) when the list is full.
+    pub fn push(&mut self, element: SgElement) -> bool {
+        match self.elements.get_mut(self.len) {
+            Some(slot) => {
+                *slot = element;
+                self.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The elements stored.
+    pub fn as_slice(&self) -> &[SgElement] {
+        &self.elements[..self.len]
+    }
+
+    /// Number of elements stored.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no element is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Room for more elements.
+    pub fn is_full(&self) -> bool {
+        self.len == MAX_SG_ELEMENTS
+    }
+
+    /// Total bytes described by the elements.
+    pub fn total_length(&self) -> u64 {
+        self.as_slice().iter().map(|e| u64::from(e.length)).sum()
+    }
+}
+
+/// The version-3 DMA routines of one adapter (`DMA_OPERATIONS`), exactly as
+/// the HAL offers them to a bus-master driver.
+///
+/// Parameters are those of the DDIs; what the implementation owns instead of
+/// taking it per call is said on each method. The implementation keeps one
+/// transfer context (`DMA_TRANSFER_CONTEXT_SIZE_V1` bytes) and one
+/// scatter/gather buffer, both allocated at start: there is at most one
+/// request in flight per adapter.
+pub trait DmaOps {
+    /// Opaque handle of an MDL chain (`PMDL` on Windows).
+    type Mdl: Copy + Eq + Debug;
+    /// Opaque handle of allocated map registers (`PVOID MapRegisterBase`).
+    type MapRegisterBase: Copy + Eq + Debug;
+
+    /// `GetDmaAlignment` (PASSIVE_LEVEL): the buffer alignment the adapter needs.
+    fn get_dma_alignment(&mut self) -> u32;
+
+    /// `GetDmaTransferInfo` with `DMA_TRANSFER_INFO_VERSION1`. `write_only` is
+    /// true for a memory → device transfer.
+    fn get_dma_transfer_info(
+        &mut self,
+        mdl: Self::Mdl,
+        offset: u64,
+        length: u32,
+        write_only: bool,
+    ) -> Result<DmaTransferInfo, NtStatus>;
+
+    /// `InitializeDmaTransferContext` on the implementation's context.
+    fn initialize_dma_transfer_context(&mut self) -> Result<(), NtStatus>;
+
+    /// `AllocateAdapterChannelEx` with the implementation's context and its
+    /// execution routine (which returns `KeepObject`). In
+    /// [`AllocationMode::Synchronous`] a busy adapter gives
+    /// `Err(STATUS_INSUFFICIENT_RESOURCES)`.
+    fn allocate_adapter_channel_ex(
+        &mut self,
+        map_register_count: u32,
+        mode: AllocationMode,
+    ) -> Result<AllocateOutcome<Self::MapRegisterBase>, NtStatus>;
+
+    /// `CancelAdapterChannel`: true when the queued request was cancelled
+    /// (the execution routine will never run), false when it was already
+    /// granted (the routine runs or ran; its grant will still arrive).
+    fn cancel_adapter_channel(&mut self) -> bool;
+
+    /// `MapTransferEx` for a bus master (`DeviceOffset` 0, no completion
+    /// routine), with the implementation's scatter/gather buffer. Returns the
+    /// bytes mapped — fewer than `length` when map registers or the
+    /// scatter/gather buffer ran short — and fills `sg` with the elements.
+    #[allow(clippy::too_many_arguments)]
+    fn map_transfer_ex(
+        &mut self,
+        mdl: Self::Mdl,
+        map_register_base: Self::MapRegisterBase,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+        sg: &mut SgList,
+    ) -> Result<u32, NtStatus>;
+
+    /// `FlushAdapterBuffersEx`, with the same MDL, offset, length and
+    /// direction as the `MapTransferEx` it ends.
+    fn flush_adapter_buffers_ex(
+        &mut self,
+        mdl: Self::Mdl,
+        map_register_base: Self::MapRegisterBase,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<(), NtStatus>;
+
+    /// `FreeAdapterChannel` (DISPATCH_LEVEL): frees the channel and the map
+    /// registers of a `KeepObject` grant.
+    fn free_adapter_channel(&mut self);
+
+    /// `FreeMapRegisters` (DISPATCH_LEVEL), for a grant whose execution
+    /// routine returned `DeallocateObjectKeepRegisters`. The engine uses
+    /// `KeepObject` and never calls it; it is here for completeness and so
+    /// that the simulator's verifier can check it.
+    fn free_map_registers(
+        &mut self,
+        map_register_base: Self::MapRegisterBase,
+        map_register_count: u32,
+    );
+
+    /// `PutDmaAdapter`: releases the adapter. Nothing may be outstanding.
+    fn put_dma_adapter(&mut self);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sg_list_is_bounded() {
+        let mut sg = SgList::new();
+        for i in 0..MAX_SG_ELEMENTS {
+            assert!(sg.push(SgElement {
+                address: i as u64 * 4096,
+                length: 10,
+            }));
+        }
+        assert!(sg.is_full());
+        assert!(!sg.push(SgElement::default()));
+        assert_eq!(sg.len(), MAX_SG_ELEMENTS);
+        assert_eq!(sg.total_length(), 10 * MAX_SG_ELEMENTS as u64);
+        sg.clear();
+        assert!(sg.is_empty());
+    }
+}

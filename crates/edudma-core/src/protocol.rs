@@ -1,0 +1,251 @@
+//! Typed tokens over [`DmaOps`] that let the version-3 steps happen only in
+//! their documented order.
+//!
+//! Each token owns the adapter while it is outstanding, so the state of the
+//! adapter is always exactly one token:
+//!
+//! ```text
+//! Adapter ──allocate──▶ Channel ──map──▶ Mapping ──flush──▶ Channel ──free──▶ Adapter ──put──▶ (gone)
+//!    │                     ▲
+//!    └──allocate──▶ PendingChannel ──granted──┘
+//!                       └──cancel──▶ Adapter (TRUE) | GrantAwaited (FALSE) ──granted──▶ Channel
+//! ```
+//!
+//! What follows from the types, checked by the compiler:
+//! - a [`Mapping`] can only be left by [`Mapping::flush`], which uses the very
+//!   offset, length, MDL and direction of its map (FlushAdapterBuffersEx after
+//!   EVERY MapTransferEx, before the next map and before the free);
+//! - there is no `map` on a [`Mapping`], so a range cannot be mapped twice;
+//! - [`Adapter::put`] needs the [`Adapter`], which does not exist while a
+//!   channel is requested, granted or mapped; it consumes it, so it happens once;
+//! - one adapter has at most one channel request outstanding.
+//!
+//! ```compile_fail
+//! # use edudma_core::protocol::*;
+//! // A mapping cannot be freed: it must be flushed first.
+//! fn skip_flush<D: edudma_core::dma::DmaOps>(m: Mapping<D>) -> Adapter<D> {
+//!     m.free()
+//! }
+//! ```
+//!
+//! ```compile_fail
+//! # use edudma_core::protocol::*;
+//! // The adapter cannot be put while a channel is held: the channel owns it.
+//! fn put_with_channel<D: edudma_core::dma::DmaOps>(c: Channel<D>) {
+//!     c.put();
+//! }
+//! ```
+//!
+//! ```compile_fail
+//! # use edudma_core::protocol::*;
+//! // A token is used once: no double free.
+//! fn free_twice<D: edudma_core::dma::DmaOps>(c: Channel<D>) {
+//!     let _a = c.free();
+//!     let _b = c.free();
+//! }
+//! ```
+
+use crate::dma::{AllocateOutcome, AllocationMode, DmaOps, DmaTransferInfo, SgList};
+use crate::status::NtStatus;
+
+/// The adapter with nothing outstanding: steps 2, 3 and 10 start here.
+#[derive(Debug)]
+pub struct Adapter<D: DmaOps> {
+    ops: D,
+}
+
+/// Result of [`Adapter::allocate_channel`].
+#[derive(Debug)]
+pub enum Allocation<D: DmaOps> {
+    /// Step 3 granted the channel now.
+    Granted(Channel<D>),
+    /// Step 3 queued the request; the grant arrives as an event.
+    Queued(PendingChannel<D>),
+    /// The call failed; the adapter is unchanged.
+    Failed(Adapter<D>, NtStatus),
+}
+
+/// A channel request that was queued and may still be cancelled (step 4).
+#[derive(Debug)]
+pub struct PendingChannel<D: DmaOps> {
+    adapter: Adapter<D>,
+    map_registers: u32,
+}
+
+/// `CancelAdapterChannel` returned FALSE: the execution routine runs or ran,
+/// so its grant must be awaited and then released.
+#[derive(Debug)]
+pub struct GrantAwaited<D: DmaOps> {
+    pending: PendingChannel<D>,
+}
+
+/// A granted channel with its map registers, nothing mapped.
+#[derive(Debug)]
+pub struct Channel<D: DmaOps> {
+    adapter: Adapter<D>,
+    base: D::MapRegisterBase,
+    map_registers: u32,
+}
+
+/// A range mapped by `MapTransferEx` (step 5) that must be flushed (step 8).
+#[derive(Debug)]
+#[must_use = "a mapped range must be flushed with Mapping::flush"]
+pub struct Mapping<D: DmaOps> {
+    channel: Channel<D>,
+    mdl: D::Mdl,
+    offset: u64,
+    length: u32,
+    write_to_device: bool,
+}
+
+impl<D: DmaOps> Adapter<D> {
+    /// Take ownership of the operations of an adapter just obtained from
+    /// `IoGetDmaAdapter` (step 1).
+    pub fn new(ops: D) -> Self {
+        Self { ops }
+    }
+
+    /// `GetDmaAlignment`.
+    pub fn alignment(&mut self) -> u32 {
+        self.ops.get_dma_alignment()
+    }
+
+    /// Step 2: `GetDmaTransferInfo`, then `InitializeDmaTransferContext` for
+    /// the request about to ask for a channel.
+    pub fn prepare_transfer(
+        &mut self,
+        mdl: D::Mdl,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<DmaTransferInfo, NtStatus> {
+        let info = self
+            .ops
+            .get_dma_transfer_info(mdl, offset, length, write_to_device)?;
+        self.ops.initialize_dma_transfer_context()?;
+        Ok(info)
+    }
+
+    /// Step 3: `AllocateAdapterChannelEx` for `map_registers` map registers.
+    pub fn allocate_channel(mut self, map_registers: u32, mode: AllocationMode) -> Allocation<D> {
+        match self.ops.allocate_adapter_channel_ex(map_registers, mode) {
+            Ok(AllocateOutcome::Granted(base)) => Allocation::Granted(Channel {
+                adapter: self,
+                base,
+                map_registers,
+            }),
+            Ok(AllocateOutcome::Queued) => Allocation::Queued(PendingChannel {
+                adapter: self,
+                map_registers,
+            }),
+            Err(status) => Allocation::Failed(self, status),
+        }
+    }
+
+    /// Step 10: `PutDmaAdapter`. Consumes the adapter: it cannot be used again.
+    pub fn put(mut self) {
+        self.ops.put_dma_adapter();
+    }
+}
+
+impl<D: DmaOps> PendingChannel<D> {
+    /// The execution routine ran with this map-register base.
+    pub fn granted(self, base: D::MapRegisterBase) -> Channel<D> {
+        Channel {
+            adapter: self.adapter,
+            base,
+            map_registers: self.map_registers,
+        }
+    }
+
+    /// Step 4: `CancelAdapterChannel`. `Ok` when the request was cancelled
+    /// (TRUE); `Err` when it was already granted (FALSE).
+    pub fn cancel(mut self) -> Result<Adapter<D>, GrantAwaited<D>> {
+        if self.adapter.ops.cancel_adapter_channel() {
+            Ok(self.adapter)
+        } else {
+            Err(GrantAwaited { pending: self })
+        }
+    }
+}
+
+impl<D: DmaOps> GrantAwaited<D> {
+    /// The grant arrived after the failed cancel: the channel must now be freed.
+    pub fn granted(self, base: D::MapRegisterBase) -> Channel<D> {
+        self.pending.granted(base)
+    }
+}
+
+impl<D: DmaOps> Channel<D> {
+    /// Number of map registers this channel holds.
+    pub fn map_registers(&self) -> u32 {
+        self.map_registers
+    }
+
+    /// Step 5: `MapTransferEx`. On success the mapped length may be shorter
+    /// than asked (a partial map); on failure nothing is mapped and the
+    /// channel comes back.
+    pub fn map(
+        mut self,
+        mdl: D::Mdl,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+        sg: &mut SgList,
+    ) -> Result<Mapping<D>, (Channel<D>, NtStatus)> {
+        sg.clear();
+        match self
+            .adapter
+            .ops
+            .map_transfer_ex(mdl, self.base, offset, length, write_to_device, sg)
+        {
+            // Never more than asked; a zero-length "success" maps nothing.
+            Ok(mapped) if mapped > 0 && mapped <= length => Ok(Mapping {
+                channel: self,
+                mdl,
+                offset,
+                length: mapped,
+                write_to_device,
+            }),
+            Ok(_) => {
+                sg.clear();
+                Err((self, NtStatus::DEVICE_HARDWARE_ERROR))
+            }
+            Err(status) => {
+                sg.clear();
+                Err((self, status))
+            }
+        }
+    }
+
+    /// Step 9: `FreeAdapterChannel`; the adapter is free again.
+    pub fn free(mut self) -> Adapter<D> {
+        self.adapter.ops.free_adapter_channel();
+        self.adapter
+    }
+}
+
+impl<D: DmaOps> Mapping<D> {
+    /// Offset of the mapped range in the MDL chain.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Bytes mapped.
+    pub fn length(&self) -> u32 {
+        self.length
+    }
+
+    /// Step 8: `FlushAdapterBuffersEx` with the parameters of the map. The
+    /// channel comes back either way: a failed flush still ends the mapping.
+    pub fn flush(mut self) -> (Channel<D>, Result<(), NtStatus>) {
+        let result = self.channel.adapter.ops.flush_adapter_buffers_ex(
+            self.mdl,
+            self.channel.base,
+            self.offset,
+            self.length,
+            self.write_to_device,
+        );
+        (self.channel, result)
+    }
+}

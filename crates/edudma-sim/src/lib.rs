@@ -1,0 +1,1 @@
+//! edudma-sim: the Windows we do not have (work in progress).

@@ -1,0 +1,3 @@
+//! edudmactl (work in progress).
+
+fn main() {}
