@@ -1,0 +1,3 @@
+//! edudma-hil (work in progress).
+
+fn main() {}
