@@ -56,8 +56,12 @@ pub const IOCTL_EDUDMA_GET_INFO: u32 =
 pub const IOCTL_EDUDMA_GET_STATS: u32 =
     ctl_code(FILE_DEVICE_EDUDMA, 0x801, METHOD_BUFFERED, FILE_ANY_ACCESS);
 /// Zero the [`Stats`].
-pub const IOCTL_EDUDMA_RESET_STATS: u32 =
-    ctl_code(FILE_DEVICE_EDUDMA, 0x802, METHOD_BUFFERED, FILE_WRITE_ACCESS);
+pub const IOCTL_EDUDMA_RESET_STATS: u32 = ctl_code(
+    FILE_DEVICE_EDUDMA,
+    0x802,
+    METHOD_BUFFERED,
+    FILE_WRITE_ACCESS,
+);
 /// Run the no-DMA self-test and return a [`SelfTestReport`].
 pub const IOCTL_EDUDMA_SELFTEST: u32 = ctl_code(
     FILE_DEVICE_EDUDMA,
@@ -66,11 +70,19 @@ pub const IOCTL_EDUDMA_SELFTEST: u32 = ctl_code(
     FILE_READ_ACCESS | FILE_WRITE_ACCESS,
 );
 /// DMA from the caller's buffer (the MDL) into the device at an offset.
-pub const IOCTL_EDUDMA_DMA_WRITE: u32 =
-    ctl_code(FILE_DEVICE_EDUDMA, 0x810, METHOD_IN_DIRECT, FILE_WRITE_ACCESS);
+pub const IOCTL_EDUDMA_DMA_WRITE: u32 = ctl_code(
+    FILE_DEVICE_EDUDMA,
+    0x810,
+    METHOD_IN_DIRECT,
+    FILE_WRITE_ACCESS,
+);
 /// DMA from the device at an offset into the caller's buffer (the MDL).
-pub const IOCTL_EDUDMA_DMA_READ: u32 =
-    ctl_code(FILE_DEVICE_EDUDMA, 0x811, METHOD_OUT_DIRECT, FILE_READ_ACCESS);
+pub const IOCTL_EDUDMA_DMA_READ: u32 = ctl_code(
+    FILE_DEVICE_EDUDMA,
+    0x811,
+    METHOD_OUT_DIRECT,
+    FILE_READ_ACCESS,
+);
 
 /// Device interface class GUID the driver registers and the tool looks up:
 /// `{5E0D1C3A-7B2F-4C1E-9A8D-0E1D5A0DA7A1}`.
@@ -90,7 +102,9 @@ pub const CONTRACT_VERSION: u32 = 1;
 
 /// Input of the DMA IOCTLs.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct DmaHeader {
     /// Offset in the device's DMA window.
     pub device_offset: u32,
@@ -100,7 +114,9 @@ pub struct DmaHeader {
 
 /// Output of [`IOCTL_EDUDMA_GET_INFO`].
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct DeviceInfo {
     /// `size_of::<DeviceInfo>()`, so callers can detect an older layout.
     pub size: u32,
@@ -168,7 +184,9 @@ pub enum AllocationPolicyCode {
 
 /// Output of [`IOCTL_EDUDMA_GET_STATS`]: counters since start or reset.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct Stats {
     /// Requests started (DMA and self-test).
     pub requests: u64,
@@ -228,7 +246,9 @@ pub mod selftest_steps {
 
 /// Output of [`IOCTL_EDUDMA_SELFTEST`].
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct SelfTestReport {
     /// Steps that passed ([`selftest_steps`]).
     pub passed: u32,
@@ -379,10 +399,16 @@ impl fmt::Display for RequestError {
                 write!(f, "unknown control code 0x{code:08X}")
             }
             RequestError::InputLength { expected, actual } => {
-                write!(f, "input buffer is {actual} bytes, this request takes {expected}")
+                write!(
+                    f,
+                    "input buffer is {actual} bytes, this request takes {expected}"
+                )
             }
             RequestError::OutputTooSmall { needed, actual } => {
-                write!(f, "output buffer is {actual} bytes, the answer needs {needed}")
+                write!(
+                    f,
+                    "output buffer is {actual} bytes, the answer needs {needed}"
+                )
             }
             RequestError::ZeroLength => write!(f, "a DMA transfer needs at least one byte"),
             RequestError::MissingBuffer => write!(f, "no data buffer was given"),
@@ -390,7 +416,10 @@ impl fmt::Display for RequestError {
                 write!(f, "reserved flags 0x{flags:08X} must be zero")
             }
             RequestError::OffsetOutsideWindow { offset, window } => {
-                write!(f, "device offset {offset} is outside the {window}-byte window")
+                write!(
+                    f,
+                    "device offset {offset} is outside the {window}-byte window"
+                )
             }
             RequestError::BeyondWindow {
                 offset,
@@ -500,10 +529,11 @@ pub fn validate_control(
         }
         IOCTL_EDUDMA_DMA_WRITE | IOCTL_EDUDMA_DMA_READ => {
             expect_input(size_of::<DmaHeader>(), input)?;
-            let header = DmaHeader::read_from_bytes(input).map_err(|_| RequestError::InputLength {
-                expected: size_of::<DmaHeader>() as u32,
-                actual: input.len() as u32,
-            })?;
+            let header =
+                DmaHeader::read_from_bytes(input).map_err(|_| RequestError::InputLength {
+                    expected: size_of::<DmaHeader>() as u32,
+                    actual: input.len() as u32,
+                })?;
             if header.flags != 0 {
                 return Err(RequestError::ReservedFlags(header.flags));
             }
@@ -611,7 +641,10 @@ mod tests {
     #[test]
     fn ctl_code_matches_devioctl_h() {
         // CTL_CODE(FILE_DEVICE_UNKNOWN=0x22, 0x800, METHOD_BUFFERED, FILE_ANY_ACCESS) = 0x222000
-        assert_eq!(ctl_code(0x22, 0x800, METHOD_BUFFERED, FILE_ANY_ACCESS), 0x0022_2000);
+        assert_eq!(
+            ctl_code(0x22, 0x800, METHOD_BUFFERED, FILE_ANY_ACCESS),
+            0x0022_2000
+        );
         // IOCTL_DISK_GET_DRIVE_GEOMETRY = CTL_CODE(7, 0, 0, 0) = 0x70000
         assert_eq!(ctl_code(7, 0, 0, 0), 0x0007_0000);
         assert_eq!(method_of(IOCTL_EDUDMA_DMA_WRITE), METHOD_IN_DIRECT);
@@ -656,7 +689,9 @@ mod tests {
             }))
         );
         let read = validate_control(IOCTL_EDUDMA_DMA_READ, &header(0, 0), W, true, W);
-        assert!(matches!(read, Ok(ControlRequest::Dma(r)) if r.direction == Direction::FromDevice && r.length == W));
+        assert!(
+            matches!(read, Ok(ControlRequest::Dma(r)) if r.direction == Direction::FromDevice && r.length == W)
+        );
     }
 
     #[test]
@@ -733,13 +768,19 @@ mod tests {
             }))
         );
         assert!(validate_read(-1, 10, true, W).is_err());
-        assert_eq!(validate_read(0, 10, false, W), Err(RequestError::MissingBuffer));
+        assert_eq!(
+            validate_read(0, 10, false, W),
+            Err(RequestError::MissingBuffer)
+        );
     }
 
     #[test]
     fn file_writes_must_fit() {
         assert_eq!(validate_write(5, 0, false, W), Ok(FileRequest::Empty));
-        assert!(matches!(validate_write(0, 4095, true, W), Ok(FileRequest::Dma(_))));
+        assert!(matches!(
+            validate_write(0, 4095, true, W),
+            Ok(FileRequest::Dma(_))
+        ));
         assert_eq!(
             validate_write(1, 4095, true, W).unwrap_err().status(),
             NtStatus::INVALID_BUFFER_SIZE

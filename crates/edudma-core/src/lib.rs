@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod dma;
+pub mod engine;
 pub mod ioctl;
 pub mod protocol;
 pub mod regs;

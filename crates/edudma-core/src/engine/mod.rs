@@ -1,0 +1,838 @@
+//! The engine: one state machine per device, fed events by the glue and
+//! answering with decisions.
+//!
+//! The glue calls one method per Windows event — [`Engine::start_io`] from
+//! StartIo, [`Engine::channel_granted`] from a late execution routine,
+//! [`Engine::dpc`] from DpcForIsr, [`Engine::cancel`] from the cancel
+//! routine, [`Engine::watchdog_tick`] from the watchdog timer,
+//! [`Engine::stop`] from PnP — always under the one engine lock. The engine
+//! performs the DMA and register calls itself through its two seams and
+//! returns at most one [`Completion`], always of the current StartIo packet.
+//!
+//! **Glue rule for a completion:** release the engine lock, call
+//! `IoStartNextPacket`, copy [`Completion::selftest`] to the output buffer if
+//! present, then `IoCompleteRequest`.
+//!
+//! A request's life (the names of [`State`]'s variants):
+//!
+//! ```text
+//! Idle ─start_io─▶ [GetDmaTransferInfo, AllocateAdapterChannelEx]
+//!   ├─ granted now ───────────────┐
+//!   └─ queued ─▶ AwaitingChannel ─┤ channel_granted
+//!        └─ cancel: TRUE ─▶ Idle  │   (FALSE ─▶ CancellingChannel ─grant─▶ free ─▶ Idle)
+//!                                 ▼
+//!        ┌──────────────▶ [MapTransferEx] ─▶ Transferring(element i of n) ─dpc/lost irq─▶ i+1 …
+//!        │                                        │ last element
+//!        └── bytes remain ◀── [FlushAdapterBuffersEx] ◀┘
+//!                                   │ done, cancelled, failed or timed out
+//!                                   ▼
+//!                       [FreeAdapterChannel] ─▶ Idle ─stop─▶ [PutDmaAdapter] ─▶ Stopped
+//! ```
+
+mod config;
+mod selftest;
+
+#[cfg(test)]
+mod tests;
+
+use core::fmt::Debug;
+use core::mem;
+
+pub use config::{AdapterFacts, AllocationPolicy, DEFAULT_WINDOW, EngineConfig};
+use selftest::SelfTest;
+
+use crate::dma::{AllocationMode, DmaOps, SgList};
+use crate::ioctl::{self, DeviceInfo, Direction, DmaRequest, SelfTestReport, Stats};
+use crate::protocol::{Adapter, Allocation, Channel, GrantAwaited, Mapping, PendingChannel};
+use crate::regs::{
+    self, DEVICE_BUFFER_ADDR, DEVICE_BUFFER_SIZE, DmaCommand, IrqBits, RegisterFile,
+};
+use crate::status::NtStatus;
+
+/// The driver's version, reported in [`DeviceInfo::driver_version`].
+pub const DRIVER_VERSION: u32 = driver_version(0, 1, 0);
+
+/// Pack a driver version as [`DeviceInfo::driver_version`] carries it.
+pub const fn driver_version(major: u8, minor: u8, patch: u8) -> u32 {
+    ((major as u32) << 16) | ((minor as u32) << 8) | patch as u32
+}
+
+/// What StartIo hands the engine: a validated request and its data buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartRequest<M> {
+    /// A DMA transfer over the MDL chain `mdl`, which describes exactly
+    /// `request.length` bytes of the caller's buffer.
+    Dma {
+        /// The validated transfer.
+        request: DmaRequest,
+        /// The caller's locked buffer.
+        mdl: M,
+    },
+    /// The no-DMA self-test.
+    SelfTest,
+}
+
+/// A decision to complete the current StartIo packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Completion<R> {
+    /// The request to complete.
+    pub request: R,
+    /// Its `IoStatus.Status`.
+    pub status: NtStatus,
+    /// Its `IoStatus.Information` (bytes transferred or returned).
+    pub information: usize,
+    /// The self-test's answer, to copy to the output buffer first.
+    pub selftest: Option<SelfTestReport>,
+}
+
+/// Why the device stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// `IRP_MN_STOP_DEVICE`: the device is still there; a transfer in
+    /// flight finishes first. A later [`Engine::start_device`] restarts.
+    Stop,
+    /// `IRP_MN_SURPRISE_REMOVAL`: the device is gone; nothing it was doing
+    /// will finish.
+    SurpriseRemoval,
+    /// `IRP_MN_REMOVE_DEVICE`.
+    Remove,
+}
+
+impl StopReason {
+    /// The status of requests that meet a stopped device.
+    fn status(self) -> NtStatus {
+        match self {
+            StopReason::Stop => NtStatus::DEVICE_NOT_READY,
+            StopReason::SurpriseRemoval => NtStatus::DEVICE_REMOVED,
+            StopReason::Remove => NtStatus::DELETE_PENDING,
+        }
+    }
+}
+
+/// The request being transferred.
+#[derive(Clone, Copy, Debug)]
+struct Job<R, M> {
+    request: R,
+    mdl: M,
+    dma: DmaRequest,
+    /// Bytes already moved and flushed.
+    done: u32,
+    /// A cancel arrived while the device was busy.
+    cancelled: bool,
+}
+
+/// The device's state, holding the DMA protocol token of the moment: an
+/// impossible order of steps has no representation here.
+enum State<D: DmaOps, R> {
+    /// No adapter yet (before start, or after a failed start).
+    Unstarted,
+    /// The adapter, nothing outstanding.
+    Idle(Adapter<D>),
+    /// Step 3 queued; the grant will come as [`Engine::channel_granted`].
+    AwaitingChannel {
+        job: Job<R, D::Mdl>,
+        pending: PendingChannel<D>,
+    },
+    /// Step 4 returned FALSE: the grant will come and must be released.
+    CancellingChannel {
+        job: Job<R, D::Mdl>,
+        awaited: GrantAwaited<D>,
+    },
+    /// Steps 5–7: a range is mapped and the device works on one element.
+    Transferring(Transfer<D, R>),
+    /// The self-test holds the device (and the idle adapter).
+    SelfTest {
+        adapter: Adapter<D>,
+        test: SelfTest<R>,
+    },
+    /// Step 10 done.
+    Stopped,
+    /// Only between taking the state and putting the next one back.
+    Transient,
+}
+
+/// A mapped range in progress on the device.
+struct Transfer<D: DmaOps, R> {
+    job: Job<R, D::Mdl>,
+    mapping: Mapping<D>,
+    /// Index of the scatter/gather element the device works on.
+    element: usize,
+    /// Offset in the device window of that element.
+    device_offset: u32,
+    /// Whether its command was written (false while the device was busy).
+    programmed: bool,
+    /// Watchdog ticks since it was programmed.
+    ticks: u32,
+}
+
+/// One edu DMA engine driven through the version-3 DMA routines.
+pub struct Engine<D: DmaOps, R: Copy + Eq + Debug> {
+    config: EngineConfig,
+    state: State<D, R>,
+    facts: Option<AdapterFacts>,
+    device_id: u32,
+    alignment: u32,
+    stopping: Option<StopReason>,
+    stats: Stats,
+    /// The current mapping's elements, owned here so nothing allocates.
+    sg: SgList,
+}
+
+impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
+    /// A device with no adapter yet.
+    pub fn new(config: EngineConfig) -> Self {
+        Self {
+            config,
+            state: State::Unstarted,
+            facts: None,
+            device_id: 0,
+            alignment: 0,
+            stopping: None,
+            stats: Stats::default(),
+            sg: SgList::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The window requests are validated against.
+    pub fn window(&self) -> u32 {
+        self.config.effective_window()
+    }
+
+    /// `IRP_MN_START_DEVICE`, after `IoGetDmaAdapter` succeeded (step 1): the
+    /// engine takes the adapter, checks the device and quiesces it. On error
+    /// the adapter has already been put (step 10), and the device stays
+    /// unstarted.
+    pub fn start_device(
+        &mut self,
+        ops: D,
+        facts: AdapterFacts,
+        regs: &mut impl RegisterFile,
+    ) -> Result<(), NtStatus> {
+        let mut adapter = Adapter::new(ops);
+        if !matches!(self.state, State::Unstarted | State::Stopped) {
+            // The glue must stop the device before starting it again.
+            adapter.put();
+            return Err(NtStatus::INVALID_DEVICE_STATE);
+        }
+        let id = regs.read32(regs::REG_ID);
+        if regs::decode_id(id).is_none() {
+            adapter.put();
+            self.state = State::Unstarted;
+            return Err(NtStatus::DEVICE_HARDWARE_ERROR);
+        }
+        // Registers survive a VM reset: disable the factorial interrupt and
+        // drop any stale interrupt bits.
+        regs.write32(regs::REG_STATUS, 0);
+        regs.write32(regs::REG_IRQ_ACK, u32::MAX);
+        self.alignment = adapter.alignment();
+        self.device_id = id;
+        self.facts = Some(facts);
+        self.stopping = None;
+        self.state = State::Idle(adapter);
+        Ok(())
+    }
+
+    /// StartIo: begin `what` for `request`.
+    pub fn start_io(
+        &mut self,
+        request: R,
+        what: StartRequest<D::Mdl>,
+        regs: &mut impl RegisterFile,
+    ) -> Option<Completion<R>> {
+        match mem::replace(&mut self.state, State::Transient) {
+            State::Idle(adapter) if self.stopping.is_none() => {
+                self.stats.requests += 1;
+                match what {
+                    StartRequest::SelfTest => {
+                        let (test, done) = SelfTest::begin(request, regs);
+                        self.continue_selftest(adapter, test, done)
+                    }
+                    StartRequest::Dma { request: dma, mdl } => {
+                        let job = Job {
+                            request,
+                            mdl,
+                            dma,
+                            done: 0,
+                            cancelled: false,
+                        };
+                        self.begin_dma(adapter, job, regs)
+                    }
+                }
+            }
+            state @ (State::Unstarted | State::Stopped | State::Idle(_)) => {
+                self.state = state;
+                let status = self
+                    .stopping
+                    .map_or(NtStatus::DEVICE_NOT_READY, StopReason::status);
+                self.fail(request, status)
+            }
+            busy => {
+                // StartIo is serialized by the I/O manager: a second packet
+                // while one is current is a glue bug. Refuse it, keep going.
+                self.state = busy;
+                self.fail(request, NtStatus::INVALID_DEVICE_STATE)
+            }
+        }
+    }
+
+    /// The execution routine of a queued `AllocateAdapterChannelEx` ran.
+    pub fn channel_granted(
+        &mut self,
+        base: D::MapRegisterBase,
+        regs: &mut impl RegisterFile,
+    ) -> Option<Completion<R>> {
+        match mem::replace(&mut self.state, State::Transient) {
+            State::AwaitingChannel { job, pending } => {
+                let channel = pending.granted(base);
+                self.map_next(job, channel, regs)
+            }
+            State::CancellingChannel { job, awaited } => {
+                let channel = awaited.granted(base);
+                let status = self
+                    .stopping
+                    .map_or(NtStatus::CANCELLED, StopReason::status);
+                self.end(channel, job, status)
+            }
+            other => {
+                // A grant nobody asked for cannot be released without its
+                // token; count it so it shows in the statistics.
+                self.state = other;
+                self.stats.errors += 1;
+                None
+            }
+        }
+    }
+
+    /// DpcForIsr: `irq` are the interrupt bits the ISR acknowledged since
+    /// the last DPC, `interrupts` how many interrupts it claimed.
+    pub fn dpc(
+        &mut self,
+        irq: IrqBits,
+        interrupts: u32,
+        regs: &mut impl RegisterFile,
+    ) -> Option<Completion<R>> {
+        self.stats.dpcs += 1;
+        self.stats.interrupts += u64::from(interrupts);
+        match mem::replace(&mut self.state, State::Transient) {
+            State::Transferring(transfer) if transfer.programmed => {
+                // The command register is the truth: a stale or foreign
+                // interrupt while our command runs changes nothing.
+                if device_idle(regs) {
+                    self.element_done(transfer, regs)
+                } else {
+                    self.state = State::Transferring(transfer);
+                    None
+                }
+            }
+            State::Transferring(transfer) => self.program(transfer, regs),
+            State::SelfTest { adapter, mut test } => {
+                let done = test.on_interrupt(irq, regs);
+                self.continue_selftest(adapter, test, done)
+            }
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    /// The cancel routine ran for `request`. A request that is not current
+    /// (already completed, or never started) is ignored.
+    pub fn cancel(&mut self, request: R, regs: &mut impl RegisterFile) -> Option<Completion<R>> {
+        match mem::replace(&mut self.state, State::Transient) {
+            State::AwaitingChannel { job, pending } if job.request == request => {
+                self.stats.cancels += 1;
+                self.stats.cancel_adapter_channel += 1;
+                match pending.cancel() {
+                    Ok(adapter) => {
+                        self.settle(adapter);
+                        self.finish(job.request, NtStatus::CANCELLED, 0, None)
+                    }
+                    Err(awaited) => {
+                        self.state = State::CancellingChannel { job, awaited };
+                        None
+                    }
+                }
+            }
+            State::Transferring(mut transfer)
+                if transfer.job.request == request && !transfer.job.cancelled =>
+            {
+                self.stats.cancels += 1;
+                transfer.job.cancelled = true;
+                if transfer.programmed {
+                    // The device cannot abandon a command: let it finish,
+                    // then flush, free and complete as cancelled.
+                    self.state = State::Transferring(transfer);
+                    None
+                } else {
+                    self.flush_and_end(transfer, NtStatus::CANCELLED)
+                }
+            }
+            State::SelfTest { adapter, test } if test.request() == request => {
+                self.stats.cancels += 1;
+                test.abandon(regs);
+                self.settle(adapter);
+                self.finish(request, NtStatus::CANCELLED, 0, None)
+            }
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    /// The periodic watchdog: finds lost interrupts and stuck commands.
+    pub fn watchdog_tick(&mut self, regs: &mut impl RegisterFile) -> Option<Completion<R>> {
+        match mem::replace(&mut self.state, State::Transient) {
+            State::Transferring(mut transfer) => {
+                transfer.ticks += 1;
+                if !transfer.programmed {
+                    if transfer.ticks >= self.config.timeout_ticks {
+                        self.stats.timeouts += 1;
+                        return self.flush_and_end(transfer, NtStatus::IO_TIMEOUT);
+                    }
+                    return self.program(transfer, regs);
+                }
+                if transfer.ticks >= self.config.lost_interrupt_ticks && device_idle(regs) {
+                    self.stats.lost_interrupts += 1;
+                    return self.element_done(transfer, regs);
+                }
+                if transfer.ticks >= self.config.timeout_ticks {
+                    self.stats.timeouts += 1;
+                    return self.flush_and_end(transfer, NtStatus::IO_TIMEOUT);
+                }
+                self.state = State::Transferring(transfer);
+                None
+            }
+            State::SelfTest { adapter, mut test } => {
+                let done = test.on_tick(self.config.timeout_ticks, regs);
+                self.continue_selftest(adapter, test, done)
+            }
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    /// PnP stop, surprise removal or removal. The adapter is put (step 10)
+    /// as soon as nothing is outstanding — now, or when the request in
+    /// flight ends; [`Engine::adapter_released`] tells which. Requests that
+    /// start afterwards are failed.
+    pub fn stop(
+        &mut self,
+        reason: StopReason,
+        regs: &mut impl RegisterFile,
+    ) -> Option<Completion<R>> {
+        // A removal after a surprise removal keeps the surprise's status.
+        if self.stopping != Some(StopReason::SurpriseRemoval) {
+            self.stopping = Some(reason);
+        }
+        let status = self.stopping.map_or(reason.status(), StopReason::status);
+        match mem::replace(&mut self.state, State::Transient) {
+            State::Idle(adapter) => {
+                quiesce(regs);
+                self.settle(adapter);
+                None
+            }
+            State::AwaitingChannel { job, pending } => {
+                self.stats.cancel_adapter_channel += 1;
+                match pending.cancel() {
+                    Ok(adapter) => {
+                        self.settle(adapter);
+                        self.finish(job.request, status, 0, None)
+                    }
+                    Err(awaited) => {
+                        self.state = State::CancellingChannel { job, awaited };
+                        None
+                    }
+                }
+            }
+            State::Transferring(transfer)
+                if reason == StopReason::SurpriseRemoval || !transfer.programmed =>
+            {
+                // Nothing will finish on a removed device.
+                self.flush_and_end(transfer, status)
+            }
+            State::SelfTest { adapter, test } => {
+                test.abandon(regs);
+                self.settle(adapter);
+                self.finish(test.request(), status, 0, None)
+            }
+            other => {
+                // Unstarted, Stopped, a grant awaited, or a transfer that
+                // will finish: its end puts the adapter.
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    /// True when no adapter is held: never started, or put after a stop.
+    pub fn adapter_released(&self) -> bool {
+        matches!(self.state, State::Unstarted | State::Stopped)
+    }
+
+    /// True when no request is current.
+    pub fn is_idle(&self) -> bool {
+        matches!(
+            self.state,
+            State::Unstarted | State::Stopped | State::Idle(_)
+        )
+    }
+
+    /// The current StartIo request, if any.
+    pub fn current_request(&self) -> Option<R> {
+        match &self.state {
+            State::AwaitingChannel { job, .. } | State::CancellingChannel { job, .. } => {
+                Some(job.request)
+            }
+            State::Transferring(transfer) => Some(transfer.job.request),
+            State::SelfTest { test, .. } => Some(test.request()),
+            _ => None,
+        }
+    }
+
+    /// The answer to `IOCTL_EDUDMA_GET_INFO`.
+    pub fn device_info(&self) -> DeviceInfo {
+        let facts = self.facts;
+        DeviceInfo {
+            size: size_of::<DeviceInfo>() as u32,
+            contract_version: ioctl::CONTRACT_VERSION,
+            driver_version: DRIVER_VERSION,
+            device_id: self.device_id,
+            dma_interface_version: facts.map_or(0, |f| f.dma_interface_version),
+            map_registers: facts.map_or(0, |f| f.map_registers),
+            dma_alignment: self.alignment,
+            dma_address_width: facts.map_or(0, |f| f.dma_address_width),
+            scatter_gather: facts.is_some_and(|f| f.scatter_gather) as u32,
+            interrupt_kind: facts.map_or(0, |f| f.interrupt_kind as u32),
+            device_buffer_size: DEVICE_BUFFER_SIZE,
+            dma_window: self.window(),
+            allocation_policy: self.config.allocation.code() as u32,
+            reserved: 0,
+        }
+    }
+
+    /// The answer to `IOCTL_EDUDMA_GET_STATS`.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// `IOCTL_EDUDMA_RESET_STATS`.
+    pub fn reset_stats(&mut self) {
+        self.stats = Stats::default();
+    }
+
+    /// A request failed validation in dispatch and never reached StartIo.
+    pub fn record_rejected(&mut self) {
+        self.stats.errors += 1;
+    }
+
+    // ---- the DMA sequence -------------------------------------------------
+
+    /// Steps 2 and 3.
+    fn begin_dma(
+        &mut self,
+        mut adapter: Adapter<D>,
+        job: Job<R, D::Mdl>,
+        regs: &mut impl RegisterFile,
+    ) -> Option<Completion<R>> {
+        // Validated in dispatch already; checked again because a zero length
+        // or a range past the device buffer must never reach the HAL or the
+        // device (verifier 0x21, QEMU's fatal range check).
+        if let Err(error) = ioctl::check_window(
+            u64::from(job.dma.device_offset),
+            u64::from(job.dma.length),
+            self.window(),
+        ) {
+            self.state = State::Idle(adapter);
+            return self.fail(job.request, error.status());
+        }
+        let write = job.dma.direction.write_to_device();
+        self.stats.get_dma_transfer_info += 1;
+        let info = match adapter.prepare_transfer(job.mdl, 0, job.dma.length, write) {
+            Ok(info) => info,
+            Err(status) => {
+                self.state = State::Idle(adapter);
+                return self.fail(job.request, status);
+            }
+        };
+        // Never ask for more map registers than granted (verifier 0x0C/0x15):
+        // a transfer that needs more is mapped in parts.
+        let granted = self.facts.map_or(1, |f| f.map_registers).max(1);
+        let count = info.map_register_count.clamp(1, granted);
+        let first_mode = match self.config.allocation {
+            AllocationPolicy::SyncThenAsync => AllocationMode::Synchronous,
+            AllocationPolicy::AsyncOnly => AllocationMode::Asynchronous,
+        };
+        self.stats.allocate_adapter_channel += 1;
+        let allocation = match adapter.allocate_channel(count, first_mode) {
+            Allocation::Failed(adapter, NtStatus::INSUFFICIENT_RESOURCES)
+                if first_mode == AllocationMode::Synchronous =>
+            {
+                self.stats.sync_allocation_fallbacks += 1;
+                self.stats.allocate_adapter_channel += 1;
+                adapter.allocate_channel(count, AllocationMode::Asynchronous)
+            }
+            other => other,
+        };
+        match allocation {
+            Allocation::Granted(channel) => self.map_next(job, channel, regs),
+            Allocation::Queued(pending) => {
+                self.state = State::AwaitingChannel { job, pending };
+                None
+            }
+            Allocation::Failed(adapter, status) => {
+                self.state = State::Idle(adapter);
+                self.fail(job.request, status)
+            }
+        }
+    }
+
+    /// Step 5 for the bytes that remain, then step 6 for the first element.
+    fn map_next(
+        &mut self,
+        job: Job<R, D::Mdl>,
+        channel: Channel<D>,
+        regs: &mut impl RegisterFile,
+    ) -> Option<Completion<R>> {
+        let remaining = job.dma.length - job.done;
+        let write = job.dma.direction.write_to_device();
+        self.stats.map_transfer += 1;
+        let mapping =
+            match channel.map(job.mdl, u64::from(job.done), remaining, write, &mut self.sg) {
+                Ok(mapping) => mapping,
+                Err((channel, status)) => return self.end(channel, job, status),
+            };
+        if mapping.length() < remaining {
+            self.stats.partial_maps += 1;
+        }
+        let transfer = Transfer {
+            device_offset: job.dma.device_offset + job.done,
+            job,
+            mapping,
+            element: 0,
+            programmed: false,
+            ticks: 0,
+        };
+        if !self.mapping_is_usable(&transfer.mapping) {
+            // Programming it would send the device to the wrong memory (the
+            // edu device silently masks addresses to 28 bits).
+            return self.flush_and_end(transfer, NtStatus::DEVICE_HARDWARE_ERROR);
+        }
+        self.program(transfer, regs)
+    }
+
+    /// The scatter/gather list covers the mapping exactly, and every element
+    /// is non-empty and reachable by the device.
+    fn mapping_is_usable(&self, mapping: &Mapping<D>) -> bool {
+        let limit = self.facts.map_or(1 << 32, |f| f.address_limit());
+        !self.sg.is_empty()
+            && self.sg.total_length() == u64::from(mapping.length())
+            && self.sg.as_slice().iter().all(|e| {
+                e.length > 0
+                    && e.address
+                        .checked_add(u64::from(e.length))
+                        .is_some_and(|end| end <= limit)
+            })
+    }
+
+    /// Step 6: one edu command for the current element, unless the device
+    /// is still busy (its registers would drop the writes).
+    fn program(
+        &mut self,
+        mut transfer: Transfer<D, R>,
+        regs: &mut impl RegisterFile,
+    ) -> Option<Completion<R>> {
+        if transfer.job.cancelled {
+            return self.flush_and_end(transfer, NtStatus::CANCELLED);
+        }
+        if !device_idle(regs) {
+            transfer.programmed = false;
+            self.state = State::Transferring(transfer);
+            return None;
+        }
+        let element = self.sg.as_slice()[transfer.element];
+        let device = DEVICE_BUFFER_ADDR as u32 + transfer.device_offset;
+        // mapping_is_usable() proved the address fits in 32 bits.
+        let bus = element.address as u32;
+        let (source, destination, command) = match transfer.job.dma.direction {
+            Direction::ToDevice => (bus, device, DmaCommand::START | DmaCommand::IRQ),
+            Direction::FromDevice => (
+                device,
+                bus,
+                DmaCommand::START | DmaCommand::IRQ | DmaCommand::TO_RAM,
+            ),
+        };
+        regs.write32(regs::REG_DMA_SRC, source);
+        regs.write32(regs::REG_DMA_DST, destination);
+        regs.write32(regs::REG_DMA_COUNT, element.length);
+        regs.write32(regs::REG_DMA_CMD, command.bits());
+        self.stats.device_commands += 1;
+        transfer.programmed = true;
+        transfer.ticks = 0;
+        self.state = State::Transferring(transfer);
+        None
+    }
+
+    /// Step 7 for one element: the next element, or step 8 after the last.
+    fn element_done(
+        &mut self,
+        mut transfer: Transfer<D, R>,
+        regs: &mut impl RegisterFile,
+    ) -> Option<Completion<R>> {
+        let finished = self.sg.as_slice()[transfer.element];
+        transfer.device_offset += finished.length;
+        transfer.element += 1;
+        if transfer.job.cancelled {
+            return self.flush_and_end(transfer, NtStatus::CANCELLED);
+        }
+        if transfer.element < self.sg.len() {
+            transfer.programmed = false;
+            return self.program(transfer, regs);
+        }
+        // Step 8, then the rest of the request (back to step 5) or its end.
+        let Transfer {
+            mut job, mapping, ..
+        } = transfer;
+        let moved = mapping.length();
+        self.stats.flush_adapter_buffers += 1;
+        let (channel, flushed) = mapping.flush();
+        self.count_bytes(job.dma.direction, moved);
+        job.done += moved;
+        if let Err(status) = flushed {
+            return self.end(channel, job, status);
+        }
+        if let Some(reason) = self.stopping.filter(|r| *r == StopReason::SurpriseRemoval) {
+            return self.end(channel, job, reason.status());
+        }
+        if job.done < job.dma.length {
+            self.map_next(job, channel, regs)
+        } else {
+            let length = job.dma.length as usize;
+            self.end_with(channel, job, NtStatus::SUCCESS, length)
+        }
+    }
+
+    /// Step 8 for a transfer cut short, then steps 9 and the completion.
+    fn flush_and_end(
+        &mut self,
+        transfer: Transfer<D, R>,
+        status: NtStatus,
+    ) -> Option<Completion<R>> {
+        let Transfer { job, mapping, .. } = transfer;
+        self.stats.flush_adapter_buffers += 1;
+        let (channel, _) = mapping.flush();
+        self.end(channel, job, status)
+    }
+
+    fn end(
+        &mut self,
+        channel: Channel<D>,
+        job: Job<R, D::Mdl>,
+        status: NtStatus,
+    ) -> Option<Completion<R>> {
+        self.end_with(channel, job, status, 0)
+    }
+
+    /// Step 9 and the completion.
+    fn end_with(
+        &mut self,
+        channel: Channel<D>,
+        job: Job<R, D::Mdl>,
+        status: NtStatus,
+        information: usize,
+    ) -> Option<Completion<R>> {
+        self.stats.free_adapter_channel += 1;
+        let adapter = channel.free();
+        self.settle(adapter);
+        self.finish(job.request, status, information, None)
+    }
+
+    // ---- the self-test ----------------------------------------------------
+
+    fn continue_selftest(
+        &mut self,
+        adapter: Adapter<D>,
+        test: SelfTest<R>,
+        report: Option<SelfTestReport>,
+    ) -> Option<Completion<R>> {
+        match report {
+            None => {
+                self.state = State::SelfTest { adapter, test };
+                None
+            }
+            Some(report) => {
+                self.settle(adapter);
+                self.finish(
+                    test.request(),
+                    NtStatus::SUCCESS,
+                    size_of::<SelfTestReport>(),
+                    Some(report),
+                )
+            }
+        }
+    }
+
+    // ---- bookkeeping ------------------------------------------------------
+
+    /// The adapter is free again: keep it, or put it when stopping (step 10).
+    fn settle(&mut self, adapter: Adapter<D>) {
+        if self.stopping.is_some() {
+            adapter.put();
+            self.state = State::Stopped;
+        } else {
+            self.state = State::Idle(adapter);
+        }
+    }
+
+    fn count_bytes(&mut self, direction: Direction, bytes: u32) {
+        match direction {
+            Direction::ToDevice => self.stats.bytes_to_device += u64::from(bytes),
+            Direction::FromDevice => self.stats.bytes_from_device += u64::from(bytes),
+        }
+    }
+
+    fn fail(&mut self, request: R, status: NtStatus) -> Option<Completion<R>> {
+        self.finish(request, status, 0, None)
+    }
+
+    fn finish(
+        &mut self,
+        request: R,
+        status: NtStatus,
+        information: usize,
+        selftest: Option<SelfTestReport>,
+    ) -> Option<Completion<R>> {
+        if status.is_success() {
+            self.stats.completed += 1;
+        } else if status != NtStatus::CANCELLED {
+            self.stats.errors += 1;
+        }
+        Some(Completion {
+            request,
+            status,
+            information,
+            selftest,
+        })
+    }
+}
+
+/// The device is not running a DMA command (and is still there: a removed
+/// device reads all-ones).
+fn device_idle(regs: &mut impl RegisterFile) -> bool {
+    let command = regs.read32(regs::REG_DMA_CMD);
+    command != u32::MAX && command & DmaCommand::START.bits() == 0
+}
+
+/// Leave the device quiet: no factorial interrupt, no pending bits.
+fn quiesce(regs: &mut impl RegisterFile) {
+    regs.write32(regs::REG_STATUS, 0);
+    regs.write32(regs::REG_IRQ_ACK, u32::MAX);
+}

@@ -1,0 +1,167 @@
+//! The no-DMA self-test: identification, liveness, a polled factorial, a
+//! factorial by interrupt, and an interrupt raised and acknowledged by hand.
+//!
+//! The first three steps run at once in StartIo; the two interrupt steps
+//! wait for the DPC (or give up after the watchdog's timeout), so the test
+//! exercises the same ISR → DPC path as a DMA transfer.
+
+use crate::ioctl::{SelfTestReport, selftest_steps as step};
+use crate::regs::{self, IrqBits, RegisterFile, Status};
+
+/// Value written to the liveness register.
+const LIVENESS_PATTERN: u32 = 0x5EED_C0DE;
+/// Factorial computed by polling (5! = 120).
+const POLLED_INPUT: u32 = 5;
+/// Factorial computed with its interrupt (6! = 720).
+const INTERRUPT_INPUT: u32 = 6;
+/// Polls of the status register before the polled factorial gives up.
+const POLL_LIMIT: u32 = 1000;
+/// Microseconds between polls: at most 10 ms of busy-waiting in all.
+const POLL_INTERVAL_US: u32 = 10;
+
+/// Which interrupt the test waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Waiting {
+    FactorialInterrupt,
+    RaisedInterrupt,
+}
+
+/// A self-test in progress.
+#[derive(Debug)]
+pub(super) struct SelfTest<R> {
+    request: R,
+    report: SelfTestReport,
+    waiting: Waiting,
+    ticks: u32,
+}
+
+impl<R: Copy> SelfTest<R> {
+    /// Run the immediate steps and start waiting for the factorial
+    /// interrupt. Returns the report if the test is already over.
+    pub(super) fn begin(
+        request: R,
+        regs: &mut impl RegisterFile,
+    ) -> (Self, Option<SelfTestReport>) {
+        let mut report = SelfTestReport {
+            device_id: regs.read32(regs::REG_ID),
+            ..SelfTestReport::default()
+        };
+
+        let identified = regs::decode_id(report.device_id).is_some();
+        mark(&mut report, step::IDENTIFICATION, identified);
+
+        report.liveness_written = LIVENESS_PATTERN;
+        regs.write32(regs::REG_LIVENESS, LIVENESS_PATTERN);
+        report.liveness_read = regs.read32(regs::REG_LIVENESS);
+        let alive = report.liveness_read == !LIVENESS_PATTERN;
+        mark(&mut report, step::LIVENESS, alive);
+
+        report.factorial_input = POLLED_INPUT;
+        regs.write32(regs::REG_STATUS, 0);
+        regs.write32(regs::REG_FACTORIAL, POLLED_INPUT);
+        let finished = poll_factorial(regs);
+        report.factorial_polled = regs.read32(regs::REG_FACTORIAL);
+        let computed = finished && report.factorial_polled == regs::factorial_u32(POLLED_INPUT);
+        mark(&mut report, step::FACTORIAL_POLLED, computed);
+
+        regs.write32(regs::REG_STATUS, Status::IRQ_ON_FACTORIAL.bits());
+        regs.write32(regs::REG_FACTORIAL, INTERRUPT_INPUT);
+        let test = Self {
+            request,
+            report,
+            waiting: Waiting::FactorialInterrupt,
+            ticks: 0,
+        };
+        (test, None)
+    }
+
+    /// The request this test answers.
+    pub(super) fn request(&self) -> R {
+        self.request
+    }
+
+    /// The DPC saw `irq`. Returns the report when the test is over.
+    pub(super) fn on_interrupt(
+        &mut self,
+        irq: IrqBits,
+        regs: &mut impl RegisterFile,
+    ) -> Option<SelfTestReport> {
+        self.report.irq_bits_seen |= irq.bits();
+        match self.waiting {
+            Waiting::FactorialInterrupt if irq.contains(IrqBits::FACTORIAL) => {
+                self.report.factorial_interrupt = regs.read32(regs::REG_FACTORIAL);
+                let ok = self.report.factorial_interrupt == regs::factorial_u32(INTERRUPT_INPUT);
+                mark(&mut self.report, step::FACTORIAL_INTERRUPT, ok);
+                self.raise(regs);
+                None
+            }
+            Waiting::RaisedInterrupt if irq.contains(IrqBits::SELFTEST) => {
+                // The ISR acknowledged it: the bit must be gone now.
+                let still_set = regs.read32(regs::REG_IRQ_STATUS) & IrqBits::SELFTEST.bits() != 0;
+                mark(&mut self.report, step::RAISE_ACKNOWLEDGE, !still_set);
+                Some(self.report)
+            }
+            _ => None,
+        }
+    }
+
+    /// A watchdog tick. After `timeout_ticks` ticks the awaited step fails.
+    pub(super) fn on_tick(
+        &mut self,
+        timeout_ticks: u32,
+        regs: &mut impl RegisterFile,
+    ) -> Option<SelfTestReport> {
+        self.ticks += 1;
+        if self.ticks < timeout_ticks {
+            return None;
+        }
+        match self.waiting {
+            Waiting::FactorialInterrupt => {
+                mark(&mut self.report, step::FACTORIAL_INTERRUPT, false);
+                self.raise(regs);
+                None
+            }
+            Waiting::RaisedInterrupt => {
+                mark(&mut self.report, step::RAISE_ACKNOWLEDGE, false);
+                regs.write32(regs::REG_IRQ_ACK, IrqBits::SELFTEST.bits());
+                Some(self.report)
+            }
+        }
+    }
+
+    /// Leave the device as the test found it (cancel, stop).
+    pub(super) fn abandon(&self, regs: &mut impl RegisterFile) {
+        regs.write32(regs::REG_STATUS, 0);
+        regs.write32(
+            regs::REG_IRQ_ACK,
+            (IrqBits::FACTORIAL | IrqBits::SELFTEST).bits(),
+        );
+    }
+
+    fn raise(&mut self, regs: &mut impl RegisterFile) {
+        regs.write32(regs::REG_STATUS, 0);
+        self.waiting = Waiting::RaisedInterrupt;
+        self.ticks = 0;
+        regs.write32(regs::REG_IRQ_RAISE, IrqBits::SELFTEST.bits());
+    }
+}
+
+fn mark(report: &mut SelfTestReport, bit: u32, passed: bool) {
+    if passed {
+        report.passed |= bit;
+    } else {
+        report.failed |= bit;
+    }
+}
+
+/// Wait, boundedly, for the factorial to finish.
+fn poll_factorial(regs: &mut impl RegisterFile) -> bool {
+    for _ in 0..POLL_LIMIT {
+        let status = regs.read32(regs::REG_STATUS);
+        if status != u32::MAX && status & Status::COMPUTING.bits() == 0 {
+            return true;
+        }
+        regs.stall_us(POLL_INTERVAL_US);
+    }
+    false
+}
