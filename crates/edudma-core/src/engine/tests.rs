@@ -1,1 +1,1065 @@
+//! Engine tests against small fakes: a HAL that logs every DMA call and a
+//! register file that behaves like the edu device where the engine looks.
 
+extern crate std;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::vec;
+use std::vec::Vec;
+
+use super::*;
+use crate::dma::{AllocateOutcome, DmaTransferInfo, SgElement};
+use crate::ioctl::{InterruptKind, selftest_steps};
+use crate::regs::{REG_DMA_CMD, REG_FACTORIAL, REG_ID, REG_IRQ_ACK, REG_IRQ_RAISE, REG_IRQ_STATUS};
+use crate::regs::{REG_DMA_COUNT, REG_DMA_DST, REG_DMA_SRC, REG_LIVENESS, REG_STATUS};
+
+// ---- a HAL that logs ------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Call {
+    Alignment,
+    TransferInfo {
+        length: u32,
+        write: bool,
+    },
+    InitContext,
+    Allocate {
+        count: u32,
+        mode: AllocationMode,
+    },
+    Cancel,
+    Map {
+        offset: u64,
+        length: u32,
+        write: bool,
+    },
+    Flush {
+        offset: u64,
+        length: u32,
+        write: bool,
+    },
+    FreeChannel,
+    Put,
+}
+
+struct HalState {
+    calls: Vec<Call>,
+    /// Synchronous allocation finds the adapter busy.
+    sync_busy: bool,
+    /// Asynchronous allocation grants inside the call (re-entrant routine).
+    async_grants_now: bool,
+    cancel_result: bool,
+    /// Bytes one MapTransferEx maps at most (map registers × page).
+    map_limit: u32,
+    /// Bytes per scatter/gather element.
+    element_size: u32,
+    /// Bus address of byte 0 of the buffer.
+    bus_base: u64,
+    map_error: Option<NtStatus>,
+    info_error: Option<NtStatus>,
+}
+
+impl Default for HalState {
+    fn default() -> Self {
+        Self {
+            calls: Vec::new(),
+            sync_busy: false,
+            async_grants_now: false,
+            cancel_result: true,
+            map_limit: u32::MAX,
+            element_size: 4096,
+            bus_base: 0x10_0000,
+            map_error: None,
+            info_error: None,
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+struct Hal(Rc<RefCell<HalState>>);
+
+const BASE: u32 = 0xBA5E;
+const MDL: u32 = 0x1D1;
+
+impl Hal {
+    fn calls(&self) -> Vec<Call> {
+        self.0.borrow().calls.clone()
+    }
+    fn count(&self, f: impl Fn(&Call) -> bool) -> usize {
+        self.0.borrow().calls.iter().filter(|c| f(c)).count()
+    }
+    fn set(&self, f: impl FnOnce(&mut HalState)) {
+        f(&mut self.0.borrow_mut());
+    }
+    fn log(&self, call: Call) {
+        self.0.borrow_mut().calls.push(call);
+    }
+}
+
+impl DmaOps for Hal {
+    type Mdl = u32;
+    type MapRegisterBase = u32;
+
+    fn get_dma_alignment(&mut self) -> u32 {
+        self.log(Call::Alignment);
+        1
+    }
+
+    fn get_dma_transfer_info(
+        &mut self,
+        mdl: u32,
+        _offset: u64,
+        length: u32,
+        write_only: bool,
+    ) -> Result<DmaTransferInfo, NtStatus> {
+        assert_eq!(mdl, MDL);
+        self.log(Call::TransferInfo {
+            length,
+            write: write_only,
+        });
+        if let Some(status) = self.0.borrow().info_error {
+            return Err(status);
+        }
+        let pages = length.div_ceil(4096) + 1;
+        Ok(DmaTransferInfo {
+            map_register_count: pages,
+            scatter_gather_element_count: pages,
+            scatter_gather_list_size: 64,
+        })
+    }
+
+    fn initialize_dma_transfer_context(&mut self) -> Result<(), NtStatus> {
+        self.log(Call::InitContext);
+        Ok(())
+    }
+
+    fn allocate_adapter_channel_ex(
+        &mut self,
+        count: u32,
+        mode: AllocationMode,
+    ) -> Result<AllocateOutcome<u32>, NtStatus> {
+        self.log(Call::Allocate { count, mode });
+        let state = self.0.borrow();
+        match mode {
+            AllocationMode::Synchronous if state.sync_busy => Err(NtStatus::INSUFFICIENT_RESOURCES),
+            AllocationMode::Synchronous => Ok(AllocateOutcome::Granted(BASE)),
+            AllocationMode::Asynchronous if state.async_grants_now => {
+                Ok(AllocateOutcome::Granted(BASE))
+            }
+            AllocationMode::Asynchronous => Ok(AllocateOutcome::Queued),
+        }
+    }
+
+    fn cancel_adapter_channel(&mut self) -> bool {
+        self.log(Call::Cancel);
+        self.0.borrow().cancel_result
+    }
+
+    fn map_transfer_ex(
+        &mut self,
+        mdl: u32,
+        base: u32,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+        sg: &mut SgList,
+    ) -> Result<u32, NtStatus> {
+        assert_eq!((mdl, base), (MDL, BASE));
+        self.log(Call::Map {
+            offset,
+            length,
+            write: write_to_device,
+        });
+        let state = self.0.borrow();
+        if let Some(status) = state.map_error {
+            return Err(status);
+        }
+        let mapped = length.min(state.map_limit);
+        let mut at = 0;
+        while at < mapped {
+            let chunk = state.element_size.min(mapped - at);
+            assert!(sg.push(SgElement {
+                address: state.bus_base + offset + u64::from(at),
+                length: chunk,
+            }));
+            at += chunk;
+        }
+        Ok(mapped)
+    }
+
+    fn flush_adapter_buffers_ex(
+        &mut self,
+        mdl: u32,
+        base: u32,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<(), NtStatus> {
+        assert_eq!((mdl, base), (MDL, BASE));
+        self.log(Call::Flush {
+            offset,
+            length,
+            write: write_to_device,
+        });
+        Ok(())
+    }
+
+    fn free_adapter_channel(&mut self) {
+        self.log(Call::FreeChannel);
+    }
+
+    fn free_map_registers(&mut self, _base: u32, _count: u32) {
+        unreachable!("the engine uses KeepObject");
+    }
+
+    fn put_dma_adapter(&mut self) {
+        self.log(Call::Put);
+    }
+}
+
+// ---- an edu register file ---------------------------------------------------
+
+#[derive(Default)]
+struct Edu {
+    liveness: u32,
+    factorial: u32,
+    status: u32,
+    irq: u32,
+    src: u32,
+    dst: u32,
+    count: u32,
+    cmd: u32,
+    /// (src, dst, count, cmd) of every DMA command started.
+    commands: Vec<(u32, u32, u32, u32)>,
+    /// A removed device reads all-ones.
+    removed: bool,
+    /// The factorial never finishes and never interrupts.
+    factorial_stuck: bool,
+}
+
+impl RegisterFile for Edu {
+    fn read32(&mut self, offset: u32) -> u32 {
+        if self.removed {
+            return u32::MAX;
+        }
+        match offset {
+            REG_ID => 0x0100_00ED,
+            REG_LIVENESS => self.liveness,
+            REG_FACTORIAL => self.factorial,
+            REG_STATUS => self.status | u32::from(self.factorial_stuck),
+            REG_IRQ_STATUS => self.irq,
+            REG_DMA_SRC => self.src,
+            REG_DMA_DST => self.dst,
+            REG_DMA_COUNT => self.count,
+            REG_DMA_CMD => self.cmd,
+            _ => u32::MAX,
+        }
+    }
+
+    fn write32(&mut self, offset: u32, value: u32) {
+        if self.removed {
+            return;
+        }
+        let busy = self.cmd & DmaCommand::START.bits() != 0;
+        match offset {
+            REG_LIVENESS => self.liveness = !value,
+            REG_FACTORIAL if !self.factorial_stuck => {
+                self.factorial = regs::factorial_u32(value);
+                if self.status & 0x80 != 0 {
+                    self.irq |= IrqBits::FACTORIAL.bits();
+                }
+            }
+            REG_STATUS => self.status = value & 0x80,
+            REG_IRQ_RAISE => self.irq |= value,
+            REG_IRQ_ACK => self.irq &= !value,
+            REG_DMA_SRC if !busy => self.src = value,
+            REG_DMA_DST if !busy => self.dst = value,
+            REG_DMA_COUNT if !busy => self.count = value,
+            REG_DMA_CMD if !busy => {
+                self.cmd = value;
+                if value & DmaCommand::START.bits() != 0 {
+                    self.commands.push((self.src, self.dst, self.count, value));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn stall_us(&mut self, _micros: u32) {}
+}
+
+impl Edu {
+    fn busy(&self) -> bool {
+        self.cmd & DmaCommand::START.bits() != 0
+    }
+
+    /// The running command finishes; `interrupt` says whether its
+    /// interrupt is delivered.
+    fn finish_dma(&mut self) {
+        assert!(self.busy(), "no command running");
+        self.cmd &= !DmaCommand::START.bits();
+        if self.cmd & DmaCommand::IRQ.bits() != 0 {
+            self.irq |= IrqBits::DMA.bits();
+        }
+    }
+}
+
+// ---- harness ----------------------------------------------------------------
+
+type Req = u32;
+type TestEngine = Engine<Hal, Req>;
+
+const FACTS: AdapterFacts = AdapterFacts {
+    dma_interface_version: 3,
+    map_registers: 16,
+    dma_address_width: 28,
+    scatter_gather: true,
+    interrupt_kind: InterruptKind::LineBased,
+};
+
+fn started(config: EngineConfig, hal: &Hal, edu: &mut Edu) -> TestEngine {
+    let mut engine = TestEngine::new(config);
+    engine.start_device(hal.clone(), FACTS, edu).unwrap();
+    engine
+}
+
+fn setup() -> (TestEngine, Hal, Edu) {
+    let hal = Hal::default();
+    let mut edu = Edu::default();
+    let engine = started(EngineConfig::default(), &hal, &mut edu);
+    (engine, hal, edu)
+}
+
+fn dma(direction: Direction, device_offset: u32, length: u32) -> StartRequest<u32> {
+    StartRequest::Dma {
+        request: DmaRequest {
+            direction,
+            device_offset,
+            length,
+        },
+        mdl: MDL,
+    }
+}
+
+/// ISR then DPC, as the glue does them.
+fn interrupt(engine: &mut TestEngine, edu: &mut Edu) -> Option<Completion<Req>> {
+    let bits = regs::isr_acknowledge(edu).expect("the device raised an interrupt");
+    engine.dpc(bits, 1, edu)
+}
+
+/// Let the device finish commands until the request completes.
+fn run_to_completion(engine: &mut TestEngine, edu: &mut Edu) -> Completion<Req> {
+    for _ in 0..1000 {
+        edu.finish_dma();
+        if let Some(done) = interrupt(engine, edu) {
+            return done;
+        }
+    }
+    panic!("the request never completed");
+}
+
+fn ok(request: Req, information: usize) -> Completion<Req> {
+    Completion {
+        request,
+        status: NtStatus::SUCCESS,
+        information,
+        selftest: None,
+    }
+}
+
+fn failed(request: Req, status: NtStatus) -> Completion<Req> {
+    Completion {
+        request,
+        status,
+        information: 0,
+        selftest: None,
+    }
+}
+
+// ---- the ten steps ------------------------------------------------------------
+
+#[test]
+fn ten_steps_in_order_for_one_write() {
+    let (mut engine, hal, mut edu) = setup();
+    assert_eq!(
+        engine.start_io(7, dma(Direction::ToDevice, 16, 100), &mut edu),
+        None
+    );
+    // Steps 2, 3 and 5 ran in StartIo; step 6 programmed the device.
+    assert_eq!(
+        hal.calls(),
+        vec![
+            Call::Alignment,
+            Call::TransferInfo {
+                length: 100,
+                write: true
+            },
+            Call::InitContext,
+            Call::Allocate {
+                count: 2,
+                mode: AllocationMode::Synchronous
+            },
+            Call::Map {
+                offset: 0,
+                length: 100,
+                write: true
+            },
+        ]
+    );
+    assert_eq!(
+        edu.commands,
+        vec![(
+            0x10_0000,
+            0x40010,
+            100,
+            (DmaCommand::START | DmaCommand::IRQ).bits()
+        )]
+    );
+    assert_eq!(engine.current_request(), Some(7));
+    // Step 7: the interrupt; steps 8 and 9 in the DPC.
+    assert_eq!(run_to_completion(&mut engine, &mut edu), ok(7, 100));
+    assert_eq!(
+        &hal.calls()[5..],
+        &[
+            Call::Flush {
+                offset: 0,
+                length: 100,
+                write: true
+            },
+            Call::FreeChannel
+        ]
+    );
+    assert!(engine.is_idle());
+    // Step 10 at stop.
+    assert_eq!(engine.stop(StopReason::Remove, &mut edu), None);
+    assert_eq!(hal.calls().last(), Some(&Call::Put));
+    assert!(engine.adapter_released());
+    let stats = engine.stats();
+    assert_eq!(stats.bytes_to_device, 100);
+    assert_eq!(stats.completed, 1);
+    assert_eq!(stats.interrupts, 1);
+    assert_eq!(stats.dpcs, 1);
+}
+
+#[test]
+fn reads_program_device_to_ram() {
+    let (mut engine, hal, mut edu) = setup();
+    engine.start_io(1, dma(Direction::FromDevice, 0, 4095), &mut edu);
+    assert_eq!(
+        edu.commands,
+        vec![(
+            0x40000,
+            0x10_0000,
+            4095,
+            (DmaCommand::START | DmaCommand::IRQ | DmaCommand::TO_RAM).bits()
+        )]
+    );
+    assert_eq!(run_to_completion(&mut engine, &mut edu), ok(1, 4095));
+    assert!(hal.calls().contains(&Call::Flush {
+        offset: 0,
+        length: 4095,
+        write: false
+    }));
+    assert_eq!(engine.stats().bytes_from_device, 4095);
+}
+
+#[test]
+fn one_device_command_per_sg_element() {
+    let (mut engine, hal, mut edu) = setup();
+    hal.set(|h| h.element_size = 1000);
+    engine.start_io(1, dma(Direction::ToDevice, 5, 2500), &mut edu);
+    assert_eq!(run_to_completion(&mut engine, &mut edu), ok(1, 2500));
+    let starts: Vec<_> = edu.commands.iter().map(|c| (c.0, c.1, c.2)).collect();
+    assert_eq!(
+        starts,
+        vec![
+            (0x10_0000, 0x40005, 1000),
+            (0x10_0000 + 1000, 0x40005 + 1000, 1000),
+            (0x10_0000 + 2000, 0x40005 + 2000, 500),
+        ]
+    );
+    // One map, one flush for the whole list.
+    assert_eq!(hal.count(|c| matches!(c, Call::Map { .. })), 1);
+    assert_eq!(hal.count(|c| matches!(c, Call::Flush { .. })), 1);
+    assert_eq!(engine.stats().device_commands, 3);
+}
+
+#[test]
+fn partial_maps_repeat_steps_five_to_eight() {
+    let (mut engine, hal, mut edu) = setup();
+    hal.set(|h| h.map_limit = 1024);
+    engine.start_io(1, dma(Direction::FromDevice, 0, 3000), &mut edu);
+    assert_eq!(run_to_completion(&mut engine, &mut edu), ok(1, 3000));
+    let dma_calls: Vec<_> = hal
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, Call::Map { .. } | Call::Flush { .. } | Call::FreeChannel))
+        .collect();
+    let (r, w) = (false, false);
+    assert_eq!(
+        dma_calls,
+        vec![
+            Call::Map {
+                offset: 0,
+                length: 3000,
+                write: r
+            },
+            Call::Flush {
+                offset: 0,
+                length: 1024,
+                write: w
+            },
+            Call::Map {
+                offset: 1024,
+                length: 1976,
+                write: r
+            },
+            Call::Flush {
+                offset: 1024,
+                length: 1024,
+                write: w
+            },
+            Call::Map {
+                offset: 2048,
+                length: 952,
+                write: r
+            },
+            Call::Flush {
+                offset: 2048,
+                length: 952,
+                write: w
+            },
+            Call::FreeChannel,
+        ]
+    );
+    let device_targets: Vec<_> = edu.commands.iter().map(|c| (c.0, c.2)).collect();
+    assert_eq!(
+        device_targets,
+        vec![(0x40000, 1024), (0x40400, 1024), (0x40800, 952)]
+    );
+    let stats = engine.stats();
+    assert_eq!(stats.map_transfer, 3);
+    assert_eq!(stats.partial_maps, 2);
+    assert_eq!(stats.flush_adapter_buffers, 3);
+    assert_eq!(stats.free_adapter_channel, 1);
+    assert_eq!(stats.allocate_adapter_channel, 1);
+}
+
+#[test]
+fn never_asks_for_more_map_registers_than_granted() {
+    let hal = Hal::default();
+    let mut edu = Edu::default();
+    let mut engine = TestEngine::new(EngineConfig::default());
+    let facts = AdapterFacts {
+        map_registers: 1,
+        ..FACTS
+    };
+    engine.start_device(hal.clone(), facts, &mut edu).unwrap();
+    engine.start_io(1, dma(Direction::ToDevice, 0, 4000), &mut edu);
+    assert!(hal.calls().contains(&Call::Allocate {
+        count: 1,
+        mode: AllocationMode::Synchronous
+    }));
+}
+
+// ---- allocation modes -------------------------------------------------------
+
+#[test]
+fn sync_busy_falls_back_to_async_and_waits_for_the_grant() {
+    let (mut engine, hal, mut edu) = setup();
+    hal.set(|h| h.sync_busy = true);
+    assert_eq!(
+        engine.start_io(3, dma(Direction::ToDevice, 0, 10), &mut edu),
+        None
+    );
+    assert_eq!(
+        hal.count(|c| matches!(c, Call::Allocate { .. })),
+        2,
+        "synchronous, then asynchronous"
+    );
+    assert!(edu.commands.is_empty(), "nothing mapped before the grant");
+    assert_eq!(engine.stats().sync_allocation_fallbacks, 1);
+    assert_eq!(engine.channel_granted(BASE, &mut edu), None);
+    assert_eq!(edu.commands.len(), 1);
+    assert_eq!(run_to_completion(&mut engine, &mut edu), ok(3, 10));
+}
+
+#[test]
+fn async_only_never_uses_the_synchronous_form() {
+    let hal = Hal::default();
+    let mut edu = Edu::default();
+    let config = EngineConfig {
+        allocation: AllocationPolicy::AsyncOnly,
+        ..EngineConfig::default()
+    };
+    let mut engine = started(config, &hal, &mut edu);
+    // The execution routine ran inside the call (re-entrant grant).
+    hal.set(|h| h.async_grants_now = true);
+    engine.start_io(1, dma(Direction::ToDevice, 0, 10), &mut edu);
+    assert_eq!(edu.commands.len(), 1, "mapped and started without waiting");
+    assert_eq!(run_to_completion(&mut engine, &mut edu), ok(1, 10));
+    assert!(hal.calls().iter().all(|c| !matches!(
+        c,
+        Call::Allocate {
+            mode: AllocationMode::Synchronous,
+            ..
+        }
+    )));
+    assert_eq!(engine.device_info().allocation_policy, 1);
+}
+
+#[test]
+fn a_failed_allocation_completes_with_its_status() {
+    let (mut engine, hal, mut edu) = setup();
+    hal.set(|h| h.info_error = Some(NtStatus::NOT_SUPPORTED));
+    assert_eq!(
+        engine.start_io(1, dma(Direction::ToDevice, 0, 10), &mut edu),
+        Some(failed(1, NtStatus::NOT_SUPPORTED))
+    );
+    assert_eq!(hal.count(|c| matches!(c, Call::Allocate { .. })), 0);
+    assert!(engine.is_idle());
+    assert_eq!(engine.stats().errors, 1);
+}
+
+#[test]
+fn a_failed_map_frees_the_channel() {
+    let (mut engine, hal, mut edu) = setup();
+    hal.set(|h| h.map_error = Some(NtStatus::INSUFFICIENT_RESOURCES));
+    assert_eq!(
+        engine.start_io(1, dma(Direction::ToDevice, 0, 10), &mut edu),
+        Some(failed(1, NtStatus::INSUFFICIENT_RESOURCES))
+    );
+    assert_eq!(hal.calls().last(), Some(&Call::FreeChannel));
+    assert_eq!(
+        hal.count(|c| matches!(c, Call::Flush { .. })),
+        0,
+        "nothing was mapped"
+    );
+    assert!(edu.commands.is_empty());
+}
+
+#[test]
+fn unreachable_bus_addresses_are_never_programmed() {
+    let (mut engine, hal, mut edu) = setup();
+    // The HAL handed out an address above the 28-bit limit.
+    hal.set(|h| h.bus_base = 0x1000_0000 - 8);
+    assert_eq!(
+        engine.start_io(1, dma(Direction::ToDevice, 0, 10), &mut edu),
+        Some(failed(1, NtStatus::DEVICE_HARDWARE_ERROR))
+    );
+    assert!(edu.commands.is_empty());
+    let tail = &hal.calls()[hal.calls().len() - 2..];
+    assert!(matches!(tail[0], Call::Flush { .. }));
+    assert_eq!(tail[1], Call::FreeChannel);
+}
+
+#[test]
+fn requests_outside_the_window_never_reach_the_hal() {
+    let (mut engine, hal, mut edu) = setup();
+    let before = hal.calls().len();
+    assert_eq!(
+        engine.start_io(1, dma(Direction::ToDevice, 4000, 96), &mut edu),
+        Some(failed(1, NtStatus::INVALID_BUFFER_SIZE))
+    );
+    assert_eq!(
+        engine.start_io(2, dma(Direction::ToDevice, 0, 0), &mut edu),
+        Some(failed(2, NtStatus::INVALID_PARAMETER))
+    );
+    assert_eq!(hal.calls().len(), before);
+    // A 4096-byte window allows the whole buffer.
+    let hal = Hal::default();
+    let config = EngineConfig {
+        window: 4096,
+        ..EngineConfig::default()
+    };
+    let mut engine = started(config, &hal, &mut edu);
+    engine.start_io(3, dma(Direction::ToDevice, 0, 4096), &mut edu);
+    assert_eq!(run_to_completion(&mut engine, &mut edu), ok(3, 4096));
+}
+
+// ---- cancel -----------------------------------------------------------------
+
+#[test]
+fn cancel_while_waiting_for_the_channel_true() {
+    let (mut engine, hal, mut edu) = setup();
+    hal.set(|h| h.sync_busy = true);
+    engine.start_io(4, dma(Direction::ToDevice, 0, 10), &mut edu);
+    assert_eq!(
+        engine.cancel(4, &mut edu),
+        Some(failed(4, NtStatus::CANCELLED))
+    );
+    assert_eq!(hal.calls().last(), Some(&Call::Cancel));
+    assert_eq!(
+        hal.count(|c| matches!(c, Call::FreeChannel)),
+        0,
+        "nothing granted"
+    );
+    assert!(engine.is_idle());
+    let stats = engine.stats();
+    assert_eq!(
+        (stats.cancels, stats.cancel_adapter_channel, stats.errors),
+        (1, 1, 0)
+    );
+}
+
+#[test]
+fn cancel_while_waiting_for_the_channel_false_waits_for_the_grant() {
+    let (mut engine, hal, mut edu) = setup();
+    hal.set(|h| {
+        h.sync_busy = true;
+        h.cancel_result = false;
+    });
+    engine.start_io(4, dma(Direction::ToDevice, 0, 10), &mut edu);
+    assert_eq!(
+        engine.cancel(4, &mut edu),
+        None,
+        "the grant is still coming"
+    );
+    assert!(!engine.is_idle());
+    // A second cancel changes nothing.
+    assert_eq!(engine.cancel(4, &mut edu), None);
+    assert_eq!(
+        engine.channel_granted(BASE, &mut edu),
+        Some(failed(4, NtStatus::CANCELLED))
+    );
+    assert_eq!(hal.calls().last(), Some(&Call::FreeChannel));
+    assert_eq!(hal.count(|c| matches!(c, Call::Map { .. })), 0);
+    assert!(edu.commands.is_empty());
+}
+
+#[test]
+fn cancel_during_dma_finishes_the_element_then_flushes_and_frees() {
+    let (mut engine, hal, mut edu) = setup();
+    hal.set(|h| h.element_size = 100);
+    engine.start_io(9, dma(Direction::FromDevice, 0, 300), &mut edu);
+    assert_eq!(
+        engine.cancel(9, &mut edu),
+        None,
+        "the device cannot abandon a command"
+    );
+    assert_eq!(
+        hal.count(|c| matches!(c, Call::Flush { .. })),
+        0,
+        "no flush while the device runs"
+    );
+    edu.finish_dma();
+    assert_eq!(
+        interrupt(&mut engine, &mut edu),
+        Some(failed(9, NtStatus::CANCELLED))
+    );
+    assert_eq!(edu.commands.len(), 1, "the other elements never started");
+    let tail = &hal.calls()[hal.calls().len() - 2..];
+    assert_eq!(
+        tail,
+        &[
+            Call::Flush {
+                offset: 0,
+                length: 300,
+                write: false
+            },
+            Call::FreeChannel
+        ]
+    );
+}
+
+#[test]
+fn cancel_of_an_unknown_request_is_ignored() {
+    let (mut engine, _hal, mut edu) = setup();
+    engine.start_io(1, dma(Direction::ToDevice, 0, 10), &mut edu);
+    assert_eq!(engine.cancel(2, &mut edu), None);
+    assert_eq!(run_to_completion(&mut engine, &mut edu), ok(1, 10));
+    assert_eq!(engine.cancel(1, &mut edu), None, "already completed");
+    assert_eq!(engine.stats().cancels, 0);
+}
+
+// ---- interrupts and the watchdog ---------------------------------------------
+
+#[test]
+fn a_stale_interrupt_while_the_device_is_busy_changes_nothing() {
+    let (mut engine, hal, mut edu) = setup();
+    engine.start_io(1, dma(Direction::ToDevice, 0, 10), &mut edu);
+    assert_eq!(engine.dpc(IrqBits::DMA, 1, &mut edu), None);
+    assert_eq!(hal.count(|c| matches!(c, Call::Flush { .. })), 0);
+    assert_eq!(run_to_completion(&mut engine, &mut edu), ok(1, 10));
+}
+
+#[test]
+fn a_lost_interrupt_is_recovered_by_the_watchdog() {
+    let (mut engine, hal, mut edu) = setup();
+    engine.start_io(1, dma(Direction::ToDevice, 0, 10), &mut edu);
+    edu.cmd &= !DmaCommand::START.bits(); // finished, but no interrupt
+    assert_eq!(
+        engine.watchdog_tick(&mut edu),
+        None,
+        "one tick is not enough"
+    );
+    assert_eq!(engine.watchdog_tick(&mut edu), Some(ok(1, 10)));
+    assert_eq!(engine.stats().lost_interrupts, 1);
+    assert_eq!(hal.calls().last(), Some(&Call::FreeChannel));
+}
+
+#[test]
+fn a_stuck_command_times_out_after_flush_and_free() {
+    let (mut engine, hal, mut edu) = setup();
+    engine.start_io(1, dma(Direction::FromDevice, 0, 10), &mut edu);
+    let ticks = engine.config().timeout_ticks;
+    for _ in 1..ticks {
+        assert_eq!(engine.watchdog_tick(&mut edu), None);
+    }
+    assert_eq!(
+        engine.watchdog_tick(&mut edu),
+        Some(failed(1, NtStatus::IO_TIMEOUT))
+    );
+    let tail = &hal.calls()[hal.calls().len() - 2..];
+    assert!(matches!(tail[0], Call::Flush { .. }));
+    assert_eq!(tail[1], Call::FreeChannel);
+    assert_eq!(engine.stats().timeouts, 1);
+}
+
+#[test]
+fn a_busy_device_is_programmed_when_it_becomes_idle() {
+    let (mut engine, _hal, mut edu) = setup();
+    edu.cmd = DmaCommand::START.bits(); // left running before the driver started
+    engine.start_io(1, dma(Direction::ToDevice, 0, 10), &mut edu);
+    assert!(edu.commands.is_empty(), "writes would be dropped");
+    assert_eq!(engine.watchdog_tick(&mut edu), None);
+    assert!(edu.commands.is_empty());
+    edu.cmd = 0;
+    assert_eq!(engine.watchdog_tick(&mut edu), None);
+    assert_eq!(edu.commands.len(), 1);
+    assert_eq!(run_to_completion(&mut engine, &mut edu), ok(1, 10));
+}
+
+// ---- stop and removal -------------------------------------------------------------
+
+#[test]
+fn stop_when_idle_puts_the_adapter_once_and_fails_later_requests() {
+    let (mut engine, hal, mut edu) = setup();
+    assert_eq!(engine.stop(StopReason::Stop, &mut edu), None);
+    assert!(engine.adapter_released());
+    assert_eq!(engine.stop(StopReason::Remove, &mut edu), None);
+    assert_eq!(hal.count(|c| *c == Call::Put), 1);
+    assert_eq!(
+        engine.start_io(5, dma(Direction::ToDevice, 0, 1), &mut edu),
+        Some(failed(5, NtStatus::DELETE_PENDING))
+    );
+}
+
+#[test]
+fn a_stopped_device_can_start_again() {
+    let (mut engine, hal, mut edu) = setup();
+    engine.stop(StopReason::Stop, &mut edu);
+    assert_eq!(
+        engine.start_io(1, dma(Direction::ToDevice, 0, 1), &mut edu),
+        Some(failed(1, NtStatus::DEVICE_NOT_READY))
+    );
+    engine.start_device(hal.clone(), FACTS, &mut edu).unwrap();
+    engine.start_io(2, dma(Direction::ToDevice, 0, 1), &mut edu);
+    assert_eq!(run_to_completion(&mut engine, &mut edu), ok(2, 1));
+}
+
+#[test]
+fn surprise_removal_mid_transfer_flushes_frees_and_puts() {
+    let (mut engine, hal, mut edu) = setup();
+    engine.start_io(1, dma(Direction::ToDevice, 0, 10), &mut edu);
+    edu.removed = true;
+    assert_eq!(
+        engine.stop(StopReason::SurpriseRemoval, &mut edu),
+        Some(failed(1, NtStatus::DEVICE_REMOVED))
+    );
+    let tail = &hal.calls()[hal.calls().len() - 3..];
+    assert!(matches!(tail[0], Call::Flush { .. }));
+    assert_eq!(&tail[1..], &[Call::FreeChannel, Call::Put]);
+    assert!(engine.adapter_released());
+    // The removal that follows changes nothing and puts nothing again.
+    assert_eq!(engine.stop(StopReason::Remove, &mut edu), None);
+    assert_eq!(hal.count(|c| *c == Call::Put), 1);
+    assert_eq!(
+        engine.start_io(2, dma(Direction::ToDevice, 0, 1), &mut edu),
+        Some(failed(2, NtStatus::DEVICE_REMOVED))
+    );
+}
+
+#[test]
+fn an_orderly_stop_lets_the_transfer_finish_first() {
+    let (mut engine, hal, mut edu) = setup();
+    hal.set(|h| h.map_limit = 512);
+    engine.start_io(1, dma(Direction::ToDevice, 0, 1024), &mut edu);
+    assert_eq!(engine.stop(StopReason::Stop, &mut edu), None);
+    assert!(!engine.adapter_released(), "the device is still working");
+    assert_eq!(run_to_completion(&mut engine, &mut edu), ok(1, 1024));
+    assert!(engine.adapter_released());
+    assert_eq!(hal.calls().last(), Some(&Call::Put));
+    assert_eq!(hal.count(|c| matches!(c, Call::Flush { .. })), 2);
+}
+
+#[test]
+fn stop_while_waiting_for_the_channel() {
+    for cancel_result in [true, false] {
+        let (mut engine, hal, mut edu) = setup();
+        hal.set(|h| {
+            h.sync_busy = true;
+            h.cancel_result = cancel_result;
+        });
+        engine.start_io(1, dma(Direction::ToDevice, 0, 10), &mut edu);
+        let stopped = engine.stop(StopReason::Remove, &mut edu);
+        if cancel_result {
+            assert_eq!(stopped, Some(failed(1, NtStatus::DELETE_PENDING)));
+        } else {
+            assert_eq!(stopped, None);
+            assert!(!engine.adapter_released());
+            assert_eq!(
+                engine.channel_granted(BASE, &mut edu),
+                Some(failed(1, NtStatus::DELETE_PENDING))
+            );
+            assert!(hal.calls().ends_with(&[Call::FreeChannel, Call::Put]));
+        }
+        assert!(engine.adapter_released());
+        assert_eq!(hal.count(|c| *c == Call::Put), 1);
+    }
+}
+
+#[test]
+fn start_fails_cleanly_on_a_device_that_is_not_edu() {
+    let hal = Hal::default();
+    let mut edu = Edu {
+        removed: true,
+        ..Edu::default()
+    };
+    let mut engine = TestEngine::new(EngineConfig::default());
+    assert_eq!(
+        engine.start_device(hal.clone(), FACTS, &mut edu),
+        Err(NtStatus::DEVICE_HARDWARE_ERROR)
+    );
+    assert_eq!(hal.calls(), vec![Call::Put]);
+    assert!(engine.adapter_released());
+}
+
+#[test]
+fn a_second_packet_while_one_is_current_is_refused() {
+    let (mut engine, _hal, mut edu) = setup();
+    engine.start_io(1, dma(Direction::ToDevice, 0, 10), &mut edu);
+    assert_eq!(
+        engine.start_io(2, dma(Direction::ToDevice, 0, 10), &mut edu),
+        Some(failed(2, NtStatus::INVALID_DEVICE_STATE))
+    );
+    assert_eq!(engine.current_request(), Some(1));
+    assert_eq!(run_to_completion(&mut engine, &mut edu), ok(1, 10));
+}
+
+#[test]
+fn an_unexpected_grant_is_counted_not_obeyed() {
+    let (mut engine, hal, mut edu) = setup();
+    assert_eq!(engine.channel_granted(BASE, &mut edu), None);
+    assert_eq!(engine.stats().errors, 1);
+    assert_eq!(hal.count(|c| matches!(c, Call::Map { .. })), 0);
+}
+
+// ---- the self-test ----------------------------------------------------------------
+
+#[test]
+fn selftest_passes_on_a_working_device() {
+    let (mut engine, _hal, mut edu) = setup();
+    assert_eq!(engine.start_io(1, StartRequest::SelfTest, &mut edu), None);
+    // Factorial interrupt, then the raised one.
+    assert_eq!(interrupt(&mut engine, &mut edu), None);
+    let done = interrupt(&mut engine, &mut edu).expect("the test is over");
+    let report = done.selftest.expect("a report");
+    assert_eq!(done.status, NtStatus::SUCCESS);
+    assert_eq!(done.information, size_of::<SelfTestReport>());
+    assert!(report.all_passed(), "{report:?}");
+    assert_eq!(report.liveness_read, !report.liveness_written);
+    assert_eq!(report.factorial_polled, 120);
+    assert_eq!(report.factorial_interrupt, 720);
+    assert_eq!(
+        report.irq_bits_seen,
+        (IrqBits::FACTORIAL | IrqBits::SELFTEST).bits()
+    );
+    assert_eq!(edu.status, 0, "factorial interrupt left disabled");
+    assert!(engine.is_idle());
+}
+
+#[test]
+fn selftest_reports_failures_instead_of_hanging() {
+    let (mut engine, _hal, mut edu) = setup();
+    edu.factorial_stuck = true;
+    assert_eq!(engine.start_io(1, StartRequest::SelfTest, &mut edu), None);
+    let ticks = engine.config().timeout_ticks;
+    let mut done = None;
+    for _ in 0..ticks {
+        if let Some(c) = engine.watchdog_tick(&mut edu) {
+            done = Some(c);
+        }
+    }
+    assert!(done.is_none(), "still waiting for the raised interrupt");
+    let done = interrupt(&mut engine, &mut edu).expect("the raised interrupt ends it");
+    let report = done.selftest.unwrap();
+    assert!(!report.all_passed());
+    assert_eq!(
+        report.failed,
+        selftest_steps::FACTORIAL_POLLED | selftest_steps::FACTORIAL_INTERRUPT
+    );
+    assert_eq!(
+        report.passed,
+        selftest_steps::IDENTIFICATION
+            | selftest_steps::LIVENESS
+            | selftest_steps::RAISE_ACKNOWLEDGE
+    );
+}
+
+#[test]
+fn selftest_can_be_cancelled() {
+    let (mut engine, _hal, mut edu) = setup();
+    engine.start_io(1, StartRequest::SelfTest, &mut edu);
+    assert_eq!(
+        engine.cancel(1, &mut edu),
+        Some(failed(1, NtStatus::CANCELLED))
+    );
+    assert_eq!(edu.irq & (IrqBits::FACTORIAL | IrqBits::SELFTEST).bits(), 0);
+    assert!(engine.is_idle());
+}
+
+// ---- reporting ----------------------------------------------------------------------
+
+#[test]
+fn device_info_reports_the_adapter() {
+    let (engine, _hal, _edu) = setup();
+    let info = engine.device_info();
+    assert_eq!(info.dma_interface_version, 3);
+    assert_eq!(info.map_registers, 16);
+    assert_eq!(info.dma_address_width, 28);
+    assert_eq!(info.device_id, 0x0100_00ED);
+    assert_eq!(info.dma_window, 4095);
+    assert_eq!(info.device_buffer_size, 4096);
+    assert_eq!(info.dma_alignment, 1);
+    assert_eq!(info.scatter_gather, 1);
+    assert_eq!(info.interrupt_kind, InterruptKind::LineBased as u32);
+    assert_eq!(info.size as usize, size_of::<DeviceInfo>());
+}
+
+#[test]
+fn stats_count_each_dma_call_exactly_and_reset() {
+    let (mut engine, _hal, mut edu) = setup();
+    for i in 0..3u32 {
+        engine.start_io(i, dma(Direction::ToDevice, 0, 64), &mut edu);
+        run_to_completion(&mut engine, &mut edu);
+    }
+    let stats = engine.stats();
+    assert_eq!(
+        (
+            stats.requests,
+            stats.get_dma_transfer_info,
+            stats.allocate_adapter_channel,
+            stats.map_transfer,
+            stats.flush_adapter_buffers,
+            stats.free_adapter_channel,
+            stats.device_commands
+        ),
+        (3, 3, 3, 3, 3, 3, 3)
+    );
+    engine.record_rejected();
+    assert_eq!(engine.stats().errors, 1);
+    engine.reset_stats();
+    assert_eq!(engine.stats(), Stats::default());
+}
