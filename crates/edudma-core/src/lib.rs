@@ -3,6 +3,7 @@
 //! The brain of the edudma driver, free of Windows: it decides, the glue acts.
 //!
 //! - [`dma`]: the [`DmaOps`](dma::DmaOps) seam — the version-3 DMA routines of one adapter.
+//! - [`grant`]: the lock-free hand-off of an execution routine's grant (re-entrancy).
 //! - [`protocol`]: typed tokens over it that allow the ten steps only in order.
 //! - [`regs`]: the edu device's register map and the [`RegisterFile`](regs::RegisterFile) seam.
 //! - [`ioctl`]: the IOCTL contract shared with `edudmactl`, with validation of every input.
@@ -16,6 +17,7 @@
 
 pub mod dma;
 pub mod engine;
+pub mod grant;
 pub mod ioctl;
 pub mod protocol;
 pub mod regs;
