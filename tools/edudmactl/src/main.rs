@@ -1,3 +1,74 @@
-//! edudmactl (work in progress).
+//! `edudmactl`: the user-mode tool of the edudma driver.
+//!
+//! It drives the driver through its IOCTL contract (`edudma_core::ioctl`) on
+//! two backends: the installed device on Windows, or the whole driver run
+//! in-process on the simulator (`--sim`), on any host. See `edudmactl --help`.
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use serde::Serialize;
+
+use edudmactl::cli::Cli;
+use edudmactl::commands::Outcome;
+use edudmactl::device::Device;
+use edudmactl::error::Error;
+use edudmactl::output::Output;
+
+/// The JSON printed on stdout when a command fails under `--json`.
+#[derive(Serialize)]
+struct ErrorReport<'a> {
+    ok: bool,
+    error: ErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    kind: &'a str,
+    message: String,
+    exit_code: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+}
+
+fn main() -> ExitCode {
+    // clap prints help/version (exit 0) and usage errors (exit 2) itself.
+    let cli = Cli::parse();
+    let output = Output::new(cli.json);
+    let result = edudmactl::backend::open(&cli).and_then(|backend| {
+        let mut device = Device::new(backend);
+        edudmactl::commands::run(&cli.command, &mut device, &output)
+    });
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(outcome @ (Outcome::Mismatch(_) | Outcome::DeviceFailure(_))) => {
+            let (Outcome::Mismatch(message) | Outcome::DeviceFailure(message)) = &outcome else {
+                return ExitCode::FAILURE;
+            };
+            eprintln!("edudmactl: {message}");
+            ExitCode::from(outcome.exit_code())
+        }
+        Err(error) => report_error(&error, &output),
+    }
+}
+
+/// Print an error (one line on stderr, and a JSON object with `--json`).
+fn report_error(error: &Error, output: &Output) -> ExitCode {
+    if output.is_json() {
+        let report = ErrorReport {
+            ok: false,
+            error: ErrorBody {
+                kind: error.kind(),
+                message: error.to_string(),
+                exit_code: error.exit_code(),
+                status: error.status().map(|status| status.to_string()),
+            },
+        };
+        if let Ok(json) = serde_json::to_string_pretty(&report) {
+            // Nothing more can be done if stdout is gone.
+            let _ = edudmactl::output::print_stdout(format!("{json}\n").as_bytes());
+        }
+    }
+    eprintln!("edudmactl: {error}");
+    ExitCode::from(error.exit_code())
+}

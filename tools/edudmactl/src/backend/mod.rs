@@ -1,0 +1,117 @@
+//! Backends: where the IOCTLs go.
+//!
+//! [`Backend`] is the narrow seam every command talks through — the three
+//! calls a user-mode program makes on a Windows device. Two implementations:
+//!
+//! - [`windows`] (Windows only): `CreateFileW` + `DeviceIoControl` +
+//!   `ReadFile`/`WriteFile` on the installed driver's device.
+//! - [`sim`]: the whole driver run in-process on `edudma-sim`.
+
+pub mod sim;
+pub mod win32_status;
+#[cfg(windows)]
+pub mod windows;
+
+use serde::Serialize;
+
+use crate::cli::Cli;
+use crate::error::{Error, Result};
+
+/// What a backend is, for `info` and `--json` output.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BackendDescription {
+    /// A real device opened by path.
+    Device {
+        /// The path opened.
+        path: String,
+    },
+    /// The simulator, with the knobs it was built with.
+    Sim {
+        /// The settings in force.
+        config: sim::SimSettings,
+    },
+}
+
+impl std::fmt::Display for BackendDescription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendDescription::Device { path } => write!(f, "device {path}"),
+            BackendDescription::Sim { config } => write!(
+                f,
+                "simulator (seed {}, {} CPUs, {} map registers, scatter/gather {}, alloc {}, \
+                 {}-bit DMA, {}, window {})",
+                config.seed,
+                config.cpus,
+                config.map_registers,
+                if config.scatter_gather { "on" } else { "off" },
+                config.alloc,
+                config.dma_mask_bits,
+                if config.msi { "MSI" } else { "line interrupt" },
+                config.window
+            ),
+        }
+    }
+}
+
+/// A virtual-time reading of the simulator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct VirtualClock {
+    /// Virtual nanoseconds since the simulated machine started.
+    pub now_ns: u64,
+}
+
+/// The user-mode calls the tool makes on the device.
+///
+/// `output` of [`device_control`](Backend::device_control) is both ways, as the
+/// `lpOutBuffer` of `DeviceIoControl` is: for `METHOD_IN_DIRECT` codes
+/// (`IOCTL_EDUDMA_DMA_WRITE`) it carries the data the driver reads, for the
+/// others it receives the answer.
+pub trait Backend {
+    /// What this backend is.
+    fn describe(&self) -> BackendDescription;
+
+    /// `DeviceIoControl(code, input, output)`: returns the bytes the driver
+    /// reported (`IoStatus.Information`), or the status it failed with.
+    fn device_control(&mut self, code: u32, input: &[u8], output: &mut [u8]) -> Result<usize>;
+
+    /// `ReadFile` at a byte offset: returns the bytes read (short at the end of the window).
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize>;
+
+    /// `WriteFile` at a byte offset: returns the bytes written.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<usize>;
+
+    /// The simulator's virtual clock; `None` on a real device.
+    fn virtual_clock(&self) -> Option<VirtualClock> {
+        None
+    }
+}
+
+/// Open the backend the command line asks for.
+pub fn open(cli: &Cli) -> Result<Box<dyn Backend>> {
+    if cli.target.sim {
+        return Ok(Box::new(sim::SimBackend::new(&cli.sim)?));
+    }
+    let given = cli.sim.given();
+    if !given.is_empty() {
+        return Err(Error::Usage(format!(
+            "{} only make sense with the simulator: add --sim",
+            given.join(", ")
+        )));
+    }
+    open_device(cli.target.device.as_deref())
+}
+
+#[cfg(windows)]
+fn open_device(path: Option<&str>) -> Result<Box<dyn Backend>> {
+    Ok(Box::new(windows::WindowsBackend::open(path)?))
+}
+
+#[cfg(not(windows))]
+fn open_device(path: Option<&str>) -> Result<Box<dyn Backend>> {
+    let path = path.unwrap_or(edudma_core::ioctl::DEFAULT_DEVICE_PATH);
+    Err(Error::Unsupported(format!(
+        "cannot open {path}: real devices exist only on Windows with the edudma driver \
+         installed; run with --sim to use the simulated driver"
+    )))
+}

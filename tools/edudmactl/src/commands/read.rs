@@ -1,0 +1,57 @@
+//! `read`: DMA bytes out of the device buffer — a hex dump for a person,
+//! raw bytes for a file or a pipe, hex in JSON.
+
+use serde::Serialize;
+
+use super::Outcome;
+use crate::cli::ReadArgs;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::output::{Output, hex_dump, hex_string, print_stdout};
+
+#[derive(Serialize)]
+struct Report {
+    command: &'static str,
+    offset: u32,
+    len: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    out: Option<String>,
+    /// The bytes as hex, when they were not written to a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_hex: Option<String>,
+}
+
+/// Run `read`.
+pub fn run(device: &mut Device, args: &ReadArgs, output: &Output) -> Result<Outcome> {
+    device.check_range(args.offset, args.len as usize)?;
+    let data = device.dma_read(args.offset, args.len as usize)?;
+    if let Some(path) = &args.out {
+        std::fs::write(path, &data).map_err(|source| Error::Output {
+            path: Some(path.clone()),
+            source,
+        })?;
+    }
+    if output.is_json() {
+        let report = Report {
+            command: "read",
+            offset: args.offset,
+            len: data.len(),
+            out: args.out.as_ref().map(|p| p.display().to_string()),
+            data_hex: args.out.is_none().then(|| hex_string(&data)),
+        };
+        output.emit(&report, String::new)?;
+    } else if let Some(path) = &args.out {
+        // The data went to the file; say so on stderr so stdout stays clean.
+        eprintln!(
+            "read {} bytes at offset {} into {}",
+            data.len(),
+            args.offset,
+            path.display()
+        );
+    } else if output.is_terminal() {
+        print_stdout(hex_dump(&data, args.offset).as_bytes())?;
+    } else {
+        print_stdout(&data)?;
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,135 @@
+//! Where results go: one JSON object with `--json`, readable text otherwise,
+//! and the hex dump of `read`.
+
+use std::fmt::Write as _;
+use std::io::{self, IsTerminal, Write};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// How to print: JSON or text, and whether stdout is a terminal.
+#[derive(Clone, Copy, Debug)]
+pub struct Output {
+    json: bool,
+    terminal: bool,
+}
+
+impl Output {
+    /// Output for this run; `json` from `--json`.
+    pub fn new(json: bool) -> Self {
+        Self {
+            json,
+            terminal: io::stdout().is_terminal(),
+        }
+    }
+
+    /// True with `--json`.
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
+    /// True when stdout is a terminal (a person is watching).
+    pub fn is_terminal(&self) -> bool {
+        self.terminal
+    }
+
+    /// Print `value` as JSON, or `text` — the one the user asked for.
+    pub fn emit<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) -> Result<()> {
+        if self.json {
+            let json = serde_json::to_string_pretty(value).map_err(|error| Error::Output {
+                path: None,
+                source: io::Error::other(error),
+            })?;
+            print_stdout(format!("{json}\n").as_bytes())
+        } else {
+            print_stdout(text().as_bytes())
+        }
+    }
+}
+
+/// Write bytes to stdout, flushing; a closed pipe is not worth a panic.
+pub fn print_stdout(bytes: &[u8]) -> Result<()> {
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .map_err(|source| Error::Output { path: None, source })
+}
+
+/// A classic hex dump: offset, 16 bytes in hex, the printable ones as text.
+pub fn hex_dump(bytes: &[u8], base: u32) -> String {
+    let mut out = String::new();
+    for (row, chunk) in bytes.chunks(16).enumerate() {
+        let offset = u64::from(base) + row as u64 * 16;
+        let _ = write!(out, "{offset:08x}  ");
+        for column in 0..16 {
+            match chunk.get(column) {
+                Some(byte) => {
+                    let _ = write!(out, "{byte:02x} ");
+                }
+                None => out.push_str("   "),
+            }
+            if column == 7 {
+                out.push(' ');
+            }
+        }
+        out.push_str(" |");
+        out.extend(chunk.iter().map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        }));
+        out.push_str("|\n");
+    }
+    out
+}
+
+/// Bytes as a lowercase hex string, for JSON.
+pub fn hex_string(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+/// A byte count with a binary unit, for text output.
+pub fn human_bytes(bytes: f64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_dump_rows() {
+        let dump = hex_dump(b"Hello, edu DMA!\x00\x01", 0x10);
+        let lines: Vec<&str> = dump.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("00000010  48 65 6c 6c"), "{dump}");
+        assert!(lines[0].ends_with("|Hello, edu DMA!.|"), "{dump}");
+        assert!(lines[1].starts_with("00000020  01 "), "{dump}");
+    }
+
+    #[test]
+    fn hex_and_units() {
+        assert_eq!(hex_string(&[0, 0xab, 0x10]), "00ab10");
+        assert_eq!(human_bytes(512.0), "512 B");
+        assert_eq!(human_bytes(40960.0), "40.00 KiB");
+    }
+}
