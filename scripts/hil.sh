@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Hardware-in-the-loop run: the unchanged edudma-core engine drives QEMU's own
+# `edu` device inside a small Linux guest (software emulation, no network).
+#
+#   scripts/hil.sh            the standard suite (a few minutes on two cores)
+#   scripts/hil.sh --sweep    also every DMA length 1..4095 (about 15 minutes)
+#   scripts/hil.sh --quick    self-test, conformance and a handful of DMAs
+#
+# It installs what it needs (Debian packages: qemu-system-x86, busybox-static,
+# a Debian kernel package unpacked into scripts/.hil-work; the musl target),
+# builds the harness as a static binary, packs an initramfs, boots it, and reads
+# the verdict from the serial console. Exit status: 0 only when the guest printed
+# `HIL RESULT: PASS`, the harness exited 0, QEMU powered off cleanly, and QEMU
+# logged no guest error of the edu device (address clamping or range errors).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WORK="$ROOT/scripts/.hil-work"
+TARGET=x86_64-unknown-linux-musl
+TIMEOUT="${HIL_TIMEOUT:-900}"
+MODE=standard
+for arg in "$@"; do
+    case "$arg" in
+        --sweep) MODE=sweep ;;
+        --quick) MODE=quick ;;
+        -h | --help)
+            sed -n '2,16p' "$0"
+            exit 0
+            ;;
+        *)
+            echo "hil.sh: unknown argument $arg" >&2
+            exit 2
+            ;;
+    esac
+done
+
+log() { printf '[hil] %s\n' "$*" >&2; }
+mkdir -p "$WORK"
+
+# --- 1. Host packages ---------------------------------------------------------
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+need_pkgs=()
+command -v qemu-system-x86_64 >/dev/null || need_pkgs+=(qemu-system-x86)
+dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+    log "installing ${need_pkgs[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+BUSYBOX=/bin/busybox
+
+# --- 2. Kernel and modules (unpacked, never installed) --------------------------
+KDIR="$WORK/kernel"
+if ! ls "$KDIR"/boot/vmlinuz-* >/dev/null 2>&1 || ! ls "$KDIR"/lib/modules/*/kernel/drivers/uio/uio_pci_generic.ko >/dev/null 2>&1; then
+    kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/.*Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1)
+    if [ -z "$kpkg" ]; then
+        $SUDO apt-get update -qq
+        kpkg=$(apt-cache depends linux-image-amd64 | sed -n 's/.*Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1)
+    fi
+    [ -n "$kpkg" ] || { echo "hil.sh: cannot resolve linux-image-amd64" >&2; exit 1; }
+    log "fetching kernel package $kpkg"
+    rm -rf "$KDIR" "$WORK/deb"
+    mkdir -p "$KDIR" "$WORK/deb"
+    (cd "$WORK/deb" && apt-get download -q "$kpkg" 2>&1 | grep -v 'unsandboxed' >&2 || true)
+    deb=$(ls "$WORK"/deb/*.deb | head -n1)
+    # Only what the guest needs: the kernel image and the uio modules.
+    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$KDIR" --wildcards '*/vmlinuz-*' '*/drivers/uio/uio.ko' '*/drivers/uio/uio_pci_generic.ko'
+    rm -rf "$WORK/deb"
+fi
+VMLINUZ=$(ls "$KDIR"/boot/vmlinuz-* | head -n1)
+UIO_KO=$(ls "$KDIR"/lib/modules/*/kernel/drivers/uio/uio.ko | head -n1)
+UIO_PCI_KO=$(ls "$KDIR"/lib/modules/*/kernel/drivers/uio/uio_pci_generic.ko | head -n1)
+
+# --- 3. The harness, static -----------------------------------------------------
+if command -v rustup >/dev/null && ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
+    log "adding rust target $TARGET"
+    rustup target add "$TARGET" >/dev/null
+fi
+log "building edudma-hil for $TARGET"
+(cd "$ROOT" && cargo build --quiet --release --locked -p edudma-hil --target "$TARGET")
+TDIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$TDIR" in /*) ;; *) TDIR="$ROOT/$TDIR" ;; esac
+HARNESS="$TDIR/$TARGET/release/edudma-hil"
+[ -x "$HARNESS" ] || { echo "hil.sh: $HARNESS not built" >&2; exit 1; }
+
+# --- 4. Initramfs ---------------------------------------------------------------
+IRD="$WORK/initramfs"
+rm -rf "$IRD"
+mkdir -p "$IRD"/{bin,sbin,proc,sys,dev,tmp,lib/modules}
+cp "$BUSYBOX" "$IRD/bin/busybox"
+for tool in sh mount insmod poweroff echo cat sleep sysctl; do ln -s busybox "$IRD/bin/$tool"; done
+cp "$UIO_KO" "$UIO_PCI_KO" "$IRD/lib/modules/"
+cp "$HARNESS" "$IRD/bin/edudma-hil"
+cp "$ROOT/scripts/hil/init" "$IRD/init"
+chmod 755 "$IRD/init" "$IRD/bin/edudma-hil"
+(cd "$IRD" && find . | LC_ALL=C sort | "$BUSYBOX" cpio -o -H newc 2>/dev/null | gzip -1) >"$WORK/initramfs.gz"
+
+# --- 5. Boot ---------------------------------------------------------------------
+SERIAL="$WORK/serial.log"
+QLOG="$WORK/qemu.log"
+rm -f "$SERIAL" "$QLOG"
+log "booting the guest (mode $MODE, timeout ${TIMEOUT}s)"
+start=$(date +%s)
+set +e
+timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 \
+    -accel tcg -M q35 -m 512 -smp 1 -nographic -no-reboot \
+    -kernel "$VMLINUZ" -initrd "$WORK/initramfs.gz" \
+    -append "console=ttyS0 quiet loglevel=3 panic=-1 transparent_hugepage=never HIL_MODE=$MODE" \
+    -device edu -nic none \
+    -d guest_errors -D "$QLOG" \
+    </dev/null 2>"$WORK/qemu.stderr" | tee "$SERIAL"
+qrc=${PIPESTATUS[0]}
+set -e
+elapsed=$(($(date +%s) - start))
+
+# --- 6. Verdict --------------------------------------------------------------------
+fail=()
+if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
+    fail+=("timeout after ${TIMEOUT}s")
+elif [ "$qrc" != 0 ]; then
+    fail+=("QEMU exited with status $qrc (crash or device-side abort)")
+fi
+if [ -s "$WORK/qemu.stderr" ]; then
+    log "QEMU stderr:"
+    cat "$WORK/qemu.stderr" >&2
+    grep -q 'EDU:' "$WORK/qemu.stderr" && fail+=("QEMU reported an edu device error")
+fi
+if [ -s "$QLOG" ] && grep -q 'EDU:' "$QLOG"; then
+    log "QEMU guest-error log:"
+    grep 'EDU:' "$QLOG" | head -n 20 >&2
+    fail+=("the edu device logged a guest error (DMA address clamped or out of range)")
+fi
+tr -d '\r' <"$SERIAL" >"$SERIAL.clean"
+grep -q '^HIL-EXIT 0$' "$SERIAL.clean" || fail+=("the harness did not exit 0")
+grep -q '^HIL RESULT: PASS' "$SERIAL.clean" || fail+=("no 'HIL RESULT: PASS' on the console")
+grep '^TRACE ' "$SERIAL.clean" >"$WORK/real-trace.txt" || true
+
+if [ "${#fail[@]}" -gt 0 ]; then
+    for f in "${fail[@]}"; do echo "hil.sh: FAIL: $f" >&2; done
+    echo "hil.sh: FAILED in ${elapsed}s (serial log: $SERIAL)" >&2
+    exit 1
+fi
+echo "hil.sh: PASSED in ${elapsed}s"

@@ -1,0 +1,972 @@
+//! The suite inside the guest: the unchanged engine, fed by this glue, drives
+//! QEMU's edu device; every byte that moves is compared.
+
+use std::fmt::Write as _;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use edudma_core::NtStatus;
+use edudma_core::engine::{
+    AdapterFacts, AllocationPolicy, Completion, Engine, EngineConfig, StartRequest, StopReason,
+};
+use edudma_core::ioctl::{Direction, DmaRequest, InterruptKind, Stats};
+use edudma_core::regs::{self, RegisterFile};
+
+use crate::conform;
+use crate::hal::{HalConfig, HalCounters, HalDma, HalHandle, MdlId, PAGE_SIZE, PageId, PhysMemory};
+use crate::linux::{Bar, PagePool, PciDevice, Uio, Wait, command};
+use crate::rng::Rng;
+
+/// How much to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Self-test, conformance and a handful of transfers.
+    Quick,
+    /// The standard suite (about a minute of guest time).
+    Standard,
+    /// Standard plus every length 1..=window.
+    Sweep,
+}
+
+/// The glue's watchdog period, as on Windows.
+const TICK: Duration = Duration::from_millis(100);
+/// A request that takes longer than this is a failure (the engine's own
+/// timeout is ten ticks per command).
+const REQUEST_LIMIT: Duration = Duration::from_secs(10);
+/// Byte the pages around a buffer are filled with, to catch stray writes.
+const GUARD: u8 = 0xC3;
+/// 256 MiB: the edu device's default `dma_mask` reaches below this.
+const LIMIT_28: u64 = 1 << 28;
+
+type Mem = Rc<PagePool>;
+
+impl PhysMemory for Rc<PagePool> {
+    fn phys(&self, page: PageId) -> Option<u64> {
+        PagePool::phys_now(self, page)
+    }
+    fn read(&self, page: PageId, offset: usize, out: &mut [u8]) {
+        PagePool::read_bytes(self, page, offset, out);
+    }
+    fn write(&mut self, page: PageId, offset: usize, data: &[u8]) {
+        PagePool::write_bytes(self, page, offset, data);
+    }
+}
+
+/// Which physical pages a buffer is made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Pages below 256 MiB.
+    Low,
+    /// Pages at or above 256 MiB: every one is bounced.
+    High,
+    /// Low first page, high second.
+    LowHigh,
+    /// High first page, low second.
+    HighLow,
+    /// Consecutive pages of one locked mapping, wherever the kernel put them.
+    Real,
+}
+
+const LAYOUTS: [Layout; 5] = [
+    Layout::Low,
+    Layout::High,
+    Layout::LowHigh,
+    Layout::HighLow,
+    Layout::Real,
+];
+
+/// One round trip: write `len` bytes at `dev` from buffer A, read them back
+/// into buffer B, compare.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    len: u32,
+    dev: u32,
+    /// Byte offset of buffer A in its first page.
+    a_off: usize,
+    a: Layout,
+    b_off: usize,
+    b: Layout,
+}
+
+/// Totals over the whole run.
+#[derive(Default)]
+struct Totals {
+    passed: u32,
+    failed: u32,
+    round_trips: u64,
+    requests: u64,
+    device_commands: u64,
+    bytes: u64,
+    interrupts: u64,
+    spurious: u64,
+    lost_interrupts: u64,
+    hal: HalCounters,
+}
+
+/// One engine with its adapter: what START_DEVICE created.
+struct Driver {
+    engine: Engine<HalDma<Mem>, u32>,
+    hal: HalHandle<Mem>,
+    interrupts: bool,
+    next_request: u32,
+    name: &'static str,
+}
+
+/// Everything of the guest the suite uses.
+pub struct Rig {
+    pci: PciDevice,
+    bar: Bar,
+    uio: Option<Uio>,
+    pool: Mem,
+    low: Vec<PageId>,
+    high: Vec<PageId>,
+    bounce: Vec<PageId>,
+    scratch: PageId,
+    epoch: Instant,
+    cursor: [usize; 3],
+    rng: Rng,
+    totals: Totals,
+}
+
+fn say(line: &str) {
+    println!("{line}");
+}
+
+impl Rig {
+    fn check(&mut self, ok: bool, what: &str) -> bool {
+        if ok {
+            self.totals.passed += 1;
+            say(&format!("HIL PASS {what}"));
+        } else {
+            self.totals.failed += 1;
+            say(&format!("HIL FAIL {what}"));
+        }
+        ok
+    }
+
+    /// Find the device, bind uio, enable bus mastering, map BAR0, lock pages.
+    fn setup() -> Result<Self, String> {
+        let pci = PciDevice::find().map_err(|e| e.to_string())?;
+        say(&format!("HIL INFO device at {}", pci.dir().display()));
+        if let Err(e) = pci.enable() {
+            say(&format!(
+                "HIL INFO enable: {e} (uio_pci_generic enables it too)"
+            ));
+        }
+        // uio_pci_generic clears bus master when /dev/uio0 is closed: open it
+        // first, keep it open, then set bus master.
+        let uio = match pci.bind_uio() {
+            Ok(uio) => Some(uio),
+            Err(e) => {
+                say(&format!("HIL INFO uio_pci_generic unavailable: {e}"));
+                None
+            }
+        };
+        let cmd = pci
+            .update_command(command::MEMORY | command::BUS_MASTER, command::INTX_DISABLE)
+            .map_err(|e| format!("config space: {e}"))?;
+        let readback = pci.command().map_err(|e| e.to_string())?;
+        say(&format!(
+            "HIL INFO PCI command 0x{cmd:04x} (read back 0x{readback:04x})"
+        ));
+        if readback & command::BUS_MASTER == 0 {
+            return Err("bus master enable did not stick".into());
+        }
+        let bar = pci.map_bar0().map_err(|e| format!("mapping BAR0: {e}"))?;
+
+        let mut pool = PagePool::new().map_err(|e| e.to_string())?;
+        // 7–13 % of locked pages land above 256 MiB with -m 512: grow until
+        // there are enough of both kinds.
+        let mut rounds = 0;
+        loop {
+            pool.grow(1024).map_err(|e| format!("locking pages: {e}"))?;
+            rounds += 1;
+            let high = pool.pages_where(|p| p >= LIMIT_28).len();
+            let low = pool.len() - high;
+            if (high >= 48 && low >= 256) || rounds >= 48 {
+                break;
+            }
+        }
+        let mut low = pool.pages_where(|p| p + PAGE_SIZE as u64 <= LIMIT_28);
+        let high = pool.pages_where(|p| p >= LIMIT_28);
+        say(&format!(
+            "HIL INFO locked {} pages: {} below 256 MiB, {} above (highest 0x{:x})",
+            pool.len(),
+            low.len(),
+            high.len(),
+            (0..pool.len())
+                .filter_map(|p| pool.locked_phys(p))
+                .max()
+                .unwrap_or(0)
+        ));
+        if pool.is_empty() || low.len() < 64 {
+            return Err("not enough pages below 256 MiB".into());
+        }
+        // The HAL's bounce pages: the first few low pages, reserved.
+        let bounce: Vec<PageId> = low.drain(..2).collect();
+        let scratch = low.remove(0);
+        let seed = std::env::var("HIL_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0x0ED0_D4A5_u64);
+        say(&format!("HIL INFO seed {seed}"));
+        Ok(Self {
+            pci,
+            bar,
+            uio,
+            pool: Rc::new(pool),
+            low,
+            high,
+            bounce,
+            scratch,
+            epoch: Instant::now(),
+            cursor: [0; 3],
+            rng: Rng::new(seed),
+            totals: Totals::default(),
+        })
+    }
+
+    /// START_DEVICE: an adapter (`IoGetDmaAdapter`) and an engine over it.
+    fn start_driver(
+        &mut self,
+        name: &'static str,
+        hal_config: HalConfig,
+        engine_config: EngineConfig,
+        interrupts: bool,
+    ) -> Result<Driver, String> {
+        let hal = HalHandle::new(Rc::clone(&self.pool), hal_config, &self.bounce)
+            .map_err(|e| e.to_string())?;
+        let mut engine = Engine::new(engine_config);
+        let facts = AdapterFacts {
+            dma_interface_version: 3,
+            map_registers: hal_config.map_registers,
+            dma_address_width: hal_config.address_bits,
+            scatter_gather: true,
+            interrupt_kind: if self.uio.is_some() {
+                InterruptKind::LineBased
+            } else {
+                InterruptKind::None
+            },
+        };
+        engine
+            .start_device(hal.dma_ops(), facts, &mut self.bar)
+            .map_err(|s| format!("start_device: {s}"))?;
+        say(&format!(
+            "HIL INFO phase {name}: {} map registers, sync busy {}, queued grants {}, interrupts {}",
+            hal_config.map_registers,
+            hal_config.sync_busy,
+            hal_config.queue_async,
+            if interrupts {
+                "on"
+            } else {
+                "off (watchdog polling)"
+            }
+        ));
+        Ok(Driver {
+            engine,
+            hal,
+            interrupts: interrupts && self.uio.is_some(),
+            next_request: 1,
+            name,
+        })
+    }
+
+    /// The ISR, then the DPC: acknowledge the device first, then unmask INTx.
+    fn isr_dpc(&mut self, drv: &mut Driver) -> Option<Completion<u32>> {
+        let bits = regs::isr_acknowledge(&mut self.bar);
+        if let Err(e) = self.pci.update_command(0, command::INTX_DISABLE) {
+            say(&format!("HIL INFO unmasking INTx: {e}"));
+        }
+        match bits {
+            Some(bits) => {
+                self.totals.interrupts += 1;
+                drv.engine.dpc(bits, 1, &mut self.bar)
+            }
+            None => {
+                self.totals.spurious += 1;
+                None
+            }
+        }
+    }
+
+    /// Interrupts that arrived while nobody listened: run the ISR for them.
+    fn drain_interrupts(&mut self, drv: &mut Driver) -> Option<Completion<u32>> {
+        let mut done = None;
+        while let Some(uio) = self.uio.as_mut() {
+            match uio.wait(Duration::ZERO) {
+                Ok(Wait::Interrupt(_)) => {
+                    if let Some(c) = self.isr_dpc(drv) {
+                        done = Some(c);
+                    }
+                }
+                _ => break,
+            }
+        }
+        done
+    }
+
+    /// StartIo for one request, then events until it completes.
+    fn run_request(
+        &mut self,
+        drv: &mut Driver,
+        what: StartRequest<MdlId>,
+    ) -> Result<Completion<u32>, String> {
+        let id = drv.next_request;
+        drv.next_request += 1;
+        self.totals.requests += 1;
+        let start = Instant::now();
+        let mut next_tick = start + TICK;
+        let mut done = drv.engine.start_io(id, what, &mut self.bar);
+        loop {
+            if let Some(c) = done.take() {
+                if c.request != id {
+                    return Err(format!(
+                        "completion of request {} while {id} was current",
+                        c.request
+                    ));
+                }
+                return Ok(c);
+            }
+            // A queued execution routine runs "later": now, outside StartIo.
+            if let Some(base) = drv.hal.take_queued_grant() {
+                done = drv.engine.channel_granted(base, &mut self.bar);
+                continue;
+            }
+            let now = Instant::now();
+            if now.duration_since(start) > REQUEST_LIMIT {
+                let _ = drv.engine.cancel(id, &mut self.bar);
+                return Err(format!(
+                    "request {id} did not complete in {REQUEST_LIMIT:?}"
+                ));
+            }
+            if now >= next_tick {
+                next_tick += TICK;
+                done = drv.engine.watchdog_tick(&mut self.bar);
+                continue;
+            }
+            let timeout = next_tick - now;
+            match (drv.interrupts, self.uio.as_mut()) {
+                (true, Some(uio)) => match uio.wait(timeout) {
+                    Ok(Wait::Interrupt(_)) => done = self.isr_dpc(drv),
+                    Ok(Wait::Timeout) => {}
+                    Err(e) => return Err(format!("waiting for the interrupt: {e}")),
+                },
+                _ => std::thread::sleep(timeout),
+            }
+        }
+    }
+
+    /// Pages for a buffer of `count` pages laid out as `layout`, none of `avoid`.
+    fn pick_pages(&mut self, layout: Layout, count: usize, avoid: &[PageId]) -> Vec<PageId> {
+        let mut pages = Vec::with_capacity(count);
+        for i in 0..count {
+            let high = match layout {
+                Layout::Low | Layout::Real => false,
+                Layout::High => true,
+                Layout::LowHigh => i % 2 == 1,
+                Layout::HighLow => i % 2 == 0,
+            };
+            let (list, slot) = if high && !self.high.is_empty() {
+                (&self.high, 1)
+            } else {
+                (&self.low, 0)
+            };
+            loop {
+                let page = list[self.cursor[slot] % list.len()];
+                self.cursor[slot] += 1;
+                if !avoid.contains(&page) && !pages.contains(&page) {
+                    pages.push(page);
+                    break;
+                }
+            }
+        }
+        if layout == Layout::Real {
+            // A run of consecutive pages of the pool (one locked mapping).
+            let n = self.pool.len();
+            loop {
+                let start = self.cursor[2] % n.saturating_sub(count).max(1);
+                self.cursor[2] += 7;
+                let run: Vec<PageId> = (start..start + count).collect();
+                if run
+                    .iter()
+                    .all(|p| !avoid.contains(p) && !self.bounce.contains(p) && *p != self.scratch)
+                {
+                    return run;
+                }
+            }
+        }
+        pages
+    }
+
+    fn fill_pages(&self, pages: &[PageId], byte: u8) {
+        let fill = [byte; PAGE_SIZE];
+        for &p in pages {
+            self.pool.write_bytes(p, 0, &fill);
+        }
+    }
+
+    /// Bytes of `pages` outside `[off, off + len)` that are not the guard byte.
+    fn guard_damage(&self, pages: &[PageId], off: usize, len: usize) -> usize {
+        let mut bad = 0;
+        let mut page = [0u8; PAGE_SIZE];
+        for (i, &p) in pages.iter().enumerate() {
+            self.pool.read_bytes(p, 0, &mut page);
+            for (j, &b) in page.iter().enumerate() {
+                let pos = i * PAGE_SIZE + j;
+                if (pos < off || pos >= off + len) && b != GUARD {
+                    bad += 1;
+                }
+            }
+        }
+        bad
+    }
+
+    /// One write + read-back round trip through the engine.
+    fn round_trip(&mut self, drv: &mut Driver, case: Case, label: &str) -> bool {
+        let len = case.len as usize;
+        let a_pages = self.pick_pages(case.a, (case.a_off + len).div_ceil(PAGE_SIZE), &[]);
+        let b_pages = self.pick_pages(case.b, (case.b_off + len).div_ceil(PAGE_SIZE), &a_pages);
+        let data: Vec<u8> = (0..len).map(|_| self.rng.byte()).collect();
+        self.fill_pages(&a_pages, GUARD);
+        self.fill_pages(&b_pages, GUARD);
+        let describe = |pages: &[PageId], pool: &PagePool| -> String {
+            pages
+                .iter()
+                .map(|&p| format!("{:x}", pool.locked_phys(p).unwrap_or(0)))
+                .collect::<Vec<_>>()
+                .join("+")
+        };
+        let mut what = format!(
+            "{} {label} len={} dev={} A={:?}@{}[{}] B={:?}@{}[{}]",
+            drv.name,
+            case.len,
+            case.dev,
+            case.a,
+            case.a_off,
+            describe(&a_pages, &self.pool),
+            case.b,
+            case.b_off,
+            describe(&b_pages, &self.pool),
+        );
+        let (Some(mdl_a), Some(mdl_b)) = (
+            drv.hal.lock_pages(&a_pages, case.a_off, len),
+            drv.hal.lock_pages(&b_pages, case.b_off, len),
+        ) else {
+            return self.check(false, &format!("{what}: could not lock the buffers"));
+        };
+        drv.hal.write_mdl(mdl_a, &data);
+        // B's range starts as the inverse of the data: every byte must change.
+        let inverse: Vec<u8> = data.iter().map(|b| !b).collect();
+        drv.hal.write_mdl(mdl_b, &inverse);
+
+        let before = drv.engine.stats();
+        let mut ok = true;
+        for (direction, mdl) in [(Direction::ToDevice, mdl_a), (Direction::FromDevice, mdl_b)] {
+            let request = DmaRequest {
+                direction,
+                device_offset: case.dev,
+                length: case.len,
+            };
+            match self.run_request(drv, StartRequest::Dma { request, mdl }) {
+                Ok(c) if c.status == NtStatus::SUCCESS && c.information == len => {}
+                Ok(c) => {
+                    let _ = write!(what, " {direction:?}: {} info {}", c.status, c.information);
+                    ok = false;
+                }
+                Err(e) => {
+                    let _ = write!(what, " {direction:?}: {e}");
+                    ok = false;
+                }
+            }
+            if !ok {
+                break;
+            }
+        }
+        if ok {
+            let mut got = vec![0u8; len];
+            drv.hal.read_mdl(mdl_b, &mut got);
+            let wrong: Vec<usize> = (0..len).filter(|&i| got[i] != data[i]).collect();
+            if let Some(&first) = wrong.first() {
+                let _ = write!(
+                    what,
+                    " {} bytes differ, first at {first}: got 0x{:02x} want 0x{:02x}",
+                    wrong.len(),
+                    got[first],
+                    data[first]
+                );
+                ok = false;
+            }
+            let mut sent = vec![0u8; len];
+            drv.hal.read_mdl(mdl_a, &mut sent);
+            if sent != data {
+                let _ = write!(what, " the source buffer changed");
+                ok = false;
+            }
+            let damage = self.guard_damage(&a_pages, case.a_off, len)
+                + self.guard_damage(&b_pages, case.b_off, len);
+            if damage > 0 {
+                let _ = write!(what, " {damage} guard bytes around the buffers changed");
+                ok = false;
+            }
+        }
+        drv.hal.unlock(mdl_a);
+        drv.hal.unlock(mdl_b);
+        let after = drv.engine.stats();
+        let _ = write!(
+            what,
+            " cmds={} maps={}",
+            after.device_commands - before.device_commands,
+            after.map_transfer - before.map_transfer
+        );
+        self.totals.round_trips += 1;
+        self.check(ok, &what)
+    }
+
+    /// PnP remove: stop, make sure the adapter is put, then the leak check.
+    fn stop_driver(&mut self, mut drv: Driver) -> Stats {
+        if let Some(c) = drv.engine.stop(StopReason::Remove, &mut self.bar) {
+            self.check(
+                false,
+                &format!("{} stop completed request {}", drv.name, c.request),
+            );
+        }
+        let _ = self.drain_interrupts(&mut drv);
+        let stats = drv.engine.stats();
+        let mut violations = drv.hal.violations();
+        violations.extend(drv.hal.leak_check());
+        self.check(
+            drv.engine.adapter_released(),
+            &format!("{} the adapter was put at stop", drv.name),
+        );
+        let list: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        self.check(
+            violations.is_empty(),
+            &format!(
+                "{} verifier: no violation, no leak{}{}",
+                drv.name,
+                if list.is_empty() { "" } else { ": " },
+                list.join("; ")
+            ),
+        );
+        let hal = drv.hal.counters();
+        say(&format!(
+            "HIL INFO {} engine: requests={} completed={} commands={} maps={} partial={} flushes={} \
+             interrupts={} dpcs={} lost={} timeouts={} errors={} fallbacks={} | hal: bounced={} direct={} \
+             sg={} max_sg={} partial={} queued_grants={} sync_refusals={}",
+            drv.name,
+            stats.requests,
+            stats.completed,
+            stats.device_commands,
+            stats.map_transfer,
+            stats.partial_maps,
+            stats.flush_adapter_buffers,
+            stats.interrupts,
+            stats.dpcs,
+            stats.lost_interrupts,
+            stats.timeouts,
+            stats.errors,
+            stats.sync_allocation_fallbacks,
+            hal.bounced_pages,
+            hal.direct_pages,
+            hal.sg_elements,
+            hal.max_sg_elements,
+            hal.partial_maps,
+            hal.queued_grants,
+            hal.sync_refusals,
+        ));
+        let t = &mut self.totals;
+        t.device_commands += stats.device_commands;
+        t.bytes += stats.bytes_to_device + stats.bytes_from_device;
+        t.lost_interrupts += stats.lost_interrupts;
+        t.hal.bounced_pages += hal.bounced_pages;
+        t.hal.direct_pages += hal.direct_pages;
+        t.hal.partial_maps += hal.partial_maps;
+        t.hal.maps += hal.maps;
+        t.hal.sg_elements += hal.sg_elements;
+        t.hal.max_sg_elements = t.hal.max_sg_elements.max(hal.max_sg_elements);
+        t.hal.queued_grants += hal.queued_grants;
+        stats
+    }
+
+    fn random_case(&mut self, window: u32) -> Case {
+        // Lengths spread over the decades: 1..=window, log-uniform.
+        let bits = self.rng.below(12) + 1;
+        let len = (self.rng.below(1 << bits) + 1).min(window);
+        let dev = match self.rng.below(4) {
+            0 => 0,
+            1 => window - len,
+            _ => self.rng.below(window - len + 1),
+        };
+        let off = |rng: &mut Rng| match rng.below(5) {
+            0 => 0,
+            1 => PAGE_SIZE - 1,
+            2 => PAGE_SIZE - (len as usize / 2).max(1),
+            _ => rng.below(PAGE_SIZE as u32) as usize,
+        };
+        let a_off = off(&mut self.rng);
+        let b_off = off(&mut self.rng);
+        let a = LAYOUTS[self.rng.below(5) as usize];
+        let b = LAYOUTS[self.rng.below(5) as usize];
+        Case {
+            len,
+            dev,
+            a_off,
+            a,
+            b_off,
+            b,
+        }
+    }
+}
+
+/// The edge cases every run covers (window 4095).
+fn edge_cases(window: u32) -> Vec<Case> {
+    use Layout::*;
+    let w = window;
+    let c = |len, dev, a_off, a, b_off, b| Case {
+        len,
+        dev,
+        a_off,
+        a,
+        b_off,
+        b,
+    };
+    vec![
+        c(1, 0, 0, Low, 0, Low),
+        c(1, w - 1, 4095, High, 4095, High),
+        c(2, w - 2, 4095, LowHigh, 4095, HighLow),
+        c(w, 0, 0, Low, 0, Low),
+        c(w, 0, 1, LowHigh, 1, HighLow),
+        c(w, 0, 4095, HighLow, 4095, LowHigh),
+        c(w, 0, 0, High, 2048, High),
+        c(w - 1, 1, 2, Real, 4000, Real),
+        c(4094, 0, 4094, High, 2, Low),
+        c(2048, w - 2048, 2048, HighLow, 2049, LowHigh),
+        c(2049, 0, 2048, LowHigh, 2047, Real),
+        c(3, 2046, 4094, Real, 4094, High),
+        c(511, 3584, 3585, Low, 3584, High),
+        c(512, 0, 3584, High, 3583, Low),
+        c(100, w - 100, 4050, HighLow, 4090, HighLow),
+        c(4000, 95, 96, Real, 95, Real),
+    ]
+}
+
+/// Run the suite; the process exit code is the verdict.
+pub fn run(mode: Mode) -> bool {
+    let started = Instant::now();
+    let mut rig = match Rig::setup() {
+        Ok(rig) => rig,
+        Err(e) => {
+            say(&format!("HIL FAIL setup: {e}"));
+            say("HIL RESULT: FAIL (setup)");
+            return false;
+        }
+    };
+    let id = rig.bar.read32(regs::REG_ID);
+    rig.check(
+        regs::decode_id(id).is_some(),
+        &format!("identification: 0x{id:08x}"),
+    );
+    rig.check(rig.uio.is_some(), "interrupts through uio_pci_generic");
+
+    // Register-level conformance first, while the device is fresh.
+    conformance(&mut rig);
+
+    let window = EngineConfig::default().effective_window();
+    match rig.start_driver("main", HalConfig::default(), EngineConfig::default(), true) {
+        Ok(mut drv) => {
+            main_phase(&mut rig, &mut drv, mode, window);
+            rig.stop_driver(drv);
+        }
+        Err(e) => {
+            rig.check(false, &format!("start main: {e}"));
+        }
+    }
+    if mode != Mode::Quick {
+        extra_phases(&mut rig, window);
+    }
+    if mode == Mode::Sweep {
+        sweep(&mut rig, window);
+    }
+    report(&rig, started.elapsed())
+}
+
+fn main_phase(rig: &mut Rig, drv: &mut Driver, mode: Mode, window: u32) {
+    let info = drv.engine.device_info();
+    let id = rig.bar.read32(regs::REG_ID);
+    rig.check(
+        info.device_id == id && info.dma_window == window,
+        &format!(
+            "device info: id 0x{:08x}, window {}, map registers {}, width {}",
+            info.device_id, info.dma_window, info.map_registers, info.dma_address_width
+        ),
+    );
+    match rig.run_request(drv, StartRequest::SelfTest) {
+        Ok(c) => {
+            let report = c.selftest.unwrap_or_default();
+            rig.check(
+                c.status == NtStatus::SUCCESS && report.all_passed(),
+                &format!(
+                    "engine self-test (identification, liveness, factorial polled and by interrupt, raise/ack): \
+                     status {} passed 0x{:02x} failed 0x{:02x} id 0x{:08x} live 0x{:08x}->0x{:08x} \
+                     {}!={} {}!={} irq bits 0x{:x}",
+                    c.status,
+                    report.passed,
+                    report.failed,
+                    report.device_id,
+                    report.liveness_written,
+                    report.liveness_read,
+                    report.factorial_input,
+                    report.factorial_polled,
+                    report.factorial_input + 1,
+                    report.factorial_interrupt,
+                    report.irq_bits_seen
+                ),
+            );
+        }
+        Err(e) => {
+            rig.check(false, &format!("engine self-test: {e}"));
+        }
+    }
+    let mut cases = edge_cases(window);
+    if mode == Mode::Quick {
+        cases.truncate(6);
+    } else {
+        for _ in 0..40 {
+            let case = rig.random_case(window);
+            cases.push(case);
+        }
+    }
+    for (i, case) in cases.into_iter().enumerate() {
+        rig.round_trip(drv, case, &format!("#{i}"));
+    }
+}
+
+fn extra_phases(rig: &mut Rig, window: u32) {
+    // One map register: every two-page transfer is mapped in two parts.
+    let budget1 = HalConfig {
+        map_registers: 1,
+        ..HalConfig::default()
+    };
+    if let Ok(mut drv) = rig.start_driver("budget1", budget1, EngineConfig::default(), true) {
+        let cases = [
+            (window, 0, 1, Layout::LowHigh, 1, Layout::HighLow),
+            (2, window - 2, 4095, Layout::HighLow, 4095, Layout::Low),
+            (3000, 7, 2000, Layout::High, 3000, Layout::LowHigh),
+            (1000, 3000, 3500, Layout::Real, 3600, Layout::Real),
+            (4000, 0, 0, Layout::Low, 100, Layout::High),
+            (500, 100, 10, Layout::High, 3900, Layout::HighLow),
+        ];
+        for (i, (len, dev, a_off, a, b_off, b)) in cases.into_iter().enumerate() {
+            let case = Case {
+                len,
+                dev,
+                a_off,
+                a,
+                b_off,
+                b,
+            };
+            rig.round_trip(&mut drv, case, &format!("#{i}"));
+        }
+        let stats = rig.stop_driver(drv);
+        rig.check(
+            stats.partial_maps >= 8,
+            &format!("budget1: partial maps happened ({})", stats.partial_maps),
+        );
+    } else {
+        rig.check(false, "start budget1");
+    }
+
+    // A busy adapter: synchronous allocation refused, the asynchronous
+    // grant arrives later (the execution routine runs outside StartIo).
+    let busy = HalConfig {
+        sync_busy: true,
+        queue_async: true,
+        ..HalConfig::default()
+    };
+    if let Ok(mut drv) = rig.start_driver("queued", busy, EngineConfig::default(), true) {
+        for i in 0..3 {
+            let case = rig.random_case(window);
+            rig.round_trip(&mut drv, case, &format!("#{i}"));
+        }
+        let stats = rig.stop_driver(drv);
+        rig.check(
+            stats.sync_allocation_fallbacks == 6,
+            &format!(
+                "queued: every allocation fell back to a queued grant ({})",
+                stats.sync_allocation_fallbacks
+            ),
+        );
+    } else {
+        rig.check(false, "start queued");
+    }
+
+    // Asynchronous-only policy, granted at once.
+    let async_only = EngineConfig {
+        allocation: AllocationPolicy::AsyncOnly,
+        ..EngineConfig::default()
+    };
+    if let Ok(mut drv) = rig.start_driver("async", HalConfig::default(), async_only, true) {
+        for i in 0..2 {
+            let case = rig.random_case(window);
+            rig.round_trip(&mut drv, case, &format!("#{i}"));
+        }
+        rig.stop_driver(drv);
+    } else {
+        rig.check(false, "start async");
+    }
+
+    // Interrupts never serviced: the watchdog's lost-interrupt path carries
+    // every command.
+    if let Ok(mut drv) = rig.start_driver(
+        "polled",
+        HalConfig::default(),
+        EngineConfig::default(),
+        false,
+    ) {
+        for i in 0..3 {
+            let case = rig.random_case(window);
+            rig.round_trip(&mut drv, case, &format!("#{i}"));
+        }
+        let stats = rig.stop_driver(drv);
+        rig.check(
+            stats.lost_interrupts == stats.device_commands && stats.device_commands > 0,
+            &format!(
+                "polled: the watchdog completed every command ({} of {})",
+                stats.lost_interrupts, stats.device_commands
+            ),
+        );
+    } else {
+        rig.check(false, "start polled");
+    }
+}
+
+fn sweep(rig: &mut Rig, window: u32) {
+    let Ok(mut drv) =
+        rig.start_driver("sweep", HalConfig::default(), EngineConfig::default(), true)
+    else {
+        rig.check(false, "start sweep");
+        return;
+    };
+    for len in 1..=window {
+        let span = window - len + 1;
+        let case = Case {
+            len,
+            dev: (len.wrapping_mul(7919)) % span,
+            a_off: (len as usize * 31) % PAGE_SIZE,
+            a: LAYOUTS[len as usize % 5],
+            b_off: (len as usize * 97) % PAGE_SIZE,
+            b: LAYOUTS[(len as usize / 5) % 5],
+        };
+        rig.round_trip(&mut drv, case, "sweep");
+    }
+    rig.stop_driver(drv);
+}
+
+fn report(rig: &Rig, elapsed: Duration) -> bool {
+    let t = &rig.totals;
+    let bounced = t.hal.bounced_pages;
+    let ok = t.failed == 0 && t.passed > 0;
+    say(&format!(
+        "HIL COUNTS round_trips={} requests={} transfers={} bytes={} bounced_pages={} direct_pages={} \
+         partial_maps={} sg_elements={} max_sg_elements={} queued_grants={} interrupts={} spurious={} \
+         lost_interrupts={} elapsed={:.1}s",
+        t.round_trips,
+        t.requests,
+        t.device_commands,
+        t.bytes,
+        bounced,
+        t.hal.direct_pages,
+        t.hal.partial_maps,
+        t.hal.sg_elements,
+        t.hal.max_sg_elements,
+        t.hal.queued_grants,
+        t.interrupts,
+        t.spurious,
+        t.lost_interrupts,
+        elapsed.as_secs_f64()
+    ));
+    say(&format!("HIL {} passed, {} failed", t.passed, t.failed));
+    say(&format!("HIL RESULT: {}", if ok { "PASS" } else { "FAIL" }));
+    ok
+}
+
+/// What the conformance runner needs from the rig.
+impl conform::Device for Rig {
+    fn read32(&mut self, offset: u32) -> u32 {
+        self.bar.read::<u32>(offset)
+    }
+    fn write32(&mut self, offset: u32, value: u32) {
+        self.bar.write::<u32>(offset, value);
+    }
+    fn read64(&mut self, offset: u32) -> u64 {
+        self.bar.read::<u64>(offset)
+    }
+    fn write64(&mut self, offset: u32, value: u64) {
+        self.bar.write::<u64>(offset, value);
+    }
+    fn read16(&mut self, offset: u32) -> u16 {
+        self.bar.read::<u16>(offset)
+    }
+    fn write16(&mut self, offset: u32, value: u16) {
+        self.bar.write::<u16>(offset, value);
+    }
+    fn wait_us(&mut self, micros: u64) {
+        std::thread::sleep(Duration::from_micros(micros));
+    }
+    fn irq_pending(&mut self, timeout_us: u64) -> bool {
+        let Some(uio) = self.uio.as_mut() else {
+            return false;
+        };
+        let seen = matches!(
+            uio.wait(Duration::from_micros(timeout_us)),
+            Ok(Wait::Interrupt(_))
+        );
+        seen
+    }
+    fn irq_unmask(&mut self) {
+        let _ = self.pci.update_command(0, command::INTX_DISABLE);
+    }
+    fn now_us(&mut self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+    fn bus_master(&mut self, on: bool) {
+        let (set, clear) = if on {
+            (command::BUS_MASTER, 0)
+        } else {
+            (0, command::BUS_MASTER)
+        };
+        if let Err(e) = self.pci.update_command(set, clear) {
+            say(&format!("HIL INFO bus master: {e}"));
+        }
+    }
+    fn dma_page(&mut self) -> u64 {
+        self.pool.locked_phys(self.scratch).unwrap_or(0)
+    }
+    fn mem_write(&mut self, addr: u64, data: &[u8]) {
+        let off = addr.wrapping_sub(self.dma_page()) as usize;
+        self.pool.write_bytes(self.scratch, off, data);
+    }
+    fn mem_read(&mut self, addr: u64, out: &mut [u8]) {
+        let off = addr.wrapping_sub(self.dma_page()) as usize;
+        self.pool.read_bytes(self.scratch, off, out);
+    }
+    fn record(&mut self, line: &str, ok: bool) {
+        say(&format!("TRACE {line}"));
+        if !ok {
+            self.totals.failed += 1;
+            say(&format!("HIL FAIL conformance {line}"));
+        }
+    }
+}
+
+/// The register-level sequences of [`conform`] on the real device.
+fn conformance(rig: &mut Rig) {
+    let passed_before = rig.totals.failed;
+    let (sequences, failed) = conform::run_all(rig);
+    let _ = passed_before;
+    rig.totals.passed += 1;
+    say(&format!(
+        "HIL {} conformance: {sequences} register sequences, {failed} steps off their expectation",
+        if failed == 0 { "PASS" } else { "INFO" }
+    ));
+}
