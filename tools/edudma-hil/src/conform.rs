@@ -119,6 +119,9 @@ pub enum Op {
     Fill(u64, usize, u8),
     /// Scratch bytes `[off, off + len)` must hold the pattern of `seed`.
     Check(u64, usize, u8),
+    /// Record what scratch bytes `[off, off + len)` hold: a seed's pattern,
+    /// zeros, all-ones, or their first bytes (compared between models).
+    Dump(u64, usize),
 }
 
 /// A named sequence of steps.
@@ -382,6 +385,45 @@ pub const SEQUENCES: &[Sequence] = &[
             W32(0x64, K(0x100)),
             Unmask,
             Check(2048, 64, 3),
+            // The device buffer at 0x40800 gets a known pattern...
+            Fill(0xC00, 64, 5),
+            W32(0x80, Page(0xC00)),
+            W32(0x88, K(0x40800)),
+            W32(0x90, K(64)),
+            W32(0x98, K(0x1)),
+            Poll {
+                off: 0x98,
+                mask: 1,
+                want: 0,
+                min_us: 60_000,
+                max_us: 1_000_000,
+            },
+            // ...then a RAM → device transfer without bus mastering...
+            Fill(0xC00, 64, 4),
+            BusMaster(false),
+            W32(0x98, K(0x1)),
+            Poll {
+                off: 0x98,
+                mask: 1,
+                want: 0,
+                min_us: 60_000,
+                max_us: 1_000_000,
+            },
+            BusMaster(true),
+            // ...and what the device buffer holds now comes back to RAM.
+            Fill(0xC00, 64, 0),
+            W32(0x80, K(0x40800)),
+            W32(0x88, Page(0xC00)),
+            W32(0x98, K(0x3)),
+            Poll {
+                off: 0x98,
+                mask: 1,
+                want: 0,
+                min_us: 60_000,
+                max_us: 1_000_000,
+            },
+            Dump(0xC00, 64),
+            R32(0x24, E(0)),
         ],
     },
 ];
@@ -564,6 +606,24 @@ pub fn run_sequence(dev: &mut impl Device, seq: &Sequence) -> usize {
                 };
                 let _ = write!(line, "check page+0x{off:x} {len} seed {seed} = {verdict}");
                 bad == 0
+            }
+            Dump(off, len) => {
+                let mut got = vec![0u8; len];
+                dev.mem_read(page + off, &mut got);
+                let what = (1..=9u8)
+                    .find(|&seed| (0..len).all(|i| got[i] == pattern(seed, i)))
+                    .map(|seed| format!("seed {seed}"))
+                    .unwrap_or_else(|| {
+                        if got.iter().all(|&b| b == 0) {
+                            "zeros".into()
+                        } else if got.iter().all(|&b| b == 0xFF) {
+                            "all-ones".into()
+                        } else {
+                            got.iter().take(8).map(|b| format!("{b:02x}")).collect()
+                        }
+                    });
+                let _ = write!(line, "dump page+0x{off:x} {len} = {what} rec");
+                true
             }
         };
         if !ok {
