@@ -1,0 +1,228 @@
+//! The device extension: everything one edu device needs, with the one
+//! spin lock around the engine.
+
+use core::cell::UnsafeCell;
+use core::ffi::c_void;
+use core::ops::{Deref, DerefMut};
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+
+use edudma_core::engine::{Completion, Engine};
+use wdk_sys::ntddk::{KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock};
+use wdk_sys::{
+    DEVICE_OBJECT, IO_REMOVE_LOCK, IRP, KDPC, KIRQL, KSPIN_LOCK, KTIMER, PVOID, UNICODE_STRING,
+};
+
+use crate::dma_ops::{GrantSlot, WinDma};
+use crate::registers::Bar0;
+
+/// The engine's handle of a request: the IRP and the StartIo sequence
+/// number it got, so that a stale cancel cannot hit a reused IRP address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReqId {
+    /// The IRP.
+    pub irp: *mut IRP,
+    /// Its StartIo sequence number (kept in `DriverContext[0]`).
+    pub seq: u32,
+}
+
+/// The engine as this driver instantiates it.
+pub type DriverEngine = Engine<WinDma, ReqId>;
+
+/// What lives under the engine lock.
+pub struct Shared {
+    /// The decisions.
+    pub engine: DriverEngine,
+    /// A completion decided below DISPATCH_LEVEL, waiting for the mailbox DPC
+    /// (IoStartNextPacket needs DISPATCH_LEVEL). There is at most one: a new
+    /// packet starts only after the previous one's `IoStartNextPacket`.
+    pub mailbox: Option<Completion<ReqId>>,
+    /// A cancel that arrived before the engine knew the request.
+    pub pending_cancel: Option<ReqId>,
+}
+
+/// PnP state of the device, in [`DeviceExtension::pnp`].
+pub mod pnp_state {
+    /// Added, never started (or start failed).
+    pub const ADDED: u32 = 0;
+    /// Started.
+    pub const STARTED: u32 = 1;
+    /// Stopped (resources released, may start again).
+    pub const STOPPED: u32 = 2;
+    /// Surprise-removed or removed: resources released for good.
+    pub const GONE: u32 = 3;
+}
+
+/// How the interrupt is connected.
+pub struct InterruptConnection {
+    /// `ConnectionContext` output of `IoConnectInterruptEx` (the interrupt
+    /// object or the message table).
+    pub context: UnsafeCell<PVOID>,
+    /// The `Version` to disconnect with; 0 when not connected.
+    pub version: AtomicU32,
+}
+
+/// The device extension, placed in `DEVICE_OBJECT.DeviceExtension` by
+/// AddDevice. It lives in nonpaged pool as long as the device object.
+pub struct DeviceExtension {
+    /// Our FDO.
+    pub fdo: *mut DEVICE_OBJECT,
+    /// The PCI bus driver's PDO.
+    pub pdo: *mut DEVICE_OBJECT,
+    /// The device we attached to.
+    pub lower: *mut DEVICE_OBJECT,
+    /// The PnP remove lock, held for every IRP worked on.
+    pub remove_lock: UnsafeCell<IO_REMOVE_LOCK>,
+    /// The engine lock.
+    lock: UnsafeCell<KSPIN_LOCK>,
+    /// Under `lock`.
+    shared: UnsafeCell<Shared>,
+    /// The mapped BAR0, null when unmapped (read by the ISR).
+    pub bar0: AtomicPtr<u8>,
+    /// Bytes mapped at `bar0`.
+    pub bar0_length: AtomicU32,
+    /// Interrupt bits the ISR acknowledged since the last DPC.
+    pub irq_bits: AtomicU32,
+    /// Interrupts the ISR claimed since the last DPC.
+    pub irq_count: AtomicU32,
+    /// The interrupt connection.
+    pub interrupt: InterruptConnection,
+    /// Where the execution routine leaves its grant.
+    pub grant: GrantSlot,
+    /// Delivers a late grant (`channel_granted`) at DISPATCH_LEVEL.
+    pub grant_dpc: UnsafeCell<KDPC>,
+    /// Delivers a completion decided below DISPATCH_LEVEL.
+    pub mailbox_dpc: UnsafeCell<KDPC>,
+    /// The 100 ms watchdog.
+    pub watchdog_timer: UnsafeCell<KTIMER>,
+    /// Its DPC.
+    pub watchdog_dpc: UnsafeCell<KDPC>,
+    /// The DMA transfer context (`DMA_TRANSFER_CONTEXT_SIZE_V1` bytes,
+    /// pointer-aligned, one per adapter since one request is in flight).
+    pub dma_context: UnsafeCell<[usize; crate::dma_ops::CONTEXT_WORDS]>,
+    /// The scatter/gather buffer `MapTransferEx` fills, allocated with the
+    /// device (never per request).
+    pub sg_buffer: UnsafeCell<[u64; crate::dma_ops::SG_BUFFER_WORDS]>,
+    /// Device interface symbolic link name from `IoRegisterDeviceInterface`.
+    pub interface_name: UnsafeCell<UNICODE_STRING>,
+    /// Whether `\DosDevices\EduDma0` was created by this device.
+    pub dos_link: AtomicBool,
+    /// See [`pnp_state`].
+    pub pnp: AtomicU32,
+    /// StartIo sequence numbers.
+    pub next_seq: AtomicU32,
+    /// The effective DMA window (validation in dispatch and StartIo).
+    pub window: u32,
+}
+
+impl DeviceExtension {
+    /// A fresh extension for `fdo`, not yet attached.
+    pub fn new(fdo: *mut DEVICE_OBJECT, pdo: *mut DEVICE_OBJECT, engine: DriverEngine) -> Self {
+        let window = engine.window();
+        Self {
+            fdo,
+            pdo,
+            lower: ptr::null_mut(),
+            // SAFETY: all-zero is the documented "not yet initialized" state
+            // of these kernel objects; each is initialized by its Ke*/Io*
+            // routine in AddDevice before use.
+            remove_lock: UnsafeCell::new(unsafe { core::mem::zeroed() }),
+            lock: UnsafeCell::new(0),
+            shared: UnsafeCell::new(Shared {
+                engine,
+                mailbox: None,
+                pending_cancel: None,
+            }),
+            bar0: AtomicPtr::new(ptr::null_mut()),
+            bar0_length: AtomicU32::new(0),
+            irq_bits: AtomicU32::new(0),
+            irq_count: AtomicU32::new(0),
+            interrupt: InterruptConnection {
+                context: UnsafeCell::new(ptr::null_mut()),
+                version: AtomicU32::new(0),
+            },
+            grant: GrantSlot::new(),
+            // SAFETY: as for `remove_lock`.
+            grant_dpc: UnsafeCell::new(unsafe { core::mem::zeroed() }),
+            // SAFETY: as for `remove_lock`.
+            mailbox_dpc: UnsafeCell::new(unsafe { core::mem::zeroed() }),
+            // SAFETY: as for `remove_lock`.
+            watchdog_timer: UnsafeCell::new(unsafe { core::mem::zeroed() }),
+            // SAFETY: as for `remove_lock`.
+            watchdog_dpc: UnsafeCell::new(unsafe { core::mem::zeroed() }),
+            dma_context: UnsafeCell::new([0; crate::dma_ops::CONTEXT_WORDS]),
+            sg_buffer: UnsafeCell::new([0; crate::dma_ops::SG_BUFFER_WORDS]),
+            // SAFETY: an empty UNICODE_STRING (null buffer, zero lengths).
+            interface_name: UnsafeCell::new(unsafe { core::mem::zeroed() }),
+            dos_link: AtomicBool::new(false),
+            pnp: AtomicU32::new(pnp_state::ADDED),
+            next_seq: AtomicU32::new(1),
+            window,
+        }
+    }
+
+    /// The extension of one of our device objects.
+    ///
+    /// # Safety
+    /// `device` must be an FDO created by this driver's AddDevice and not
+    /// yet deleted.
+    pub unsafe fn from_device<'a>(device: *mut DEVICE_OBJECT) -> &'a DeviceExtension {
+        // SAFETY: AddDevice wrote a DeviceExtension there; it lives as long
+        // as the device object.
+        unsafe { &*(*device).DeviceExtension.cast::<DeviceExtension>() }
+    }
+
+    /// `self` as the context pointer of DPCs, ISRs and the execution routine.
+    pub fn as_context(&self) -> PVOID {
+        ptr::from_ref(self).cast_mut().cast::<c_void>()
+    }
+
+    /// The registers as they are now (unmapped after stop).
+    pub fn regs(&self) -> Bar0 {
+        Bar0::new(self.bar0.load(Ordering::Acquire))
+    }
+
+    /// The remove lock's address.
+    pub fn remove_lock(&self) -> *mut IO_REMOVE_LOCK {
+        self.remove_lock.get()
+    }
+
+    /// Take the engine lock (raises to DISPATCH_LEVEL). Never complete an IRP,
+    /// call `IoStartNextPacket` or wait while holding the guard.
+    pub fn lock(&self) -> EngineGuard<'_> {
+        // SAFETY: the spin lock was initialized (zeroed, which is what
+        // KeInitializeSpinLock does) and lives in the nonpaged extension;
+        // callers are at IRQL <= DISPATCH_LEVEL.
+        let irql = unsafe { KeAcquireSpinLockRaiseToDpc(self.lock.get()) };
+        EngineGuard { ext: self, irql }
+    }
+}
+
+/// The engine lock held.
+pub struct EngineGuard<'a> {
+    ext: &'a DeviceExtension,
+    irql: KIRQL,
+}
+
+impl Deref for EngineGuard<'_> {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        // SAFETY: the spin lock is held for the guard's life, so this is the
+        // only access to `shared`.
+        unsafe { &*self.ext.shared.get() }
+    }
+}
+
+impl DerefMut for EngineGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Shared {
+        // SAFETY: as in `deref`; `&mut self` makes the borrow unique.
+        unsafe { &mut *self.ext.shared.get() }
+    }
+}
+
+impl Drop for EngineGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: acquired in `DeviceExtension::lock` with this IRQL.
+        unsafe { KeReleaseSpinLock(self.ext.lock.get(), self.irql) }
+    }
+}

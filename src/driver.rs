@@ -1,0 +1,179 @@
+//! DriverEntry, AddDevice and DriverUnload.
+
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+use edudma_core::engine::{Engine, EngineConfig};
+use edudma_core::ioctl::{DOS_DEVICE_NAME, FILE_DEVICE_EDUDMA, GUID_DEVINTERFACE_EDUDMA};
+use wdk_sys::ntddk::{
+    IoAttachDeviceToDeviceStack, IoCreateDevice, IoCreateSymbolicLink, IoDeleteDevice,
+    IoDetachDevice, IoRegisterDeviceInterface, IoSetStartIoAttributes, KeInitializeDpc,
+    KeInitializeTimerEx,
+};
+use wdk_sys::{
+    _TIMER_TYPE, DEVICE_OBJECT, DO_DEVICE_INITIALIZING, DO_DIRECT_IO, DO_POWER_PAGABLE,
+    DRIVER_OBJECT, FILE_DEVICE_SECURE_OPEN, GUID, IRP_MJ_CLEANUP, IRP_MJ_CLOSE, IRP_MJ_CREATE,
+    IRP_MJ_DEVICE_CONTROL, IRP_MJ_PNP, IRP_MJ_POWER, IRP_MJ_READ, IRP_MJ_SYSTEM_CONTROL,
+    IRP_MJ_WRITE, NTSTATUS, PCUNICODE_STRING, STATUS_NO_SUCH_DEVICE, STATUS_OBJECT_NAME_COLLISION,
+    STATUS_SUCCESS,
+};
+
+use crate::device::DeviceExtension;
+use crate::dispatch::{dispatch_cleanup, dispatch_create_close, dispatch_io};
+use crate::dma_ops::grant_dpc;
+use crate::isr::{dpc_for_isr, watchdog_dpc};
+use crate::pnp::dispatch_pnp;
+use crate::power::dispatch_pass_down;
+use crate::startio::{mailbox_dpc, start_io};
+use crate::strings::{unicode, utf16};
+use crate::{ffi, registry};
+
+/// `\Device\EduDma0`.
+static DEVICE_NAME: [u16; 15] = utf16("\\Device\\EduDma0");
+/// `\DosDevices\EduDma0`, the link `edudmactl` opens as `\\.\EduDma0`.
+pub static DOS_DEVICE_LINK: [u16; 19] = utf16("\\DosDevices\\EduDma0");
+/// The device interface class the tool can also enumerate.
+static INTERFACE_GUID: GUID = ffi::guid(GUID_DEVINTERFACE_EDUDMA);
+
+/// The names above end with the core's device name.
+const _: () = {
+    let name = DOS_DEVICE_NAME.as_bytes();
+    assert!(name.len() == 7);
+    let mut i = 0;
+    while i < name.len() {
+        assert!(DEVICE_NAME[8 + i] == name[i] as u16);
+        assert!(DOS_DEVICE_LINK[12 + i] == name[i] as u16);
+        i += 1;
+    }
+};
+
+/// The driver's entry point.
+///
+/// # Safety
+/// Called once by the I/O manager with its driver object.
+// SAFETY: "DriverEntry" is the entry symbol wdk-build links with
+// (/ENTRY:DriverEntry); nothing else in the image exports that name.
+#[unsafe(export_name = "DriverEntry")]
+pub unsafe extern "system" fn driver_entry(
+    driver: &mut DRIVER_OBJECT,
+    _registry_path: PCUNICODE_STRING,
+) -> NTSTATUS {
+    driver.MajorFunction[IRP_MJ_CREATE as usize] = Some(dispatch_create_close);
+    driver.MajorFunction[IRP_MJ_CLOSE as usize] = Some(dispatch_create_close);
+    driver.MajorFunction[IRP_MJ_CLEANUP as usize] = Some(dispatch_cleanup);
+    driver.MajorFunction[IRP_MJ_READ as usize] = Some(dispatch_io);
+    driver.MajorFunction[IRP_MJ_WRITE as usize] = Some(dispatch_io);
+    driver.MajorFunction[IRP_MJ_DEVICE_CONTROL as usize] = Some(dispatch_io);
+    driver.MajorFunction[IRP_MJ_PNP as usize] = Some(dispatch_pnp);
+    driver.MajorFunction[IRP_MJ_POWER as usize] = Some(dispatch_pass_down);
+    driver.MajorFunction[IRP_MJ_SYSTEM_CONTROL as usize] = Some(dispatch_pass_down);
+    driver.DriverStartIo = Some(start_io);
+    driver.DriverUnload = Some(driver_unload);
+    // SAFETY: the I/O manager gives every driver object a driver extension.
+    unsafe { (*driver.DriverExtension).AddDevice = Some(add_device) };
+    STATUS_SUCCESS
+}
+
+/// Nothing global to free: every device went away through PnP removal.
+unsafe extern "C" fn driver_unload(_driver: *mut DRIVER_OBJECT) {}
+
+/// AddDevice: create the FDO, set it up, attach it to the PCI PDO.
+unsafe extern "C" fn add_device(driver: *mut DRIVER_OBJECT, pdo: *mut DEVICE_OBJECT) -> NTSTATUS {
+    let config = EngineConfig {
+        window: registry::dma_window(pdo),
+        ..EngineConfig::default()
+    };
+    let extension_size = size_of::<DeviceExtension>() as u32;
+    let mut name = unicode(&DEVICE_NAME);
+    let mut fdo: *mut DEVICE_OBJECT = ptr::null_mut();
+    // SAFETY: PASSIVE_LEVEL; our driver object. FILE_DEVICE_SECURE_OPEN
+    // applies the device's security to every open (the INF restricts it to
+    // SYSTEM and Administrators).
+    let mut status = unsafe {
+        IoCreateDevice(
+            driver,
+            extension_size,
+            &mut name,
+            FILE_DEVICE_EDUDMA,
+            FILE_DEVICE_SECURE_OPEN,
+            0,
+            &mut fdo,
+        )
+    };
+    let mut named = true;
+    if status == STATUS_OBJECT_NAME_COLLISION {
+        // A second edu device: no fixed name, the interface still finds it.
+        named = false;
+        // SAFETY: as above, unnamed.
+        status = unsafe {
+            IoCreateDevice(
+                driver,
+                extension_size,
+                ptr::null_mut(),
+                FILE_DEVICE_EDUDMA,
+                FILE_DEVICE_SECURE_OPEN,
+                0,
+                &mut fdo,
+            )
+        };
+    }
+    if status < 0 {
+        return status;
+    }
+    // SAFETY: IoCreateDevice allocated `extension_size` zeroed, suitably
+    // aligned nonpaged bytes at DeviceExtension for us.
+    let ext = unsafe {
+        let slot = (*fdo).DeviceExtension.cast::<DeviceExtension>();
+        slot.write(DeviceExtension::new(fdo, pdo, Engine::new(config)));
+        &mut *slot
+    };
+    let context = ext.as_context();
+    // SAFETY: PASSIVE_LEVEL; every object lives in the nonpaged extension or
+    // device object, and is initialized before the device can get IRPs.
+    unsafe {
+        ffi::initialize_remove_lock(ext.remove_lock());
+        ffi::initialize_dpc_request(fdo, dpc_for_isr);
+        KeInitializeDpc(ext.grant_dpc.get(), Some(grant_dpc), context);
+        KeInitializeDpc(ext.mailbox_dpc.get(), Some(mailbox_dpc), context);
+        KeInitializeDpc(ext.watchdog_dpc.get(), Some(watchdog_dpc), context);
+        KeInitializeTimerEx(ext.watchdog_timer.get(), _TIMER_TYPE::NotificationTimer);
+        // Deferred StartIo: IoStartNextPacket never recurses into StartIo.
+        IoSetStartIoAttributes(fdo, 1, 0);
+        (*fdo).Flags |= DO_DIRECT_IO | DO_POWER_PAGABLE;
+    }
+    // SAFETY: PASSIVE_LEVEL; our new FDO onto the PDO we were given.
+    let lower = unsafe { IoAttachDeviceToDeviceStack(fdo, pdo) };
+    if lower.is_null() {
+        // SAFETY: nothing refers to the new device yet.
+        unsafe { IoDeleteDevice(fdo) };
+        return STATUS_NO_SUCH_DEVICE;
+    }
+    ext.lower = lower;
+    // SAFETY: PASSIVE_LEVEL; the name buffer is allocated by the call.
+    let status = unsafe {
+        IoRegisterDeviceInterface(
+            pdo,
+            &INTERFACE_GUID,
+            ptr::null_mut(),
+            ext.interface_name.get(),
+        )
+    };
+    if status < 0 {
+        // SAFETY: undo the attach, then delete the unused device.
+        unsafe {
+            IoDetachDevice(lower);
+            IoDeleteDevice(fdo);
+        }
+        return status;
+    }
+    if named {
+        let mut link = unicode(&DOS_DEVICE_LINK);
+        // SAFETY: PASSIVE_LEVEL; both names are valid UNICODE_STRINGs.
+        if unsafe { IoCreateSymbolicLink(&mut link, &mut name) } >= 0 {
+            ext.dos_link.store(true, Ordering::Release);
+        }
+    }
+    // SAFETY: set up complete; the I/O manager may send IRPs now.
+    unsafe { (*fdo).Flags &= !DO_DEVICE_INITIALIZING };
+    STATUS_SUCCESS
+}

@@ -1,0 +1,554 @@
+//! The only home of bindgen union paths and of the header-inline helpers
+//! wdk-sys does not generate.
+//!
+//! Every wdk-sys field path and name used in this crate is either here or a
+//! plain struct field / exported function named like its C declaration.
+//! Each item says where the exact spelling was seen. The research log with
+//! the full list is kept outside the repository (`notes/wdk-names.md` of the
+//! issue) and summarised in the issue report. Abbreviations:
+//! - **W**: `microsoft/windows-drivers-rs` (wdk-build's `bindgen.rs` sets
+//!   `EnumVariation::ModuleConsts`, so a C enum `_E` is the module `_E` with a
+//!   `Type` alias; anonymous members become `__bindgen_anon_N` in declaration
+//!   order; named members keep their C names).
+//! - **P**: public Rust code compiled against wdk-sys, found through the code
+//!   index (its index ids are in the research log).
+//! - **H**: the C declaration in `wdm.h` as published in the Microsoft Learn
+//!   reference, mapped with bindgen's naming rule above. Such paths could not
+//!   be found in public Rust code and are listed as unconfirmed in the report.
+
+use core::ffi::c_void;
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use wdk_sys::ntddk::{
+    IoAcquireRemoveLockEx, IoInitializeRemoveLockEx, IoReleaseRemoveLockAndWaitEx,
+    IoReleaseRemoveLockEx, IofCallDriver, IofCompleteRequest, KeInitializeDpc, KeInsertQueueDpc,
+};
+use wdk_sys::{
+    BUS_INTERFACE_STANDARD, CM_PARTIAL_RESOURCE_DESCRIPTOR, CM_RESOURCE_LIST, DEVICE_OBJECT,
+    DMA_TRANSFER_INFO, GUID, INTERFACE, IO_CONNECT_INTERRUPT_PARAMETERS,
+    IO_DISCONNECT_INTERRUPT_PARAMETERS, IO_NO_INCREMENT, IO_REMOVE_LOCK, IO_STACK_LOCATION, IRP,
+    KDEVICE_QUEUE_ENTRY, KDPC, MDL, NTSTATUS, PKINTERRUPT, PVOID, SCATTER_GATHER_ELEMENT,
+    SCATTER_GATHER_LIST, SL_PENDING_RETURNED, ULONG_PTR,
+};
+
+// ---- numeric macros of the WDK headers --------------------------------------
+//
+// bindgen turns simple `#define`s into constants too, but the Rust type it
+// picks (u32 or i32) is not documented; these values are fixed ABI, so they
+// are spelled out here with the header they come from.
+
+/// `DEVICE_DESCRIPTION_VERSION3` (wdm.h).
+pub const DEVICE_DESCRIPTION_VERSION3: u32 = 3;
+/// `DMA_TRANSFER_INFO_VERSION1` (wdm.h).
+pub const DMA_TRANSFER_INFO_VERSION1: u32 = 1;
+/// `DMA_SYNCHRONOUS_CALLBACK`, a flag of `AllocateAdapterChannelEx` (wdm.h).
+pub const DMA_SYNCHRONOUS_CALLBACK: u32 = 0x01;
+/// `DMA_TRANSFER_CONTEXT_SIZE_V1` (wdm.h): bytes of a DMA transfer context.
+pub const DMA_TRANSFER_CONTEXT_SIZE_V1: usize = 128;
+/// `CONNECT_LINE_BASED` (wdm.h).
+pub const CONNECT_LINE_BASED: u32 = 0x2;
+/// `CONNECT_MESSAGE_BASED` (wdm.h).
+pub const CONNECT_MESSAGE_BASED: u32 = 0x3;
+/// `CmResourceTypeMemory` (wdm.h).
+pub const CM_RESOURCE_TYPE_MEMORY: u8 = 3;
+/// `PCI_WHICHSPACE_CONFIG` (wdm.h), the config-space selector of `GetBusData`.
+pub const PCI_WHICHSPACE_CONFIG: u32 = 0;
+/// Offset of the PCI command register in config space.
+pub const PCI_COMMAND_OFFSET: u32 = 0x04;
+/// `PCI_ENABLE_BUS_MASTER` (wdm.h), bit 2 of the command register.
+pub const PCI_ENABLE_BUS_MASTER: u16 = 0x0004;
+/// `PAGE_READWRITE` (wdm.h), a protection of `MmMapIoSpaceEx`.
+pub const PAGE_READWRITE: u32 = 0x04;
+/// `PAGE_NOCACHE` (wdm.h): device registers are mapped uncached.
+pub const PAGE_NOCACHE: u32 = 0x200;
+/// `PLUGPLAY_REGKEY_DEVICE` (wdm.h): the device's hardware key
+/// ("Device Parameters"), written by the INF's `DDInstall.HW` `AddReg`.
+pub const PLUGPLAY_REGKEY_DEVICE: u32 = 1;
+/// `KEY_READ` (wdm.h): `(STANDARD_RIGHTS_READ | KEY_QUERY_VALUE |
+/// KEY_ENUMERATE_SUB_KEYS | KEY_NOTIFY) & ~SYNCHRONIZE`.
+pub const KEY_READ: u32 = 0x0002_0019;
+/// `REG_DWORD` (winnt.h).
+pub const REG_DWORD: u32 = 4;
+/// `GUID_BUS_INTERFACE_STANDARD` (wdmguid.h, not among wdk-sys's headers):
+/// `{496B8280-6F25-11D0-BEAF-08002BE2092F}`.
+pub const GUID_BUS_INTERFACE_STANDARD: GUID = GUID {
+    Data1: 0x496B_8280,
+    Data2: 0x6F25,
+    Data3: 0x11D0,
+    Data4: [0xBE, 0xAF, 0x08, 0x00, 0x2B, 0xE2, 0x09, 0x2F],
+};
+
+/// A `GUID` from the `(u32, u16, u16, [u8; 8])` form the core uses.
+pub const fn guid(parts: (u32, u16, u16, [u8; 8])) -> GUID {
+    // `GUID`'s fields Data1..Data4: W crates/wdk-macros tests and every
+    // windows GUID binding; plain C field names.
+    GUID {
+        Data1: parts.0,
+        Data2: parts.1,
+        Data3: parts.2,
+        Data4: parts.3,
+    }
+}
+
+// ---- IRP and stack locations -------------------------------------------------
+
+/// `IoGetCurrentIrpStackLocation` (wdm.h inline).
+///
+/// Path `Tail.Overlay.__bindgen_anon_2.__bindgen_anon_1.CurrentStackLocation`:
+/// P (several wdk-sys drivers, e.g. index ids 54554315463, 36343011348) and
+/// the project reference `windows-drivers-rs.md`.
+///
+/// # Safety
+/// `irp` must point to a live IRP owned by the caller's driver.
+pub unsafe fn current_stack(irp: *mut IRP) -> *mut IO_STACK_LOCATION {
+    // SAFETY: the caller guarantees a live IRP; the overlay's stack arm is
+    // the active one for every IRP that reaches a dispatch routine.
+    unsafe {
+        (*irp)
+            .Tail
+            .Overlay
+            .__bindgen_anon_2
+            .__bindgen_anon_1
+            .CurrentStackLocation
+    }
+}
+
+/// `IoGetNextIrpStackLocation` (wdm.h inline): the location below the current.
+///
+/// # Safety
+/// `irp` must be live and have a stack location below the current one.
+pub unsafe fn next_stack(irp: *mut IRP) -> *mut IO_STACK_LOCATION {
+    // SAFETY: as `current_stack`; an IRP built for a lower driver always has
+    // its next location allocated (StackSize of the target).
+    unsafe { current_stack(irp).sub(1) }
+}
+
+/// `IoMarkIrpPending` (wdm.h inline): set `SL_PENDING_RETURNED` in the
+/// current location's `Control` (P: id 54554315463, `Control |= SL_PENDING_RETURNED as u8`).
+///
+/// # Safety
+/// `irp` must be live and owned by the caller.
+pub unsafe fn mark_irp_pending(irp: *mut IRP) {
+    // SAFETY: the caller owns the IRP; Control is a plain UCHAR.
+    unsafe {
+        let stack = current_stack(irp);
+        (*stack).Control |= SL_PENDING_RETURNED as u8;
+    }
+}
+
+/// `IoSkipCurrentIrpStackLocation` (wdm.h inline): `CurrentLocation++`,
+/// `CurrentStackLocation++`.
+///
+/// # Safety
+/// `irp` must be live, owned by the caller, and about to be passed down.
+pub unsafe fn skip_current_stack_location(irp: *mut IRP) {
+    // SAFETY: the caller owns the IRP and passes it down right after; the
+    // pointer arithmetic is the header's own.
+    unsafe {
+        (*irp).CurrentLocation += 1;
+        let overlay = &raw mut (*irp).Tail.Overlay.__bindgen_anon_2.__bindgen_anon_1;
+        (*overlay).CurrentStackLocation = (*overlay).CurrentStackLocation.add(1);
+    }
+}
+
+/// `IoCallDriver` (wdm.h macro → the export `IofCallDriver`, W reference).
+///
+/// # Safety
+/// `device` must be a live device object and `irp` an IRP whose next stack
+/// location is set up for it.
+pub unsafe fn call_driver(device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+    // SAFETY: forwarded from the caller.
+    unsafe { IofCallDriver(device, irp) }
+}
+
+/// `IoCompleteRequest(Irp, IO_NO_INCREMENT)` (wdm.h macro → `IofCompleteRequest`;
+/// P: id 3668005010 `IofCompleteRequest(irp, IO_NO_INCREMENT as i8)`), after
+/// setting `IoStatus.__bindgen_anon_1.Status` (P: id 54554315463) and
+/// `IoStatus.Information`.
+///
+/// # Safety
+/// The caller owns `irp`, has not completed it, holds no spin lock, and runs
+/// at IRQL <= DISPATCH_LEVEL.
+pub unsafe fn complete_irp(irp: *mut IRP, status: NTSTATUS, information: usize) {
+    // SAFETY: the caller owns the IRP; after this call it is gone.
+    unsafe {
+        (*irp).IoStatus.__bindgen_anon_1.Status = status;
+        (*irp).IoStatus.Information = information as ULONG_PTR;
+        IofCompleteRequest(irp, IO_NO_INCREMENT as i8);
+    }
+}
+
+/// `Irp->IoStatus.Status` (P: id 54554315463).
+///
+/// # Safety
+/// `irp` must be live.
+pub unsafe fn irp_status(irp: *mut IRP) -> NTSTATUS {
+    // SAFETY: the Status arm of IO_STATUS_BLOCK's union is the one drivers use.
+    unsafe { (*irp).IoStatus.__bindgen_anon_1.Status }
+}
+
+/// Set `Irp->IoStatus.Status` without completing (PnP IRPs passed down).
+///
+/// # Safety
+/// `irp` must be live and owned by the caller.
+pub unsafe fn set_irp_status(irp: *mut IRP, status: NTSTATUS) {
+    // SAFETY: as `irp_status`.
+    unsafe { (*irp).IoStatus.__bindgen_anon_1.Status = status }
+}
+
+/// Cancel routine type of `IRP.CancelRoutine` (`PDRIVER_CANCEL`); P: id
+/// 54554315463 spells it `Option<unsafe extern "C" fn(*mut DEVICE_OBJECT, *mut IRP)>`.
+pub type CancelRoutine = unsafe extern "C" fn(*mut DEVICE_OBJECT, *mut IRP);
+
+/// `IoSetCancelRoutine` (wdm.h inline: `InterlockedExchangePointer` on
+/// `Irp->CancelRoutine`). Returns the previous routine.
+///
+/// # Safety
+/// `irp` must be live.
+pub unsafe fn set_cancel_routine(
+    irp: *mut IRP,
+    routine: Option<CancelRoutine>,
+) -> Option<CancelRoutine> {
+    let new = match routine {
+        Some(f) => f as *mut c_void,
+        None => ptr::null_mut(),
+    };
+    // SAFETY: `CancelRoutine` is a pointer-sized, pointer-aligned
+    // `Option<fn>` (null = None), so it may be viewed as an `AtomicPtr`, which
+    // is what the header's interlocked exchange does.
+    let old = unsafe {
+        let slot = (&raw mut (*irp).CancelRoutine).cast::<*mut c_void>();
+        AtomicPtr::from_ptr(slot).swap(new, Ordering::SeqCst)
+    };
+    if old.is_null() {
+        None
+    } else {
+        // SAFETY: a non-null value in this field was stored from a
+        // `CancelRoutine` (by us or the I/O manager).
+        Some(unsafe { core::mem::transmute::<*mut c_void, CancelRoutine>(old) })
+    }
+}
+
+/// `Irp->Tail.Overlay.DriverContext[0]`, free for the owning driver once the
+/// IRP has left the device queue (it overlaps `DeviceQueueEntry`).
+/// Path `Tail.Overlay.__bindgen_anon_1.__bindgen_anon_1.DriverContext`: P (id 70901551084).
+///
+/// # Safety
+/// `irp` must be live, owned by this driver, and out of the device queue.
+pub unsafe fn set_driver_context(irp: *mut IRP, value: usize) {
+    // SAFETY: see above; DriverContext is 4 PVOIDs of driver scratch space.
+    unsafe {
+        (*irp)
+            .Tail
+            .Overlay
+            .__bindgen_anon_1
+            .__bindgen_anon_1
+            .DriverContext[0] = value as PVOID;
+    }
+}
+
+/// Read back [`set_driver_context`].
+///
+/// # Safety
+/// As [`set_driver_context`].
+pub unsafe fn driver_context(irp: *mut IRP) -> usize {
+    // SAFETY: see `set_driver_context`.
+    unsafe {
+        (*irp)
+            .Tail
+            .Overlay
+            .__bindgen_anon_1
+            .__bindgen_anon_1
+            .DriverContext[0] as usize
+    }
+}
+
+/// `&Irp->Tail.Overlay.DeviceQueueEntry`, for `KeRemoveEntryDeviceQueue` in
+/// the cancel routine of a queued packet. Path (H):
+/// `Tail.Overlay.__bindgen_anon_1.DeviceQueueEntry` — the sibling of the
+/// confirmed `__bindgen_anon_1.__bindgen_anon_1.DriverContext`.
+///
+/// # Safety
+/// `irp` must be live.
+pub unsafe fn device_queue_entry(irp: *mut IRP) -> *mut KDEVICE_QUEUE_ENTRY {
+    // SAFETY: only an address is formed.
+    unsafe { &raw mut (*irp).Tail.Overlay.__bindgen_anon_1.DeviceQueueEntry }
+}
+
+/// `IoGetCurrentIrpStackLocation(Irp)->Parameters.DeviceIoControl`:
+/// `(IoControlCode, InputBufferLength, OutputBufferLength)`; P (id 54554315463,
+/// 3668005010) and the project reference.
+///
+/// # Safety
+/// `stack` must be the live location of an `IRP_MJ_DEVICE_CONTROL` IRP.
+pub unsafe fn device_io_control(stack: *mut IO_STACK_LOCATION) -> (u32, u32, u32) {
+    // SAFETY: the DeviceIoControl arm is the active one for this major code.
+    unsafe {
+        let p = &(*stack).Parameters.DeviceIoControl;
+        (p.IoControlCode, p.InputBufferLength, p.OutputBufferLength)
+    }
+}
+
+/// `Parameters.Read.{ByteOffset.QuadPart, Length}` (project reference; P: id
+/// 56294412101 builds `Parameters.Read` with `Length`, `Key`, `ByteOffset`).
+///
+/// # Safety
+/// `stack` must be the live location of an `IRP_MJ_READ` IRP.
+pub unsafe fn read_parameters(stack: *mut IO_STACK_LOCATION) -> (i64, u32) {
+    // SAFETY: the Read arm is the active one for IRP_MJ_READ.
+    unsafe {
+        let p = &(*stack).Parameters.Read;
+        (p.ByteOffset.QuadPart, p.Length)
+    }
+}
+
+/// `Parameters.Write.{ByteOffset.QuadPart, Length}` (H: same shape as Read;
+/// P: id 56294412101 assigns `stack.Parameters.Write`).
+///
+/// # Safety
+/// `stack` must be the live location of an `IRP_MJ_WRITE` IRP.
+pub unsafe fn write_parameters(stack: *mut IO_STACK_LOCATION) -> (i64, u32) {
+    // SAFETY: the Write arm is the active one for IRP_MJ_WRITE.
+    unsafe {
+        let p = &(*stack).Parameters.Write;
+        (p.ByteOffset.QuadPart, p.Length)
+    }
+}
+
+/// `Parameters.StartDevice.AllocatedResourcesTranslated` (H; the C member is
+/// named, seen in public copies of the IO_STACK_LOCATION layout).
+///
+/// # Safety
+/// `stack` must be the live location of an `IRP_MN_START_DEVICE` IRP.
+pub unsafe fn translated_resources(stack: *mut IO_STACK_LOCATION) -> *mut CM_RESOURCE_LIST {
+    // SAFETY: the StartDevice arm is the active one for this minor code.
+    unsafe { (*stack).Parameters.StartDevice.AllocatedResourcesTranslated }
+}
+
+/// Fill `Parameters.QueryInterface` of the next location (H: the C member
+/// `QueryInterface { InterfaceType, Size, Version, Interface,
+/// InterfaceSpecificData }`).
+///
+/// # Safety
+/// `stack` must be the next location of an IRP the caller built, and the
+/// pointers must outlive the request.
+pub unsafe fn set_query_interface(
+    stack: *mut IO_STACK_LOCATION,
+    interface_type: *const GUID,
+    interface: *mut BUS_INTERFACE_STANDARD,
+) {
+    // SAFETY: the caller built the IRP; writing the arm selects it.
+    unsafe {
+        let q = &mut (*stack).Parameters.QueryInterface;
+        q.InterfaceType = interface_type;
+        q.Size = size_of::<BUS_INTERFACE_STANDARD>() as u16;
+        q.Version = 1;
+        q.Interface = interface.cast::<INTERFACE>();
+        q.InterfaceSpecificData = ptr::null_mut();
+    }
+}
+
+// ---- MDLs ---------------------------------------------------------------------
+
+/// `MmGetMdlByteCount` (wdm.h inline: `Mdl->ByteCount`; MDL fields are named
+/// in C, H).
+///
+/// # Safety
+/// `mdl` must be a live MDL.
+pub unsafe fn mdl_byte_count(mdl: *mut MDL) -> u32 {
+    // SAFETY: plain field read of a live MDL.
+    unsafe { (*mdl).ByteCount }
+}
+
+// ---- resources ------------------------------------------------------------------
+
+/// A translated `CmResourceTypeMemory` descriptor: `(start, length)`.
+///
+/// Paths `List[0].PartialResourceList.{Count, PartialDescriptors}` and
+/// `u.Memory.{Start.QuadPart, Length}` (H; `u` and `Memory` are named C
+/// members, `QuadPart` of PHYSICAL_ADDRESS is P: id 3668005010). The list
+/// and descriptors are `#pragma pack(4)` structures with variable-length
+/// arrays: only raw pointers and by-value reads are used, never references.
+///
+/// # Safety
+/// `list` must be null or a live resource list from the PnP manager.
+pub unsafe fn first_memory_resource(list: *mut CM_RESOURCE_LIST) -> Option<(i64, u32)> {
+    if list.is_null() {
+        return None;
+    }
+    // SAFETY: the PnP manager's list has `Count` full descriptors; a PCI
+    // function gets exactly one, so `List[0]` is the only one read, and its
+    // partial list has `Count` entries laid out contiguously.
+    unsafe {
+        if (*list).Count == 0 {
+            return None;
+        }
+        let full = (&raw mut (*list).List).cast::<wdk_sys::CM_FULL_RESOURCE_DESCRIPTOR>();
+        let partial = &raw mut (*full).PartialResourceList;
+        let count = (*partial).Count as usize;
+        let first =
+            (&raw mut (*partial).PartialDescriptors).cast::<CM_PARTIAL_RESOURCE_DESCRIPTOR>();
+        for i in 0..count {
+            let d = first.add(i);
+            if (*d).Type == CM_RESOURCE_TYPE_MEMORY {
+                let start = (*d).u.Memory.Start.QuadPart;
+                let length = (*d).u.Memory.Length;
+                return Some((start, length));
+            }
+        }
+        None
+    }
+}
+
+// ---- DMA ----------------------------------------------------------------------------
+
+/// `DMA_TRANSFER_INFO.__bindgen_anon_1.V1` (H: `union { DMA_TRANSFER_INFO_V1
+/// V1; DMA_TRANSFER_INFO_V2 V2; }` is the struct's only anonymous member):
+/// `(MapRegisterCount, ScatterGatherElementCount, ScatterGatherListSize)`.
+pub fn transfer_info_v1(info: &DMA_TRANSFER_INFO) -> (u32, u32, u32) {
+    // SAFETY: Version 1 was requested, so the V1 arm is the one written.
+    let v1 = unsafe { info.__bindgen_anon_1.V1 };
+    (
+        v1.MapRegisterCount,
+        v1.ScatterGatherElementCount,
+        v1.ScatterGatherListSize,
+    )
+}
+
+/// The elements of a `SCATTER_GATHER_LIST` filled by `MapTransferEx`
+/// (`NumberOfElements`, `Elements[]`; H, named C members). The flexible
+/// array is reached through its address, whatever bindgen's field type.
+///
+/// # Safety
+/// `list` must point to a list the HAL filled, inside a buffer of at least
+/// the size `GetDmaTransferInfo` asked for.
+pub unsafe fn sg_elements<'a>(list: *const SCATTER_GATHER_LIST) -> &'a [SCATTER_GATHER_ELEMENT] {
+    // SAFETY: the HAL wrote `NumberOfElements` contiguous elements.
+    unsafe {
+        let n = (*list).NumberOfElements as usize;
+        let first = (&raw const (*list).Elements).cast::<SCATTER_GATHER_ELEMENT>();
+        core::slice::from_raw_parts(first, n)
+    }
+}
+
+// ---- interrupts -----------------------------------------------------------------
+
+/// Fill `IO_CONNECT_INTERRUPT_PARAMETERS` for `CONNECT_MESSAGE_BASED` with a
+/// line-based fallback. Path `__bindgen_anon_1.MessageBased` (H: the struct's
+/// only anonymous member is the union of FullySpecified/LineBased/
+/// MessageBased) and `ConnectionContext.Generic` (H: a named union).
+#[allow(clippy::too_many_arguments)]
+pub fn message_based_parameters(
+    pdo: *mut DEVICE_OBJECT,
+    connection_context: *mut PVOID,
+    message_isr: wdk_sys::PKMESSAGE_SERVICE_ROUTINE,
+    line_isr: wdk_sys::PKSERVICE_ROUTINE,
+    context: PVOID,
+) -> IO_CONNECT_INTERRUPT_PARAMETERS {
+    // SAFETY: an all-zero IO_CONNECT_INTERRUPT_PARAMETERS is valid (null
+    // pointers, None routines, zero integers); the DDI asks callers to zero it.
+    let mut p: IO_CONNECT_INTERRUPT_PARAMETERS = unsafe { core::mem::zeroed() };
+    p.Version = CONNECT_MESSAGE_BASED;
+    // SAFETY: writing the MessageBased arm selects it; nothing else is read.
+    unsafe {
+        let m = &mut p.__bindgen_anon_1.MessageBased;
+        m.PhysicalDeviceObject = pdo;
+        m.ConnectionContext.Generic = connection_context;
+        m.MessageServiceRoutine = message_isr;
+        m.ServiceContext = context;
+        m.SpinLock = ptr::null_mut();
+        m.SynchronizeIrql = 0;
+        m.FloatingSave = 0;
+        m.FallBackServiceRoutine = line_isr;
+    }
+    p
+}
+
+/// `IO_DISCONNECT_INTERRUPT_PARAMETERS` for the version `IoConnectInterruptEx`
+/// returned. Path `ConnectionContext.Generic` (H: named union).
+pub fn disconnect_parameters(
+    version: u32,
+    connection: PVOID,
+) -> IO_DISCONNECT_INTERRUPT_PARAMETERS {
+    // SAFETY: all-zero is a valid value of this C struct.
+    let mut p: IO_DISCONNECT_INTERRUPT_PARAMETERS = unsafe { core::mem::zeroed() };
+    p.Version = version;
+    p.ConnectionContext.Generic = connection;
+    p
+}
+
+/// The `PKINTERRUPT` type, re-exported for the ISR signature.
+pub type Interrupt = PKINTERRUPT;
+
+// ---- DPCs -----------------------------------------------------------------------
+
+/// A `KDEFERRED_ROUTINE`: `(Dpc, DeferredContext, SystemArgument1, SystemArgument2)`.
+pub type DeferredRoutine = unsafe extern "C" fn(*mut KDPC, PVOID, PVOID, PVOID);
+
+/// `IoInitializeDpcRequest` (wdm.h inline): `KeInitializeDpc(&Dev->Dpc,
+/// routine, Dev)`. `DEVICE_OBJECT.Dpc` is a named C member (H). The routine is
+/// given in its `KDEFERRED_ROUTINE` shape, which is how the header calls it.
+///
+/// # Safety
+/// `device` must be a live device object not yet in use.
+pub unsafe fn initialize_dpc_request(device: *mut DEVICE_OBJECT, routine: DeferredRoutine) {
+    // SAFETY: the DPC object lives in the nonpaged device object.
+    unsafe { KeInitializeDpc(&raw mut (*device).Dpc, Some(routine), device.cast()) }
+}
+
+/// `IoRequestDpc` (wdm.h inline): `KeInsertQueueDpc(&Dev->Dpc, Irp, Context)`.
+/// Callable at DIRQL.
+///
+/// # Safety
+/// `device` must be a live device object whose DPC was initialized.
+pub unsafe fn request_dpc(device: *mut DEVICE_OBJECT) {
+    // SAFETY: see above; a DPC already queued is not queued twice (requests
+    // collapse), which the engine is built for.
+    unsafe {
+        KeInsertQueueDpc(&raw mut (*device).Dpc, ptr::null_mut(), ptr::null_mut());
+    }
+}
+
+// ---- remove lock ----------------------------------------------------------------
+
+/// The `sizeof(IO_REMOVE_LOCK)` argument every `*RemoveLockEx` export takes.
+const REMOVE_LOCK_SIZE: u32 = size_of::<IO_REMOVE_LOCK>() as u32;
+/// Pool tag for the remove lock ("edma").
+const REMOVE_LOCK_TAG: u32 = u32::from_le_bytes(*b"edma");
+
+/// `IoInitializeRemoveLock` (wdm.h macro → `IoInitializeRemoveLockEx`).
+///
+/// # Safety
+/// `lock` must be nonpaged and not yet in use.
+pub unsafe fn initialize_remove_lock(lock: *mut IO_REMOVE_LOCK) {
+    // SAFETY: forwarded; 0/0 = no max-locked-minutes, no high watermark.
+    unsafe { IoInitializeRemoveLockEx(lock, REMOVE_LOCK_TAG, 0, 0, REMOVE_LOCK_SIZE) }
+}
+
+/// `IoAcquireRemoveLock` (→ `IoAcquireRemoveLockEx(lock, tag, __FILE__, __LINE__, size)`).
+///
+/// # Safety
+/// `lock` must be an initialized remove lock.
+pub unsafe fn acquire_remove_lock(lock: *mut IO_REMOVE_LOCK, tag: PVOID) -> NTSTATUS {
+    // SAFETY: forwarded; the file name is a static NUL-terminated string.
+    unsafe { IoAcquireRemoveLockEx(lock, tag, c"edudma".as_ptr(), line!(), REMOVE_LOCK_SIZE) }
+}
+
+/// `IoReleaseRemoveLock` (→ `IoReleaseRemoveLockEx`).
+///
+/// # Safety
+/// `tag` must have been acquired on `lock`.
+pub unsafe fn release_remove_lock(lock: *mut IO_REMOVE_LOCK, tag: PVOID) {
+    // SAFETY: forwarded.
+    unsafe { IoReleaseRemoveLockEx(lock, tag, REMOVE_LOCK_SIZE) }
+}
+
+/// `IoReleaseRemoveLockAndWait` (→ `IoReleaseRemoveLockAndWaitEx`).
+///
+/// # Safety
+/// PASSIVE_LEVEL, at `IRP_MN_REMOVE_DEVICE`, with `tag` acquired.
+pub unsafe fn release_remove_lock_and_wait(lock: *mut IO_REMOVE_LOCK, tag: PVOID) {
+    // SAFETY: forwarded.
+    unsafe { IoReleaseRemoveLockAndWaitEx(lock, tag, REMOVE_LOCK_SIZE) }
+}

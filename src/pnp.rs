@@ -1,0 +1,405 @@
+//! IRP_MJ_PNP: start (map BAR0, bus master, DMA adapter v3, interrupt,
+//! engine), stop / surprise removal / removal (engine stop, wait for the
+//! adapter to be put, disconnect, unmap, detach, delete); the rest passes down.
+
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+use edudma_core::engine::{AdapterFacts, StopReason};
+use edudma_core::regs::{BAR0_SIZE, DEVICE_BUFFER_SIZE, DMA_ADDRESS_BITS};
+use wdk_sys::ntddk::{
+    IoBuildSynchronousFsdRequest, IoDeleteDevice, IoDeleteSymbolicLink, IoDetachDevice,
+    IoForwardIrpSynchronously, IoGetAttachedDeviceReference, IoGetDmaAdapter,
+    IoSetDeviceInterfaceState, KeDelayExecutionThread, KeFlushQueuedDpcs, KeInitializeEvent,
+    KeWaitForSingleObject, MmMapIoSpaceEx, MmUnmapIoSpace, ObfDereferenceObject,
+    RtlFreeUnicodeString,
+};
+use wdk_sys::{
+    _DMA_SPEED, _DMA_WIDTH, _EVENT_TYPE, _INTERFACE_TYPE, _KWAIT_REASON, _MODE,
+    BUS_INTERFACE_STANDARD, DEVICE_DESCRIPTION, DEVICE_OBJECT, IO_STATUS_BLOCK, IRP, IRP_MJ_PNP,
+    IRP_MN_CANCEL_REMOVE_DEVICE, IRP_MN_CANCEL_STOP_DEVICE, IRP_MN_QUERY_INTERFACE,
+    IRP_MN_QUERY_REMOVE_DEVICE, IRP_MN_QUERY_STOP_DEVICE, IRP_MN_REMOVE_DEVICE,
+    IRP_MN_START_DEVICE, IRP_MN_STOP_DEVICE, IRP_MN_SURPRISE_REMOVAL, KEVENT, LARGE_INTEGER,
+    NTSTATUS, PHYSICAL_ADDRESS, PVOID, SIZE_T, STATUS_DEVICE_CONFIGURATION_ERROR,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_NOT_SUPPORTED, STATUS_PENDING, STATUS_SUCCESS,
+    STATUS_UNSUCCESSFUL,
+};
+
+use crate::device::{DeviceExtension, pnp_state};
+use crate::dma_ops::WinDma;
+use crate::driver::DOS_DEVICE_LINK;
+use crate::startio::deliver;
+use crate::strings::unicode;
+use crate::{ffi, isr};
+
+/// How long a stop waits for the engine to put the adapter: longer than the
+/// engine's own timeout (10 ticks of 100 ms) for a command in flight.
+const STOP_WAIT_STEPS: u32 = 50;
+/// One step of that wait, in 100 ns units (negative = relative): 100 ms.
+const STOP_WAIT_STEP: i64 = -1_000_000;
+
+/// Pass the IRP down unchanged and drop our remove-lock reference.
+///
+/// # Safety
+/// We own `irp` and hold its remove-lock reference.
+pub unsafe fn pass_down(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
+    // SAFETY: see above; the lower device outlives our attachment.
+    unsafe {
+        ffi::skip_current_stack_location(irp);
+        let status = ffi::call_driver(ext.lower, irp);
+        ffi::release_remove_lock(ext.remove_lock(), irp.cast());
+        status
+    }
+}
+
+/// `IRP_MJ_PNP`.
+pub unsafe extern "C" fn dispatch_pnp(device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+    // SAFETY: `device` is our FDO.
+    let ext = unsafe { DeviceExtension::from_device(device) };
+    // SAFETY: an initialized remove lock; the IRP is the tag.
+    let status = unsafe { ffi::acquire_remove_lock(ext.remove_lock(), irp.cast()) };
+    if status < 0 {
+        // SAFETY: ours to complete; no lock acquired.
+        unsafe { ffi::complete_irp(irp, status, 0) };
+        return status;
+    }
+    // SAFETY: a live PnP IRP.
+    let minor = u32::from(unsafe { (*ffi::current_stack(irp)).MinorFunction });
+    // SAFETY (all arms): we own the IRP and hold its remove-lock reference.
+    unsafe {
+        match minor {
+            IRP_MN_START_DEVICE => {
+                let status = start_device(ext, irp);
+                ffi::complete_irp(irp, status, 0);
+                ffi::release_remove_lock(ext.remove_lock(), irp.cast());
+                status
+            }
+            IRP_MN_QUERY_STOP_DEVICE
+            | IRP_MN_QUERY_REMOVE_DEVICE
+            | IRP_MN_CANCEL_STOP_DEVICE
+            | IRP_MN_CANCEL_REMOVE_DEVICE => {
+                ffi::set_irp_status(irp, STATUS_SUCCESS);
+                pass_down(ext, irp)
+            }
+            IRP_MN_STOP_DEVICE => {
+                release_hardware(ext, StopReason::Stop, pnp_state::STOPPED);
+                ffi::set_irp_status(irp, STATUS_SUCCESS);
+                pass_down(ext, irp)
+            }
+            IRP_MN_SURPRISE_REMOVAL => {
+                release_hardware(ext, StopReason::SurpriseRemoval, pnp_state::GONE);
+                ffi::set_irp_status(irp, STATUS_SUCCESS);
+                pass_down(ext, irp)
+            }
+            IRP_MN_REMOVE_DEVICE => remove_device(ext, irp),
+            _ => pass_down(ext, irp),
+        }
+    }
+}
+
+/// `IRP_MN_START_DEVICE`, after the lower drivers started.
+///
+/// # Safety
+/// PASSIVE_LEVEL; we own the start IRP.
+unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
+    // SAFETY: PASSIVE_LEVEL; the bus driver starts first.
+    if unsafe { IoForwardIrpSynchronously(ext.lower, irp) } == 0 {
+        return STATUS_UNSUCCESSFUL;
+    }
+    // SAFETY: the IRP came back to us.
+    let status = unsafe { ffi::irp_status(irp) };
+    if status < 0 {
+        return status;
+    }
+    // SAFETY: the start IRP's own stack location and resource list.
+    let resource =
+        unsafe { ffi::first_memory_resource(ffi::translated_resources(ffi::current_stack(irp))) };
+    let Some((start, length)) = resource else {
+        return STATUS_DEVICE_CONFIGURATION_ERROR;
+    };
+    if u64::from(length) < BAR0_SIZE {
+        return STATUS_DEVICE_CONFIGURATION_ERROR;
+    }
+    // SAFETY: PASSIVE_LEVEL; a translated memory resource of our device.
+    let va = unsafe {
+        MmMapIoSpaceEx(
+            PHYSICAL_ADDRESS { QuadPart: start },
+            BAR0_SIZE as SIZE_T,
+            ffi::PAGE_READWRITE | ffi::PAGE_NOCACHE,
+        )
+    };
+    if va.is_null() {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    }
+    ext.bar0_length.store(BAR0_SIZE as u32, Ordering::Release);
+    ext.bar0.store(va.cast(), Ordering::Release);
+
+    // SAFETY: PASSIVE_LEVEL, our started stack.
+    if let Err(status) = unsafe { ensure_bus_master(ext) } {
+        unmap(ext);
+        return status;
+    }
+
+    // Step 1: a version-3 adapter for a 28-bit bus master.
+    // SAFETY: all-zero DEVICE_DESCRIPTION is what the DDI asks to start from.
+    let mut description: DEVICE_DESCRIPTION = unsafe { core::mem::zeroed() };
+    description.Version = ffi::DEVICE_DESCRIPTION_VERSION3;
+    description.Master = 1;
+    description.ScatterGather = 1;
+    description.InterfaceType = _INTERFACE_TYPE::PCIBus;
+    description.DmaWidth = _DMA_WIDTH::Width32Bits;
+    description.DmaSpeed = _DMA_SPEED::Compatible;
+    description.MaximumLength = DEVICE_BUFFER_SIZE;
+    description.DmaAddressWidth = DMA_ADDRESS_BITS;
+    let mut map_registers: u32 = 0;
+    // SAFETY: PASSIVE_LEVEL with our PDO and a filled description.
+    let adapter = unsafe { IoGetDmaAdapter(ext.pdo, &mut description, &mut map_registers) };
+    if adapter.is_null() {
+        // NULL: no version-3 DMA for this device.
+        unmap(ext);
+        return STATUS_INSUFFICIENT_RESOURCES;
+    }
+
+    let interrupt_kind = isr::connect(ext);
+    let facts = AdapterFacts {
+        dma_interface_version: ffi::DEVICE_DESCRIPTION_VERSION3,
+        map_registers,
+        dma_address_width: DMA_ADDRESS_BITS,
+        scatter_gather: true,
+        interrupt_kind,
+    };
+    let started = {
+        let mut regs = ext.regs();
+        let mut shared = ext.lock();
+        shared
+            .engine
+            .start_device(WinDma::new(adapter, ext), facts, &mut regs)
+    };
+    if let Err(status) = started {
+        // The engine already put the adapter.
+        isr::disconnect(ext);
+        unmap(ext);
+        return status.0;
+    }
+    isr::start_watchdog(ext);
+    set_interface(ext, true);
+    ext.pnp.store(pnp_state::STARTED, Ordering::Release);
+    STATUS_SUCCESS
+}
+
+/// Stop, surprise removal or removal: the engine decides what happens to
+/// the request in flight and to queued ones (StartIo fails them once the
+/// engine is stopping); the glue waits for the adapter to be put, then
+/// gives back the interrupt and the registers. PASSIVE_LEVEL.
+fn release_hardware(ext: &DeviceExtension, reason: StopReason, next: u32) {
+    let previous = ext.pnp.swap(next, Ordering::AcqRel);
+    let completion = {
+        let mut regs = ext.regs();
+        let mut shared = ext.lock();
+        shared.engine.stop(reason, &mut regs)
+    };
+    if let Some(c) = completion {
+        deliver(ext, c);
+    }
+    if previous != pnp_state::STARTED {
+        return;
+    }
+    for _ in 0..STOP_WAIT_STEPS {
+        if ext.lock().engine.adapter_released() {
+            break;
+        }
+        let mut step = LARGE_INTEGER {
+            QuadPart: STOP_WAIT_STEP,
+        };
+        // SAFETY: PASSIVE_LEVEL; a relative kernel-mode wait.
+        unsafe {
+            KeDelayExecutionThread(_MODE::KernelMode as i8, 0, &mut step);
+        }
+    }
+    isr::stop_watchdog(ext);
+    isr::disconnect(ext);
+    // SAFETY: PASSIVE_LEVEL; waits for every queued DPC (ISR, watchdog,
+    // grant, mailbox) to finish before the registers go away.
+    unsafe { KeFlushQueuedDpcs() };
+    unmap(ext);
+    set_interface(ext, false);
+}
+
+/// `IRP_MN_REMOVE_DEVICE`.
+///
+/// # Safety
+/// PASSIVE_LEVEL; we own the IRP and hold its remove-lock reference.
+unsafe fn remove_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
+    release_hardware(ext, StopReason::Remove, pnp_state::GONE);
+    // SAFETY: see above. After the wait no other IRP is in the driver.
+    let status = unsafe {
+        ffi::release_remove_lock_and_wait(ext.remove_lock(), irp.cast());
+        ffi::set_irp_status(irp, STATUS_SUCCESS);
+        ffi::skip_current_stack_location(irp);
+        ffi::call_driver(ext.lower, irp)
+    };
+    // SAFETY: PASSIVE_LEVEL; nothing queues our DPCs any more.
+    unsafe { KeFlushQueuedDpcs() };
+    if ext.dos_link.swap(false, Ordering::AcqRel) {
+        let mut link = unicode(&DOS_DEVICE_LINK);
+        // SAFETY: the link this device created.
+        unsafe {
+            IoDeleteSymbolicLink(&mut link);
+        }
+    }
+    let fdo = ext.fdo;
+    // SAFETY: the interface name IoRegisterDeviceInterface allocated; the
+    // lower device we attached to; then our own device object, after which
+    // `ext` is not touched.
+    unsafe {
+        RtlFreeUnicodeString(ext.interface_name.get());
+        IoDetachDevice(ext.lower);
+        IoDeleteDevice(fdo);
+    }
+    status
+}
+
+/// Unmap BAR0 (the ISR is disconnected and the DPCs flushed, or BAR0 was
+/// never used).
+fn unmap(ext: &DeviceExtension) {
+    let va = ext.bar0.swap(ptr::null_mut(), Ordering::AcqRel);
+    let length = ext.bar0_length.swap(0, Ordering::AcqRel);
+    if !va.is_null() {
+        // SAFETY: the mapping MmMapIoSpaceEx returned, with its length.
+        unsafe { MmUnmapIoSpace(va.cast(), length as SIZE_T) };
+    }
+}
+
+/// Enable or disable the device interface the tool finds.
+fn set_interface(ext: &DeviceExtension, enable: bool) {
+    // SAFETY: the name IoRegisterDeviceInterface returned (empty if it
+    // failed, in which case AddDevice failed and we are not here).
+    unsafe {
+        let _ = IoSetDeviceInterfaceState(ext.interface_name.get(), u8::from(enable));
+    }
+}
+
+/// Make sure Bus Master Enable is set in the PCI command register, through
+/// the bus driver's `BUS_INTERFACE_STANDARD` (config space), and verify it.
+///
+/// # Safety
+/// PASSIVE_LEVEL, during start.
+unsafe fn ensure_bus_master(ext: &DeviceExtension) -> Result<(), NTSTATUS> {
+    // SAFETY: all-zero is a valid BUS_INTERFACE_STANDARD (None routines).
+    let mut bus: BUS_INTERFACE_STANDARD = unsafe { core::mem::zeroed() };
+    // SAFETY: forwarded.
+    unsafe { query_bus_interface(ext, &mut bus)? };
+    let result = match (bus.GetBusData, bus.SetBusData) {
+        (Some(get), Some(set)) => {
+            // SAFETY: the routines and context of the interface just obtained.
+            unsafe { set_bus_master(get, set, bus.Context) }
+        }
+        _ => Err(STATUS_NOT_SUPPORTED),
+    };
+    if let Some(dereference) = bus.InterfaceDereference {
+        // SAFETY: the reference IRP_MN_QUERY_INTERFACE took for us.
+        unsafe { dereference(bus.Context) };
+    }
+    result
+}
+
+/// Read the command register; set Bus Master Enable if clear; read back.
+///
+/// # Safety
+/// `get`/`set`/`context` must come from one live `BUS_INTERFACE_STANDARD`.
+unsafe fn set_bus_master(
+    get: GetSetBusData,
+    set: GetSetBusData,
+    context: PVOID,
+) -> Result<(), NTSTATUS> {
+    let read = || {
+        let mut command: u16 = 0;
+        // SAFETY: a 2-byte buffer for 2 bytes of config space.
+        let n = unsafe {
+            get(
+                context,
+                ffi::PCI_WHICHSPACE_CONFIG,
+                ptr::from_mut(&mut command).cast(),
+                ffi::PCI_COMMAND_OFFSET,
+                2,
+            )
+        };
+        (n == 2).then_some(command)
+    };
+    let command = read().ok_or(STATUS_DEVICE_CONFIGURATION_ERROR)?;
+    if command & ffi::PCI_ENABLE_BUS_MASTER != 0 {
+        return Ok(());
+    }
+    let mut enabled = command | ffi::PCI_ENABLE_BUS_MASTER;
+    // SAFETY: as for the read.
+    unsafe {
+        set(
+            context,
+            ffi::PCI_WHICHSPACE_CONFIG,
+            ptr::from_mut(&mut enabled).cast(),
+            ffi::PCI_COMMAND_OFFSET,
+            2,
+        );
+    }
+    match read() {
+        Some(c) if c & ffi::PCI_ENABLE_BUS_MASTER != 0 => Ok(()),
+        _ => Err(STATUS_DEVICE_CONFIGURATION_ERROR),
+    }
+}
+
+/// The `GET_SET_DEVICE_DATA` routine type of `BUS_INTERFACE_STANDARD`
+/// (`ULONG (PVOID Context, ULONG DataType, PVOID Buffer, ULONG Offset, ULONG Length)`).
+type GetSetBusData = unsafe extern "C" fn(PVOID, u32, PVOID, u32, u32) -> u32;
+
+/// `IRP_MN_QUERY_INTERFACE` for `GUID_BUS_INTERFACE_STANDARD`, sent to the
+/// top of our device stack and waited for.
+///
+/// # Safety
+/// PASSIVE_LEVEL.
+unsafe fn query_bus_interface(
+    ext: &DeviceExtension,
+    bus: &mut BUS_INTERFACE_STANDARD,
+) -> Result<(), NTSTATUS> {
+    // SAFETY: all-zero KEVENT / IO_STATUS_BLOCK are valid before init.
+    let mut event: KEVENT = unsafe { core::mem::zeroed() };
+    // SAFETY: as above.
+    let mut io_status: IO_STATUS_BLOCK = unsafe { core::mem::zeroed() };
+    // SAFETY: PASSIVE_LEVEL; every pointer is to this frame, which waits for
+    // the IRP to finish before returning; the top device is referenced.
+    unsafe {
+        KeInitializeEvent(&mut event, _EVENT_TYPE::NotificationEvent, 0);
+        let top = IoGetAttachedDeviceReference(ext.fdo);
+        let irp = IoBuildSynchronousFsdRequest(
+            IRP_MJ_PNP,
+            top,
+            ptr::null_mut(),
+            0,
+            ptr::null_mut(),
+            &mut event,
+            &mut io_status,
+        );
+        if irp.is_null() {
+            ObfDereferenceObject(top.cast());
+            return Err(STATUS_INSUFFICIENT_RESOURCES);
+        }
+        // PnP IRPs start as STATUS_NOT_SUPPORTED.
+        ffi::set_irp_status(irp, STATUS_NOT_SUPPORTED);
+        let next = ffi::next_stack(irp);
+        (*next).MajorFunction = IRP_MJ_PNP as u8;
+        (*next).MinorFunction = IRP_MN_QUERY_INTERFACE as u8;
+        ffi::set_query_interface(next, &ffi::GUID_BUS_INTERFACE_STANDARD, bus);
+        let mut status = ffi::call_driver(top, irp);
+        if status == STATUS_PENDING {
+            KeWaitForSingleObject(
+                ptr::from_mut(&mut event).cast(),
+                _KWAIT_REASON::Executive,
+                _MODE::KernelMode as i8,
+                0,
+                ptr::null_mut(),
+            );
+            status = io_status.__bindgen_anon_1.Status;
+        }
+        ObfDereferenceObject(top.cast());
+        if status < 0 { Err(status) } else { Ok(()) }
+    }
+}

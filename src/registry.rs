@@ -1,0 +1,54 @@
+//! The optional `DmaWindow` parameter under the device's hardware key
+//! ("Device Parameters"), written by the INF: 4095 (default) or 4096.
+
+use core::ptr;
+
+use edudma_core::engine::DEFAULT_WINDOW;
+use wdk_sys::ntddk::{IoOpenDeviceRegistryKey, ZwClose, ZwQueryValueKey};
+use wdk_sys::{_KEY_VALUE_INFORMATION_CLASS, DEVICE_OBJECT, HANDLE};
+
+use crate::ffi;
+use crate::strings::{unicode, utf16};
+
+/// The value name.
+static DMA_WINDOW: [u16; 9] = utf16("DmaWindow");
+
+/// Read `DmaWindow`; anything missing or other than 4095/4096 gives the
+/// default. PASSIVE_LEVEL.
+pub fn dma_window(pdo: *mut DEVICE_OBJECT) -> u32 {
+    read_dword(pdo)
+        .filter(|w| *w == DEFAULT_WINDOW || *w == DEFAULT_WINDOW + 1)
+        .unwrap_or(DEFAULT_WINDOW)
+}
+
+fn read_dword(pdo: *mut DEVICE_OBJECT) -> Option<u32> {
+    let mut key: HANDLE = ptr::null_mut();
+    // SAFETY: PASSIVE_LEVEL in AddDevice with the PDO we were given.
+    let status = unsafe {
+        IoOpenDeviceRegistryKey(pdo, ffi::PLUGPLAY_REGKEY_DEVICE, ffi::KEY_READ, &mut key)
+    };
+    if status < 0 {
+        return None;
+    }
+    let mut name = unicode(&DMA_WINDOW);
+    // KEY_VALUE_PARTIAL_INFORMATION: TitleIndex, Type, DataLength, Data[].
+    let mut buffer = [0u32; 8];
+    let mut result_length = 0u32;
+    // SAFETY: an open key, a valid name (never written through), and a
+    // 4-byte-aligned buffer of the length given.
+    let status = unsafe {
+        ZwQueryValueKey(
+            key,
+            &mut name,
+            _KEY_VALUE_INFORMATION_CLASS::KeyValuePartialInformation,
+            buffer.as_mut_ptr().cast(),
+            size_of_val(&buffer) as u32,
+            &mut result_length,
+        )
+    };
+    // SAFETY: the handle IoOpenDeviceRegistryKey returned.
+    unsafe {
+        ZwClose(key);
+    }
+    (status >= 0 && buffer[1] == ffi::REG_DWORD && buffer[2] == 4).then_some(buffer[3])
+}

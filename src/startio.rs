@@ -1,0 +1,225 @@
+//! StartIo, the two cancel routines, and the delivery of the engine's
+//! completions: release the engine lock, `IoStartNextPacket`, copy the
+//! self-test report, `IoCompleteRequest` — never under a lock, always at
+//! DISPATCH_LEVEL (a completion decided lower goes through the mailbox DPC).
+
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+use edudma_core::NtStatus;
+use edudma_core::engine::Completion;
+use edudma_core::ioctl::SelfTestReport;
+use wdk_sys::ntddk::{
+    IoAcquireCancelSpinLock, IoReleaseCancelSpinLock, IoStartNextPacket, KeGetCurrentIrql,
+    KeInsertQueueDpc, KeRemoveEntryDeviceQueue,
+};
+use wdk_sys::{DEVICE_OBJECT, IRP, KDPC, KIRQL, PVOID};
+
+use crate::device::{DeviceExtension, ReqId};
+use crate::dispatch::{Classified, classify};
+use crate::ffi;
+
+/// `DISPATCH_LEVEL` (wdm.h) as a `KIRQL`.
+const DISPATCH_LEVEL: KIRQL = 2;
+
+/// Complete an IRP that never reached StartIo (or was removed from the
+/// device queue) and drop its remove-lock reference.
+///
+/// # Safety
+/// The caller owns `irp`, holds its remove lock, and holds no spin lock.
+pub unsafe fn complete_unstarted(
+    ext: &DeviceExtension,
+    irp: *mut IRP,
+    status: NtStatus,
+    info: usize,
+) {
+    // SAFETY: see above.
+    unsafe {
+        ffi::complete_irp(irp, status.0, info);
+        ffi::release_remove_lock(ext.remove_lock(), irp.cast());
+    }
+}
+
+/// Carry out a completion of the current StartIo packet.
+pub fn deliver(ext: &DeviceExtension, completion: Completion<ReqId>) {
+    // SAFETY: KeGetCurrentIrql has no preconditions.
+    if unsafe { KeGetCurrentIrql() } < DISPATCH_LEVEL {
+        {
+            let mut shared = ext.lock();
+            debug_assert!(shared.mailbox.is_none());
+            shared.mailbox = Some(completion);
+        }
+        // SAFETY: the mailbox DPC was initialized in AddDevice.
+        unsafe {
+            KeInsertQueueDpc(ext.mailbox_dpc.get(), ptr::null_mut(), ptr::null_mut());
+        }
+        return;
+    }
+    let irp = completion.request.irp;
+    // SAFETY: the completion makes us the IRP's owner. If a cancel routine
+    // was already taken by IoCancelIrp, it is running under the cancel spin
+    // lock and may still read the IRP: wait for it to drop that lock. Our
+    // cancel routines never touch the IRP after releasing it.
+    unsafe {
+        if ffi::set_cancel_routine(irp, None).is_none() {
+            let mut irql: KIRQL = 0;
+            IoAcquireCancelSpinLock(&mut irql);
+            IoReleaseCancelSpinLock(irql);
+        }
+        IoStartNextPacket(ext.fdo, 1);
+        if let Some(report) = completion.selftest {
+            let output = (*irp).AssociatedIrp.SystemBuffer;
+            if !output.is_null() {
+                // Validation checked the output length >= the report size.
+                ptr::write_unaligned(output.cast::<SelfTestReport>(), report);
+            }
+        }
+        ffi::complete_irp(irp, completion.status.0, completion.information);
+        ffi::release_remove_lock(ext.remove_lock(), irp.cast());
+    }
+}
+
+/// The mailbox DPC (`KDEFERRED_ROUTINE`): delivers a completion that was
+/// decided below DISPATCH_LEVEL.
+pub unsafe extern "C" fn mailbox_dpc(_dpc: *mut KDPC, context: PVOID, _a1: PVOID, _a2: PVOID) {
+    // SAFETY: the DPC's context is the extension.
+    let ext = unsafe { &*context.cast::<DeviceExtension>() };
+    let completion = ext.lock().mailbox.take();
+    if let Some(c) = completion {
+        deliver(ext, c);
+    }
+}
+
+/// A cancelled completion of `irp`.
+fn cancelled(irp: *mut IRP, seq: u32) -> Completion<ReqId> {
+    Completion {
+        request: ReqId { irp, seq },
+        status: NtStatus::CANCELLED,
+        information: 0,
+        selftest: None,
+    }
+}
+
+/// `DriverStartIo` (DISPATCH_LEVEL, deferred: never recursive).
+pub unsafe extern "C" fn start_io(device: *mut DEVICE_OBJECT, irp: *mut IRP) {
+    // SAFETY: `device` is our FDO.
+    let ext = unsafe { DeviceExtension::from_device(device) };
+    let seq = ext.next_seq.fetch_add(1, Ordering::Relaxed);
+    let mut irql: KIRQL = 0;
+    // SAFETY: the cancel spin lock orders us against IoCancelIrp: either the
+    // queue cancel routine was already taken (it completes the IRP), or we
+    // take it and own cancellation from here on.
+    unsafe {
+        IoAcquireCancelSpinLock(&mut irql);
+        if ffi::set_cancel_routine(irp, None).is_none() {
+            IoReleaseCancelSpinLock(irql);
+            return;
+        }
+        if (*irp).Cancel != 0 {
+            IoReleaseCancelSpinLock(irql);
+            deliver(ext, cancelled(irp, seq));
+            return;
+        }
+        ffi::set_driver_context(irp, seq as usize);
+        ffi::set_cancel_routine(irp, Some(engine_cancel));
+        IoReleaseCancelSpinLock(irql);
+    }
+    let id = ReqId { irp, seq };
+    // SAFETY: a live IRP this driver queued.
+    let what = match unsafe { classify(ext, irp) } {
+        Classified::Start(what) => what,
+        // Dispatch queued only what classified as Start, and classification
+        // is pure; keep the books straight if that ever breaks.
+        Classified::Rejected(status) | Classified::Done(status, _) => {
+            ext.lock().engine.record_rejected();
+            deliver(
+                ext,
+                Completion {
+                    status,
+                    ..cancelled(irp, seq)
+                },
+            );
+            return;
+        }
+        Classified::Control(_) => {
+            let status = NtStatus::INVALID_DEVICE_REQUEST;
+            ext.lock().engine.record_rejected();
+            deliver(
+                ext,
+                Completion {
+                    status,
+                    ..cancelled(irp, seq)
+                },
+            );
+            return;
+        }
+    };
+    let completion = {
+        let mut regs = ext.regs();
+        let mut shared = ext.lock();
+        match shared.engine.start_io(id, what, &mut regs) {
+            None if shared.pending_cancel == Some(id) => {
+                shared.pending_cancel = None;
+                shared.engine.cancel(id, &mut regs)
+            }
+            other => other,
+        }
+    };
+    if let Some(c) = completion {
+        deliver(ext, c);
+    }
+}
+
+/// Cancel routine of a packet in the device queue (set by `IoStartPacket`).
+/// Called with the cancel spin lock held.
+pub unsafe extern "C" fn queue_cancel(device: *mut DEVICE_OBJECT, irp: *mut IRP) {
+    // SAFETY: `device` is our FDO.
+    let ext = unsafe { DeviceExtension::from_device(device) };
+    // SAFETY: under the cancel spin lock the IRP is either still queued
+    // (we remove it) or the current packet whose StartIo will find no
+    // cancel routine and leave it to us. `DEVICE_OBJECT.DeviceQueue` is a
+    // named C member.
+    let removed = unsafe {
+        let removed =
+            KeRemoveEntryDeviceQueue(&raw mut (*device).DeviceQueue, ffi::device_queue_entry(irp));
+        IoReleaseCancelSpinLock((*irp).CancelIrql);
+        removed != 0
+    };
+    if removed {
+        // SAFETY: removed from the queue: ours, remove lock held since dispatch.
+        unsafe { complete_unstarted(ext, irp, NtStatus::CANCELLED, 0) };
+    } else {
+        // The current packet: complete it and start the next one.
+        deliver(ext, cancelled(irp, 0));
+    }
+}
+
+/// Cancel routine while the engine works on the packet. It gives the engine
+/// its cancel event and never touches the IRP after the cancel spin lock.
+unsafe extern "C" fn engine_cancel(device: *mut DEVICE_OBJECT, irp: *mut IRP) {
+    // SAFETY: `device` is our FDO.
+    let ext = unsafe { DeviceExtension::from_device(device) };
+    // SAFETY: the IRP is alive while we hold the cancel spin lock (`deliver`
+    // waits for that lock before completing).
+    let seq = unsafe {
+        let seq = ffi::driver_context(irp) as u32;
+        IoReleaseCancelSpinLock((*irp).CancelIrql);
+        seq
+    };
+    let id = ReqId { irp, seq };
+    let completion = {
+        let mut regs = ext.regs();
+        let mut shared = ext.lock();
+        if shared.engine.current_request() == Some(id) {
+            shared.engine.cancel(id, &mut regs)
+        } else {
+            // Not started yet (StartIo is between its two steps) or already
+            // finished: StartIo picks this up, or it is stale and harmless.
+            shared.pending_cancel = Some(id);
+            None
+        }
+    };
+    if let Some(c) = completion {
+        deliver(ext, c);
+    }
+}
