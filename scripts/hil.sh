@@ -5,6 +5,8 @@
 #   scripts/hil.sh            the standard suite (a few minutes on two cores)
 #   scripts/hil.sh --sweep    also every DMA length 1..4095 (about 15 minutes)
 #   scripts/hil.sh --quick    self-test, conformance and a handful of DMAs
+#   scripts/hil.sh --mode=probe-count0   a fidelity probe (expected to crash QEMU 7.2)
+#   HIL_SEED=n scripts/hil.sh             other random cases (the default seed is fixed)
 #
 # It installs what it needs (Debian packages: qemu-system-x86, busybox-static,
 # a Debian kernel package unpacked into scripts/.hil-work; the musl target),
@@ -23,8 +25,9 @@ for arg in "$@"; do
     case "$arg" in
         --sweep) MODE=sweep ;;
         --quick) MODE=quick ;;
+        --mode=*) MODE="${arg#--mode=}" ;;
         -h | --help)
-            sed -n '2,16p' "$0"
+            sed -n '2,18p' "$0"
             exit 0
             ;;
         *)
@@ -106,7 +109,7 @@ set +e
 timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 \
     -accel tcg -M q35 -m 512 -smp 1 -nographic -no-reboot \
     -kernel "$VMLINUZ" -initrd "$WORK/initramfs.gz" \
-    -append "console=ttyS0 quiet loglevel=3 panic=-1 transparent_hugepage=never HIL_MODE=$MODE" \
+    -append "console=ttyS0 quiet loglevel=3 panic=-1 transparent_hugepage=never HIL_MODE=$MODE HIL_SEED=${HIL_SEED:-default}" \
     -device edu -nic none \
     -d guest_errors -D "$QLOG" \
     </dev/null 2>"$WORK/qemu.stderr" | tee "$SERIAL"
@@ -135,6 +138,18 @@ tr -d '\r' <"$SERIAL" >"$SERIAL.clean"
 grep -q '^HIL-EXIT 0$' "$SERIAL.clean" || fail+=("the harness did not exit 0")
 grep -q '^HIL RESULT: PASS' "$SERIAL.clean" || fail+=("no 'HIL RESULT: PASS' on the console")
 grep '^TRACE ' "$SERIAL.clean" >"$WORK/real-trace.txt" || true
+# The device must still behave as recorded (scripts/hil/edu-trace.qemu-7.2.txt,
+# the reference the simulator's edu model is held to).
+GOLDEN="$ROOT/scripts/hil/edu-trace.qemu-$(qemu-system-x86_64 --version | sed -n 's/.*version \([0-9]*\.[0-9]*\).*/\1/p').txt"
+if [ -s "$WORK/real-trace.txt" ] && [ -f "$GOLDEN" ]; then
+    "$TDIR/$TARGET/release/edudma-hil" compare "$GOLDEN" "$WORK/real-trace.txt" >"$WORK/trace-diff.txt" || {
+        cat "$WORK/trace-diff.txt" >&2
+        fail+=("the device's conformance trace differs from $(basename "$GOLDEN")")
+    }
+    tail -n1 "$WORK/trace-diff.txt" >&2
+elif [ -s "$WORK/real-trace.txt" ]; then
+    log "no recorded trace for this QEMU version ($GOLDEN): keeping $WORK/real-trace.txt"
+fi
 
 if [ "${#fail[@]}" -gt 0 ]; then
     for f in "${fail[@]}"; do echo "hil.sh: FAIL: $f" >&2; done

@@ -634,8 +634,6 @@ pub fn run_sequence(dev: &mut impl Device, seq: &Sequence) -> usize {
     failed
 }
 
-// Used by the host-side comparison with a model and by the tests.
-#[allow(dead_code)]
 /// One parsed trace line: step id, operation text, observed value, whether
 /// it is compared between models.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -648,7 +646,6 @@ pub struct TraceLine {
     pub compared: bool,
 }
 
-#[allow(dead_code)]
 /// Parse the `TRACE` lines of a console log (the `TRACE ` prefix optional).
 pub fn parse_trace(text: &str) -> Vec<TraceLine> {
     text.lines()
@@ -677,8 +674,7 @@ pub fn parse_trace(text: &str) -> Vec<TraceLine> {
         .collect()
 }
 
-#[allow(dead_code)]
-/// Differences between two traces (real first), step by step.
+/// Differences between two traces (the reference first), step by step.
 pub fn diff_traces(real: &[TraceLine], model: &[TraceLine]) -> Vec<String> {
     let mut out = Vec::new();
     for r in real {

@@ -21,11 +21,16 @@ mod rng;
 #[cfg(target_os = "linux")]
 mod suite;
 
-const USAGE: &str = "usage: edudma-hil [--mode quick|standard|sweep]\n\
-Runs inside the QEMU guest that scripts/hil.sh boots (root, -device edu, uio_pci_generic).";
+const USAGE: &str = "usage: edudma-hil [--mode quick|standard|sweep|probe-count0]\n\
+       edudma-hil compare EXPECTED.txt OBSERVED.txt\n\
+The first form runs inside the QEMU guest that scripts/hil.sh boots (root, -device edu,\n\
+uio_pci_generic). The second compares two conformance traces (TRACE lines) step by step.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("compare") {
+        return compare(&args[1..]);
+    }
     let mut mode = "standard".to_string();
     let mut i = 0;
     while i < args.len() {
@@ -51,12 +56,43 @@ fn main() -> ExitCode {
     run(&mode)
 }
 
+/// Compare a conformance trace with the expected one (racy steps excluded).
+fn compare(args: &[String]) -> ExitCode {
+    let [expected, observed] = args else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let read = |path: &String| {
+        std::fs::read_to_string(path).map_err(|e| eprintln!("edudma-hil: {path}: {e}"))
+    };
+    let (Ok(expected_text), Ok(observed_text)) = (read(expected), read(observed)) else {
+        return ExitCode::from(2);
+    };
+    let expected_trace = conform::parse_trace(&expected_text);
+    let observed_trace = conform::parse_trace(&observed_text);
+    let diff = conform::diff_traces(&expected_trace, &observed_trace);
+    for line in &diff {
+        println!("trace difference: {line}");
+    }
+    println!(
+        "compared {} trace steps: {} differences",
+        expected_trace.len(),
+        diff.len()
+    );
+    if diff.is_empty() && !expected_trace.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 #[cfg(target_os = "linux")]
 fn run(mode: &str) -> ExitCode {
     let mode = match mode {
         "quick" => suite::Mode::Quick,
         "standard" => suite::Mode::Standard,
         "sweep" => suite::Mode::Sweep,
+        "probe-count0" => suite::Mode::ProbeCount0,
         other => {
             eprintln!("unknown mode {other}\n{USAGE}");
             return ExitCode::from(2);

@@ -26,6 +26,10 @@ pub enum Mode {
     Standard,
     /// Standard plus every length 1..=window.
     Sweep,
+    /// A deliberate fidelity probe, not a test: program a DMA of count 0 at
+    /// 0x40000 and see whether QEMU survives it (7.2's range check rejects
+    /// an empty range and aborts the VM).
+    ProbeCount0,
 }
 
 /// The glue's watchdog period, as on Windows.
@@ -661,6 +665,9 @@ pub fn run(mode: Mode) -> bool {
             return false;
         }
     };
+    if mode == Mode::ProbeCount0 {
+        return probe_count0(&mut rig);
+    }
     let id = rig.bar.read32(regs::REG_ID);
     rig.check(
         regs::decode_id(id).is_some(),
@@ -688,6 +695,21 @@ pub fn run(mode: Mode) -> bool {
         sweep(&mut rig, window);
     }
     report(&rig, started.elapsed())
+}
+
+fn probe_count0(rig: &mut Rig) -> bool {
+    let page = rig.pool.locked_phys(rig.scratch).unwrap_or(0) as u32;
+    say("HIL PROBE programming a DMA of count 0 (RAM -> device at 0x40000)");
+    rig.bar.write32(regs::REG_DMA_SRC, page);
+    rig.bar
+        .write32(regs::REG_DMA_DST, regs::DEVICE_BUFFER_ADDR as u32);
+    rig.bar.write32(regs::REG_DMA_COUNT, 0);
+    rig.bar.write32(regs::REG_DMA_CMD, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let cmd = rig.bar.read32(regs::REG_DMA_CMD);
+    say(&format!("HIL PROBE survived: command register 0x{cmd:x}"));
+    say("HIL RESULT: PASS");
+    true
 }
 
 fn main_phase(rig: &mut Rig, drv: &mut Driver, mode: Mode, window: u32) {
