@@ -398,8 +398,23 @@ pub const SEQUENCES: &[Sequence] = &[
                 min_us: 60_000,
                 max_us: 1_000_000,
             },
+            // (control: it is there)
+            Fill(0xC00, 64, 0),
+            W32(0x80, K(0x40800)),
+            W32(0x88, Page(0xC00)),
+            W32(0x98, K(0x3)),
+            Poll {
+                off: 0x98,
+                mask: 1,
+                want: 0,
+                min_us: 60_000,
+                max_us: 1_000_000,
+            },
+            Check(0xC00, 64, 5),
             // ...then a RAM → device transfer without bus mastering...
             Fill(0xC00, 64, 4),
+            W32(0x80, Page(0xC00)),
+            W32(0x88, K(0x40800)),
             BusMaster(false),
             W32(0x98, K(0x1)),
             Poll {
@@ -679,10 +694,10 @@ pub fn diff_traces(real: &[TraceLine], model: &[TraceLine]) -> Vec<String> {
     let mut out = Vec::new();
     for r in real {
         match model.iter().find(|m| m.step == r.step) {
-            None => out.push(format!("{}: missing from the model's trace", r.step)),
+            None => out.push(format!("{}: missing from the observed trace", r.step)),
             Some(m) if r.compared && m.compared && m.observation != r.observation => {
                 out.push(format!(
-                    "{}: real `{}`, model `{}`",
+                    "{}: reference `{}`, observed `{}`",
                     r.step, r.observation, m.observation
                 ))
             }
@@ -691,7 +706,7 @@ pub fn diff_traces(real: &[TraceLine], model: &[TraceLine]) -> Vec<String> {
     }
     for m in model {
         if !real.iter().any(|r| r.step == m.step) {
-            out.push(format!("{}: missing from the real trace", m.step));
+            out.push(format!("{}: missing from the reference trace", m.step));
         }
     }
     out
