@@ -1,1 +1,40 @@
-//! edudma-sim: the Windows we do not have (work in progress).
+//! # edudma-sim
+//!
+//! The Windows we do not have, strict enough to prove a WDM DMA driver on
+//! Linux: sparse physical memory and MDLs, the HAL's DMA version 3 with map
+//! registers and bounce pages, Driver Verifier's DMA, IRQL and IRP rules,
+//! the I/O manager (IRPs, StartIo queue, cancel, ISR/DPC, timers, PnP) over
+//! a deterministic seeded scheduler in virtual time, and QEMU's `edu` device.
+//!
+//! - [`phys`], [`mdl`]: memory and MDLs.
+//! - [`hal`]: `IoGetDmaAdapter` and the DMA operations, with the verifier's checks.
+//! - [`verifier`]: every rule, a named [`verifier::Violation`].
+//! - [`edu`]: the device model.
+//! - [`irql`], [`sched`], [`io`], [`kernel`]: processors, time, IRPs and the DDIs.
+//! - [`wdm`]: the driver's side of the contract ([`wdm::WdmDriver`]) and the
+//!   DMA operations / register file handed to `edudma-core`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod driver;
+pub mod edu;
+pub mod hal;
+pub mod io;
+pub mod irql;
+pub mod kernel;
+pub mod machine;
+pub mod mdl;
+pub mod phys;
+pub mod rng;
+pub mod sched;
+pub mod sim;
+pub mod verifier;
+pub mod wdm;
+
+pub use kernel::Crash;
+pub use machine::{IrpResult, IrpSpec};
+pub use sim::{
+    Allocation, CorruptByte, Placement, SimConfig, SimError, SimMachine, SimStats, VerifierReport,
+};
+pub use verifier::Violation;

@@ -1,0 +1,609 @@
+//! The machine: the kernel plus one driver, run event by event. It sends
+//! IRPs as user threads would, delivers interrupts, runs DPCs, timers,
+//! execution routines and cancels at the IRQL Windows would, and checks
+//! after every routine that no spin lock is left held.
+
+use edudma_core::NtStatus;
+use edudma_core::ioctl::{METHOD_BUFFERED, METHOD_IN_DIRECT, method_of};
+
+use crate::edu::{EduConfig, EduDevice};
+use crate::hal::{Hal, HalConfig};
+use crate::io::{DeviceQueue, Irp, IrpId, IrpTable, Major};
+use crate::irql::{Cpus, Irql, SpinLock};
+use crate::kernel::{Crash, Kernel, KernelStats, Sys};
+use crate::mdl::{BufferLayout, MdlTable};
+use crate::phys::PhysicalMemory;
+use crate::rng::SimRng;
+use crate::sched::{DpcId, Event, MS, Nanos, Scheduler, US};
+use crate::verifier::{Verifier, Violation};
+use crate::wdm::{PnpMinor, PnpOutcome, WdmDriver};
+
+/// How the kernel and the device are built.
+#[derive(Clone, Debug)]
+pub struct MachineConfig {
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Physical memory in bytes.
+    pub memory_bytes: u64,
+    /// Processors.
+    pub cpus: usize,
+    /// The HAL.
+    pub hal: HalConfig,
+    /// The device.
+    pub edu: EduConfig,
+    /// The platform offers MSI.
+    pub msi: bool,
+    /// PCI Bus Master Enable already set by firmware.
+    pub bus_master_at_boot: bool,
+    /// Driver Verifier's DMA checks.
+    pub dma_verification: bool,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            memory_bytes: 4 << 30,
+            cpus: 2,
+            hal: HalConfig::default(),
+            edu: EduConfig::default(),
+            msi: false,
+            bus_master_at_boot: false,
+            dma_verification: true,
+        }
+    }
+}
+
+/// A completed IRP, as its sender sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IrpResult {
+    /// `IoStatus.Status`.
+    pub status: NtStatus,
+    /// `IoStatus.Information`.
+    pub information: usize,
+    /// Output bytes: the buffered output, or the data read through the MDL.
+    pub output: Vec<u8>,
+}
+
+/// What to send.
+#[derive(Clone, Debug)]
+pub enum IrpSpec {
+    /// `DeviceIoControl`: `data` is the direct-I/O buffer contents for an
+    /// IN_DIRECT code (else ignored; OUT_DIRECT buffers start with junk).
+    Control {
+        /// Control code.
+        code: u32,
+        /// Input buffer.
+        input: Vec<u8>,
+        /// Output buffer length.
+        output_length: u32,
+        /// IN_DIRECT data (length `output_length`).
+        data: Vec<u8>,
+    },
+    /// `ReadFile` at an offset.
+    Read {
+        /// Byte offset.
+        offset: i64,
+        /// Bytes.
+        length: u32,
+    },
+    /// `WriteFile` at an offset.
+    Write {
+        /// Byte offset.
+        offset: i64,
+        /// Data.
+        data: Vec<u8>,
+    },
+}
+
+/// The kernel with one driver.
+pub struct Machine<D: WdmDriver> {
+    sys: Sys,
+    driver: D,
+    rng: SimRng,
+}
+
+impl<D: WdmDriver> Machine<D> {
+    /// Boot a machine for `driver`.
+    pub fn new(config: &MachineConfig, driver: D) -> Self {
+        let mut rng = SimRng::new(config.seed);
+        let mut mem = PhysicalMemory::new(config.memory_bytes);
+        let hal = Hal::new(config.hal, &mut mem);
+        let mut device = EduDevice::new(config.edu, rng.next_u64());
+        device.set_bus_master(config.bus_master_at_boot);
+        let mut verifier = Verifier::new();
+        verifier.dma_checks = config.dma_verification;
+        let kernel = Kernel {
+            mem,
+            mdls: MdlTable::new(),
+            hal,
+            device,
+            irps: IrpTable::default(),
+            dq: DeviceQueue::default(),
+            cpus: Cpus::new(config.cpus),
+            sched: Scheduler::new(),
+            verifier,
+            rng: rng.fork(),
+            dpc_queued: Default::default(),
+            dpc_irp: None,
+            timer_period: None,
+            interrupt: None,
+            interrupt_queued: false,
+            unclaimed_in_a_row: 0,
+            msi_available: config.msi,
+            contention_queued: false,
+            stats: KernelStats::default(),
+            faults: Vec::new(),
+            lost_interrupts: Vec::new(),
+            deliveries: 0,
+            suppress_until_write: false,
+        };
+        Self {
+            sys: Sys::new(kernel),
+            driver,
+            rng,
+        }
+    }
+
+    /// The kernel handle.
+    pub fn sys(&self) -> &Sys {
+        &self.sys
+    }
+
+    /// The driver.
+    pub fn driver(&self) -> &D {
+        &self.driver
+    }
+
+    /// The driver, for change.
+    pub fn driver_mut(&mut self) -> &mut D {
+        &mut self.driver
+    }
+
+    /// The first crash, if any.
+    pub fn crash(&self) -> Option<Crash> {
+        self.sys.with(|k| k.crash())
+    }
+
+    fn check(&self) -> Result<(), Crash> {
+        match self.crash() {
+            Some(c) => Err(c),
+            None => Ok(()),
+        }
+    }
+
+    /// Enter a routine on `cpu` at `irql`.
+    fn enter(&self, cpu: usize, irql: Irql) {
+        self.sys.with(|k| {
+            k.cpus.switch_to(cpu);
+            k.cpus.set_irql(irql);
+        })
+    }
+
+    /// Leave a routine: nothing may stay held.
+    fn leave(&self) {
+        self.sys.with(|k| {
+            let locks = std::mem::take(&mut k.cpus.cpu_mut().locks);
+            if let Some((lock, _)) = locks.first() {
+                let v = if *lock == SpinLock::Cancel {
+                    Violation::CancelSpinLockMisuse
+                } else {
+                    Violation::SpinLockHeldAtReturn { lock: lock.name() }
+                };
+                k.verifier.report(v);
+            }
+            k.cpus.set_irql(Irql::Passive);
+        })
+    }
+
+    /// Run one event. False when nothing is queued.
+    pub fn step(&mut self) -> bool {
+        let Some(ev) = self.sys.with(|k| k.sched.pop()) else {
+            return false;
+        };
+        self.sys.with(|k| k.sched.advance_to(ev.at));
+        match ev.event {
+            Event::DmaTimer => self.sys.with(|k| k.run_dma_timer()),
+            Event::FactorialDone => self.sys.with(|k| {
+                k.device.factorial_done();
+                k.poll_interrupt();
+            }),
+            Event::Interrupt => self.deliver_interrupt(ev.cpu),
+            Event::Dpc(id) => {
+                let irp = self.sys.with(|k| {
+                    k.dpc_queued.remove(&id);
+                    k.stats.dpcs += 1;
+                    if id == DpcId::ForIsr {
+                        k.dpc_irp.take()
+                    } else {
+                        None
+                    }
+                });
+                self.enter(ev.cpu, Irql::Dispatch);
+                match id {
+                    DpcId::ForIsr => self.driver.dpc_for_isr(&self.sys, irp),
+                    DpcId::Timer => self.driver.timer_dpc(&self.sys),
+                }
+                self.leave();
+            }
+            Event::TimerExpired => self.sys.with(|k| {
+                if let Some(period) = k.timer_period {
+                    if k.dpc_queued.insert(DpcId::Timer) {
+                        k.sched.schedule(US, ev.cpu, Event::Dpc(DpcId::Timer));
+                    }
+                    k.sched.schedule(period, ev.cpu, Event::TimerExpired);
+                }
+            }),
+            Event::ExecutionRoutine(adapter, base) => {
+                if self.sys.with(|k| k.hal.granting(adapter)) == Some(base) {
+                    self.sys.with(|k| k.stats.late_grants += 1);
+                    self.enter(ev.cpu, Irql::Dispatch);
+                    let action = self.driver.execution_routine(&self.sys, base);
+                    self.sys.hal_routine_returned(adapter, base, action);
+                    self.leave();
+                }
+            }
+            Event::ContentionEnds(adapter) => self.sys.with(|k| {
+                k.hal.contended = false;
+                k.contention_queued = false;
+                if let Some(base) = k.hal.retry_waiting(&mut k.mem, adapter) {
+                    let delay = k.rng.range(US, 30 * US);
+                    k.sched
+                        .schedule(delay, ev.cpu, Event::ExecutionRoutine(adapter, base));
+                }
+            }),
+            Event::StartIo(irp) => {
+                self.enter(ev.cpu, Irql::Dispatch);
+                self.sys.invoke_start_io(&mut self.driver, irp, false);
+                self.leave();
+            }
+            Event::Cancel(irp) => {
+                self.enter(ev.cpu, Irql::Passive);
+                self.cancel_now(irp);
+                self.leave();
+            }
+        }
+        true
+    }
+
+    fn deliver_interrupt(&mut self, cpu: usize) {
+        let deliver = self.sys.with(|k| {
+            k.interrupt_queued = false;
+            match k.interrupt {
+                None => false,
+                Some(edudma_core::ioctl::InterruptKind::MessageSignaled) => true,
+                Some(_) => k.device.intx_asserted(),
+            }
+        });
+        let lost = deliver
+            && self.sys.with(|k| {
+                k.deliveries += 1;
+                let lost = k.lost_interrupts.contains(&k.deliveries);
+                if lost {
+                    k.suppress_until_write = true;
+                }
+                lost
+            });
+        if lost {
+            return;
+        }
+        if !deliver {
+            return;
+        }
+        self.enter(cpu, Irql::Device);
+        let claimed = self.driver.isr(&self.sys);
+        self.leave();
+        self.sys.with(|k| {
+            k.stats.interrupts += 1;
+            if claimed {
+                k.stats.interrupts_claimed += 1;
+                k.unclaimed_in_a_row = 0;
+            } else if k.device.intx_asserted() {
+                k.unclaimed_in_a_row += 1;
+                if k.unclaimed_in_a_row > 1000 {
+                    k.faults.push(Crash::Hang(
+                        "interrupt storm: INTx asserted, ISR never claims it".into(),
+                    ));
+                    k.interrupt = None;
+                }
+            }
+            k.poll_interrupt();
+        });
+    }
+
+    /// `IoCancelIrp` from the current thread.
+    fn cancel_now(&mut self, irp: IrpId) {
+        let routine = self.sys.with(|k| {
+            let now = k.sched.now();
+            match k.irps.get_mut(irp) {
+                Some(i) if !i.completed => {
+                    i.cancel = true;
+                    i.cancelled_at.get_or_insert(now);
+                    std::mem::take(&mut i.cancel_routine)
+                }
+                _ => false,
+            }
+        });
+        let old = self.sys.io_acquire_cancel_spin_lock();
+        if routine {
+            self.sys.with(|k| k.stats.cancel_routines += 1);
+            self.driver.cancel(&self.sys, irp, old);
+            let still = self.sys.with(|k| {
+                k.cpus
+                    .cpu()
+                    .locks
+                    .iter()
+                    .any(|(l, _)| *l == SpinLock::Cancel)
+            });
+            if still {
+                self.sys.report_violation(Violation::CancelSpinLockMisuse);
+                self.sys.io_release_cancel_spin_lock(old);
+            }
+        } else {
+            self.sys.io_release_cancel_spin_lock(old);
+        }
+    }
+
+    /// Cancel an IRP now, from a user thread on a random CPU.
+    pub fn cancel(&mut self, irp: IrpId) -> Result<(), Crash> {
+        let cpu = self.sys.with(|k| k.random_cpu());
+        self.enter(cpu, Irql::Passive);
+        self.cancel_now(irp);
+        self.leave();
+        self.check()
+    }
+
+    /// Cancel an IRP after `delay` of virtual time.
+    pub fn cancel_after(&mut self, irp: IrpId, delay: Nanos) {
+        self.sys.with(|k| {
+            let cpu = k.random_cpu();
+            k.sched.schedule(delay, cpu, Event::Cancel(irp));
+        })
+    }
+
+    /// Build an IRP and call the dispatch routine from a user thread.
+    pub fn send(&mut self, spec: IrpSpec, layout: &BufferLayout) -> Result<IrpId, Crash> {
+        let irp = self.sys.with(|k| {
+            let now = k.sched.now();
+            let build = |k: &mut Kernel, length: u32, data: Option<&[u8]>| {
+                let mdl = k.mdls.build(&mut k.mem, &mut k.rng, length, layout)?;
+                let mut contents = vec![0u8; length as usize];
+                match data {
+                    Some(d) => contents[..d.len().min(length as usize)]
+                        .copy_from_slice(&d[..d.len().min(length as usize)]),
+                    None => k.rng.fill(&mut contents),
+                }
+                let _ = k.mdls.write(&mut k.mem, mdl, 0, &contents);
+                Some(mdl)
+            };
+            let (major, system_buffer, mdl) = match &spec {
+                IrpSpec::Control {
+                    code,
+                    input,
+                    output_length,
+                    data,
+                } => {
+                    let major = Major::DeviceControl {
+                        code: *code,
+                        input_length: input.len() as u32,
+                        output_length: *output_length,
+                    };
+                    match method_of(*code) {
+                        METHOD_BUFFERED => {
+                            let mut sb = vec![0u8; input.len().max(*output_length as usize)];
+                            sb[..input.len()].copy_from_slice(input);
+                            (major, sb, None)
+                        }
+                        m => {
+                            let d = (m == METHOD_IN_DIRECT).then_some(&data[..]);
+                            (major, input.clone(), build(k, *output_length, d))
+                        }
+                    }
+                }
+                IrpSpec::Read { offset, length } => (
+                    Major::Read {
+                        byte_offset: *offset,
+                        length: *length,
+                    },
+                    Vec::new(),
+                    build(k, *length, None),
+                ),
+                IrpSpec::Write { offset, data } => (
+                    Major::Write {
+                        byte_offset: *offset,
+                        length: data.len() as u32,
+                    },
+                    Vec::new(),
+                    build(k, data.len() as u32, Some(data)),
+                ),
+            };
+            k.irps.insert(Irp::new(major, system_buffer, mdl, now))
+        });
+        let cpu = self.rng.below(self.sys.with(|k| k.cpus.count()) as u64) as usize;
+        self.enter(cpu, Irql::Passive);
+        let status = self.driver.dispatch(&self.sys, irp);
+        self.leave();
+        self.sys.with(|k| {
+            let Some(i) = k.irps.get_mut(irp) else { return };
+            i.dispatch_returned = Some(status);
+            let (marked, completed) = (i.pending_marked, i.completed);
+            if status == NtStatus::PENDING && !marked {
+                k.verifier
+                    .report(Violation::PendingWithoutMark { irp: irp.0 });
+            } else if marked && status != NtStatus::PENDING {
+                k.verifier
+                    .report(Violation::MarkedPendingReturnedOther { irp: irp.0 });
+            } else if status != NtStatus::PENDING && !completed {
+                k.verifier
+                    .report(Violation::ReturnedWithoutCompleting { irp: irp.0 });
+            }
+        });
+        self.check()?;
+        Ok(irp)
+    }
+
+    /// True once the IRP is completed.
+    pub fn is_complete(&self, irp: IrpId) -> bool {
+        self.sys
+            .with(|k| k.irps.get(irp).is_some_and(|i| i.completed))
+    }
+
+    /// Run events until `done` holds, a crash, or `limit` of virtual time
+    /// passes (a hang).
+    pub fn run_until(
+        &mut self,
+        mut done: impl FnMut(&Self) -> bool,
+        limit: Nanos,
+    ) -> Result<(), Crash> {
+        let deadline = self.sys.now().saturating_add(limit);
+        loop {
+            self.check()?;
+            if done(self) {
+                return Ok(());
+            }
+            let next = self.sys.with(|k| k.sched.next_time());
+            match next {
+                Some(t) if t <= deadline => {
+                    self.step();
+                }
+                _ => {
+                    return Err(Crash::Hang(format!(
+                        "nothing to do or nothing done in {} ms of virtual time",
+                        limit / MS
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Run until no event is due before `until` (virtual time then = `until`).
+    pub fn run_for(&mut self, duration: Nanos) -> Result<(), Crash> {
+        let until = self.sys.now().saturating_add(duration);
+        while self
+            .sys
+            .with(|k| k.sched.next_time())
+            .is_some_and(|t| t <= until)
+        {
+            self.step();
+            self.check()?;
+        }
+        self.sys.with(|k| k.sched.advance_to(until));
+        Ok(())
+    }
+
+    /// Wait for an IRP and collect its result (the IRP and its MDL are freed).
+    pub fn wait(&mut self, irp: IrpId, limit: Nanos) -> Result<IrpResult, Crash> {
+        self.run_until(|m| m.is_complete(irp), limit)?;
+        Ok(self.collect(irp).unwrap_or(IrpResult {
+            status: NtStatus::INVALID_PARAMETER,
+            information: 0,
+            output: Vec::new(),
+        }))
+    }
+
+    /// Take a completed IRP's result, freeing the IRP and its MDL.
+    pub fn collect(&mut self, irp: IrpId) -> Option<IrpResult> {
+        self.sys.with(|k| {
+            if !k.irps.get(irp)?.completed {
+                return None;
+            }
+            let i = k.irps.remove(irp)?;
+            let information = i.information;
+            let output = match (i.major, i.mdl) {
+                (Major::DeviceControl { code, .. }, _) if method_of(code) == METHOD_BUFFERED => {
+                    i.system_buffer[..information.min(i.system_buffer.len())].to_vec()
+                }
+                (_, Some(mdl)) => {
+                    let n = (information as u64).min(k.mdls.chain_length(mdl)) as usize;
+                    let mut out = vec![0u8; n];
+                    let _ = k.mdls.read(&k.mem, mdl, 0, &mut out);
+                    out
+                }
+                _ => Vec::new(),
+            };
+            if let Some(mdl) = i.mdl {
+                k.mdls.free_chain(&mut k.mem, mdl);
+            }
+            Some(IrpResult {
+                status: i.status.unwrap_or(NtStatus::PENDING),
+                information,
+                output,
+            })
+        })
+    }
+
+    /// Send a PnP IRP and wait for the driver to finish it.
+    pub fn pnp(&mut self, minor: PnpMinor, limit: Nanos) -> Result<NtStatus, Crash> {
+        if minor == PnpMinor::SurpriseRemoval {
+            self.sys.with(|k| {
+                k.device.remove();
+                k.sched
+                    .remove_where(|e| matches!(e, Event::DmaTimer | Event::FactorialDone));
+            });
+        }
+        let deadline = self.sys.now().saturating_add(limit);
+        loop {
+            let cpu = self.sys.with(|k| k.random_cpu());
+            self.enter(cpu, Irql::Passive);
+            let outcome = self.driver.pnp(&self.sys, minor);
+            self.leave();
+            self.check()?;
+            match outcome {
+                PnpOutcome::Done(status) => {
+                    if minor == PnpMinor::RemoveDevice {
+                        self.after_remove();
+                        self.check()?;
+                    }
+                    return Ok(status);
+                }
+                PnpOutcome::Wait => {
+                    let next = self.sys.with(|k| k.sched.next_time());
+                    match next {
+                        Some(t) if t <= deadline => {
+                            self.step();
+                        }
+                        _ => return Err(Crash::Hang(format!("{minor:?} never finished"))),
+                    }
+                }
+            }
+        }
+    }
+
+    fn after_remove(&mut self) {
+        self.sys.with(|k| {
+            for irp in k.irps.incomplete() {
+                k.verifier
+                    .report(Violation::RequestIncompleteAtRemoval { irp: irp.0 });
+            }
+            if k.hal.live_adapters() > 0 {
+                k.verifier.report(Violation::AdapterLeaked);
+            }
+        });
+    }
+
+    /// The leak check every run ends with: no channel, map register or
+    /// adapter outstanding; no cancelled IRP left incomplete; no MDL left
+    /// once every IRP was collected.
+    pub fn leak_check(&self) -> Result<(), Crash> {
+        self.sys.with(|k| {
+            for id in k.irps.ids() {
+                if let Some(i) = k.irps.get(id)
+                    && i.cancel
+                    && !i.completed
+                {
+                    k.verifier
+                        .report(Violation::CancelledIrpNeverCompleted { irp: id.0 });
+                }
+            }
+            let all_idle = (0..8).all(|a| k.hal.idle(crate::hal::AdapterId(a)));
+            if !all_idle {
+                k.verifier.report(Violation::ChannelLeaked);
+            }
+            if k.irps.ids().is_empty() && !k.mdls.is_empty() {
+                let count = k.mdls.len();
+                k.verifier.report(Violation::MdlLeaked { count });
+            }
+        });
+        self.check()
+    }
+}

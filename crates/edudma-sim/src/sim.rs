@@ -1,0 +1,475 @@
+//! The whole driver in-process: [`SimMachine`] boots the simulated machine,
+//! starts the edudma driver on it and offers blocking calls like the ones a
+//! user-mode tool makes (`DeviceIoControl`, `ReadFile`, `WriteFile`).
+
+use std::fmt;
+use std::time::Duration;
+
+use edudma_core::NtStatus;
+use edudma_core::engine::{AllocationPolicy, EngineConfig};
+use edudma_core::ioctl::{self, DeviceInfo, DmaHeader, SelfTestReport, Stats};
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::driver::{DriverConfig, EdudmaDriver};
+pub use crate::edu::CorruptByte;
+use crate::edu::EduConfig;
+use crate::hal::{HalConfig, HalStats};
+use crate::io::IrpId;
+use crate::kernel::{Crash, KernelStats};
+use crate::machine::{IrpResult, IrpSpec, Machine, MachineConfig};
+use crate::mdl::BufferLayout;
+pub use crate::phys::Placement;
+use crate::sched::{MS, Nanos};
+use crate::verifier::Violation;
+use crate::wdm::PnpMinor;
+
+/// How channels are allocated (the engine's policy).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Allocation {
+    /// `DMA_SYNCHRONOUS_CALLBACK` first, asynchronous when busy.
+    #[default]
+    Sync,
+    /// Asynchronous only.
+    Async,
+}
+
+/// Everything a simulated run is made of. `Default` is a strict, typical
+/// machine: 4 GiB, 2 CPUs, 16 map registers, scatter/gather, INTx, a QEMU
+/// with the pre-8.2.1 range check and the 4095-byte window.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Seed: one seed, one run (schedule included).
+    pub seed: u64,
+    /// Physical memory in MiB (at least 512).
+    pub memory_mib: u64,
+    /// Map registers `IoGetDmaAdapter` grants at most (1 forces a split per page).
+    pub map_registers: u32,
+    /// `DEVICE_DESCRIPTION.ScatterGather`.
+    pub scatter_gather: bool,
+    /// Channel allocation policy.
+    pub allocation: Allocation,
+    /// Processors.
+    pub cpus: usize,
+    /// The device's `dma_mask` width (28 on QEMU) — also the driver's `DmaAddressWidth`.
+    pub dma_mask_bits: u32,
+    /// Message-signaled interrupts instead of INTx.
+    pub msi: bool,
+    /// The driver's DMA window (4095, or 4096 with a fixed QEMU).
+    pub window: u32,
+    /// QEMU ≥ 8.2.1: a DMA ending at 0x41000 is allowed.
+    pub qemu_fixed_range_check: bool,
+    /// Flip a byte of one DMA transfer (the data check must catch it).
+    pub corrupt_byte_injection: Option<CorruptByte>,
+    /// Where user buffers' pages come from.
+    pub placement: Placement,
+    /// Bounce every page (Driver Verifier's double buffering).
+    pub double_buffer_all: bool,
+    /// Percent of allocations that find the map registers busy.
+    pub contention_percent: u32,
+    /// Percent of free asynchronous grants run inside the allocate call.
+    pub inline_grant_percent: u32,
+    /// Drop these interrupt deliveries (1-based): lost interrupts.
+    pub lose_interrupts: Vec<u64>,
+    /// Firmware left Bus Master Enable on.
+    pub bus_master_at_boot: bool,
+    /// `IoSetStartIoAttributes(DeferredStartIo)`.
+    pub deferred_start_io: bool,
+    /// Virtual time a blocking call may take before it is a hang.
+    pub timeout: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            memory_mib: 4096,
+            map_registers: 16,
+            scatter_gather: true,
+            allocation: Allocation::Sync,
+            cpus: 2,
+            dma_mask_bits: 28,
+            msi: false,
+            window: edudma_core::engine::DEFAULT_WINDOW,
+            qemu_fixed_range_check: false,
+            corrupt_byte_injection: None,
+            placement: Placement::Any,
+            double_buffer_all: false,
+            contention_percent: 10,
+            inline_grant_percent: 50,
+            lose_interrupts: Vec::new(),
+            bus_master_at_boot: false,
+            deferred_start_io: true,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl SimConfig {
+    fn machine(&self) -> MachineConfig {
+        MachineConfig {
+            seed: self.seed,
+            memory_bytes: self.memory_mib.max(512) << 20,
+            cpus: self.cpus.clamp(1, 64),
+            hal: HalConfig {
+                map_registers: self.map_registers.max(1),
+                pool_registers: self.map_registers.max(1).max(64),
+                double_buffer_all: self.double_buffer_all,
+                inline_grant_percent: self.inline_grant_percent.min(100),
+                contention_percent: self.contention_percent.min(100),
+                sg_buffer_bytes: None,
+            },
+            edu: EduConfig {
+                dma_mask: if self.dma_mask_bits >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << self.dma_mask_bits.max(1)) - 1
+                },
+                fixed_range_check: self.qemu_fixed_range_check,
+                corrupt: self.corrupt_byte_injection,
+            },
+            msi: self.msi,
+            bus_master_at_boot: self.bus_master_at_boot,
+            dma_verification: true,
+        }
+    }
+
+    fn driver(&self) -> DriverConfig {
+        DriverConfig {
+            engine: EngineConfig {
+                window: self.window,
+                allocation: match self.allocation {
+                    Allocation::Sync => AllocationPolicy::SyncThenAsync,
+                    Allocation::Async => AllocationPolicy::AsyncOnly,
+                },
+                ..EngineConfig::default()
+            },
+            scatter_gather: self.scatter_gather,
+            dma_address_width: self.dma_mask_bits.clamp(1, 64),
+            deferred_start_io: self.deferred_start_io,
+            ..DriverConfig::default()
+        }
+    }
+}
+
+/// Why a call failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SimError {
+    /// The driver completed the request with this error status.
+    Status(NtStatus),
+    /// The machine crashed (verifier bug check, device fault, hang): the
+    /// run is over.
+    Crash(Crash),
+}
+
+impl SimError {
+    /// The status, when the driver answered.
+    pub fn status(&self) -> Option<NtStatus> {
+        match self {
+            SimError::Status(s) => Some(*s),
+            SimError::Crash(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for SimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SimError::Status(s) => write!(f, "{s}: {}", ioctl::explain_status(*s)),
+            SimError::Crash(c) => write!(f, "the simulated machine crashed: {c}"),
+        }
+    }
+}
+
+impl std::error::Error for SimError {}
+
+impl From<Crash> for SimError {
+    fn from(c: Crash) -> Self {
+        SimError::Crash(c)
+    }
+}
+
+/// Counters of every layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// The driver's own statistics (as `IOCTL_EDUDMA_GET_STATS` returns them).
+    pub driver: Stats,
+    /// The HAL's.
+    pub hal: HalStats,
+    /// The kernel's.
+    pub kernel: KernelStats,
+    /// DMA transfers the device performed.
+    pub device_transfers: u64,
+    /// Virtual time since boot.
+    pub virtual_time: Duration,
+    /// Pages double-buffered through map registers.
+    pub bounced_pages: u64,
+}
+
+/// What the verifier saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifierReport {
+    /// The bug check, if any.
+    pub bugcheck: Option<Violation>,
+    /// Every violation, in order.
+    pub violations: Vec<Violation>,
+}
+
+/// The edudma driver running on the simulated Windows.
+pub struct SimMachine {
+    machine: Machine<EdudmaDriver>,
+    config: SimConfig,
+    layout: BufferLayout,
+    removed: bool,
+}
+
+impl SimMachine {
+    /// Boot and start the device (`IRP_MN_START_DEVICE`).
+    pub fn new(config: SimConfig) -> Result<Self, SimError> {
+        let machine = Machine::new(&config.machine(), EdudmaDriver::new(config.driver()));
+        machine
+            .sys()
+            .with(|k| k.lost_interrupts = config.lose_interrupts.clone());
+        let mut sim = Self {
+            layout: BufferLayout {
+                placement: config.placement,
+                ..BufferLayout::default()
+            },
+            machine,
+            config,
+            removed: false,
+        };
+        let status = sim.pnp(PnpMinor::StartDevice)?;
+        if !status.is_success() {
+            return Err(SimError::Status(status));
+        }
+        Ok(sim)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    /// The machine underneath (kernel handle, driver, scheduler).
+    pub fn machine(&mut self) -> &mut Machine<EdudmaDriver> {
+        &mut self.machine
+    }
+
+    /// How the next buffers are laid out (placement, byte offset, MDL chain).
+    pub fn set_buffer_layout(&mut self, layout: BufferLayout) {
+        self.layout = layout;
+    }
+
+    fn limit(&self) -> Nanos {
+        u64::try_from(self.config.timeout.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn pnp(&mut self, minor: PnpMinor) -> Result<NtStatus, SimError> {
+        let limit = self.limit();
+        Ok(self.machine.pnp(minor, limit)?)
+    }
+
+    /// Send an IRP without waiting (several may be in flight).
+    pub fn submit(&mut self, spec: IrpSpec) -> Result<IrpId, SimError> {
+        let layout = self.layout.clone();
+        Ok(self.machine.send(spec, &layout)?)
+    }
+
+    /// Wait for a submitted IRP.
+    pub fn wait(&mut self, irp: IrpId) -> Result<IrpResult, SimError> {
+        let limit = self.limit();
+        Ok(self.machine.wait(irp, limit)?)
+    }
+
+    /// Cancel a submitted IRP after `delay` of virtual time (`IoCancelIrp`).
+    pub fn cancel_after(&mut self, irp: IrpId, delay: Duration) {
+        let d = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.machine.cancel_after(irp, d);
+    }
+
+    fn call(&mut self, spec: IrpSpec) -> Result<IrpResult, SimError> {
+        let irp = self.submit(spec)?;
+        let r = self.wait(irp)?;
+        if r.status.is_error() {
+            return Err(SimError::Status(r.status));
+        }
+        Ok(r)
+    }
+
+    /// `DeviceIoControl` for a buffered or OUT_DIRECT code: the output bytes
+    /// (`Information` of them).
+    pub fn device_control(
+        &mut self,
+        code: u32,
+        input: &[u8],
+        output_len: u32,
+    ) -> Result<Vec<u8>, SimError> {
+        self.call(IrpSpec::Control {
+            code,
+            input: input.to_vec(),
+            output_length: output_len,
+            data: Vec::new(),
+        })
+        .map(|r| r.output)
+    }
+
+    /// `DeviceIoControl` for an IN_DIRECT code: `data` is the buffer the
+    /// driver reads (the "output" buffer of the call). Returns `Information`.
+    pub fn device_control_in(
+        &mut self,
+        code: u32,
+        input: &[u8],
+        data: &[u8],
+    ) -> Result<usize, SimError> {
+        self.call(IrpSpec::Control {
+            code,
+            input: input.to_vec(),
+            output_length: data.len() as u32,
+            data: data.to_vec(),
+        })
+        .map(|r| r.information)
+    }
+
+    /// `IOCTL_EDUDMA_DMA_WRITE` of `data` at `device_offset`.
+    pub fn dma_write(&mut self, device_offset: u32, data: &[u8]) -> Result<usize, SimError> {
+        let header = DmaHeader {
+            device_offset,
+            flags: 0,
+        };
+        self.device_control_in(ioctl::IOCTL_EDUDMA_DMA_WRITE, header.as_bytes(), data)
+    }
+
+    /// `IOCTL_EDUDMA_DMA_READ` of `length` bytes at `device_offset`.
+    pub fn dma_read(&mut self, device_offset: u32, length: u32) -> Result<Vec<u8>, SimError> {
+        let header = DmaHeader {
+            device_offset,
+            flags: 0,
+        };
+        self.device_control(ioctl::IOCTL_EDUDMA_DMA_READ, header.as_bytes(), length)
+    }
+
+    /// `ReadFile` at `offset`.
+    pub fn read(&mut self, offset: u64, len: u32) -> Result<Vec<u8>, SimError> {
+        self.call(IrpSpec::Read {
+            offset: offset as i64,
+            length: len,
+        })
+        .map(|r| r.output)
+    }
+
+    /// `WriteFile` at `offset`: bytes written.
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<usize, SimError> {
+        self.call(IrpSpec::Write {
+            offset: offset as i64,
+            data: data.to_vec(),
+        })
+        .map(|r| r.information)
+    }
+
+    /// `IOCTL_EDUDMA_GET_INFO`.
+    pub fn device_info(&mut self) -> Result<DeviceInfo, SimError> {
+        let out = self.device_control(
+            ioctl::IOCTL_EDUDMA_GET_INFO,
+            &[],
+            size_of::<DeviceInfo>() as u32,
+        )?;
+        DeviceInfo::read_from_bytes(&out)
+            .map_err(|_| SimError::Status(NtStatus::INFO_LENGTH_MISMATCH))
+    }
+
+    /// `IOCTL_EDUDMA_SELFTEST`.
+    pub fn selftest(&mut self) -> Result<SelfTestReport, SimError> {
+        let out = self.device_control(
+            ioctl::IOCTL_EDUDMA_SELFTEST,
+            &[],
+            size_of::<SelfTestReport>() as u32,
+        )?;
+        SelfTestReport::read_from_bytes(&out)
+            .map_err(|_| SimError::Status(NtStatus::INFO_LENGTH_MISMATCH))
+    }
+
+    /// Counters of every layer (no IRP sent).
+    pub fn stats(&self) -> SimStats {
+        let driver = self.machine.driver().engine().stats();
+        self.machine.sys().with(|k| {
+            let hal = k.hal.stats();
+            SimStats {
+                driver,
+                hal,
+                kernel: k.stats,
+                device_transfers: k.device.transfers(),
+                virtual_time: Duration::from_nanos(k.sched.now()),
+                bounced_pages: hal.bounced_pages,
+            }
+        })
+    }
+
+    /// Virtual time since boot.
+    pub fn elapsed(&self) -> Duration {
+        Duration::from_nanos(self.machine.sys().now())
+    }
+
+    /// What the verifier saw so far.
+    pub fn verifier_report(&self) -> VerifierReport {
+        self.machine.sys().with(|k| VerifierReport {
+            bugcheck: k.verifier.bugcheck().cloned(),
+            violations: k.verifier.violations().to_vec(),
+        })
+    }
+
+    /// The first crash, if any.
+    pub fn crash(&self) -> Option<Crash> {
+        self.machine.crash()
+    }
+
+    /// The device's 4 KiB buffer, as the device holds it now.
+    pub fn device_buffer(&self) -> [u8; 4096] {
+        self.machine.sys().with(|k| *k.device.buffer())
+    }
+
+    /// Run the machine for some virtual time (timers, late interrupts).
+    pub fn run_for(&mut self, d: Duration) -> Result<(), SimError> {
+        Ok(self
+            .machine
+            .run_for(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))?)
+    }
+
+    /// `IRP_MN_STOP_DEVICE` (waits for the transfer in flight).
+    pub fn stop_device(&mut self) -> Result<NtStatus, SimError> {
+        self.pnp(PnpMinor::StopDevice)
+    }
+
+    /// `IRP_MN_START_DEVICE` again after a stop.
+    pub fn start_device(&mut self) -> Result<NtStatus, SimError> {
+        self.pnp(PnpMinor::StartDevice)
+    }
+
+    /// The device disappears (`IRP_MN_SURPRISE_REMOVAL`).
+    pub fn surprise_remove(&mut self) -> Result<NtStatus, SimError> {
+        self.pnp(PnpMinor::SurpriseRemoval)
+    }
+
+    /// `IRP_MN_REMOVE_DEVICE`: every request must be complete afterwards.
+    pub fn remove(&mut self) -> Result<NtStatus, SimError> {
+        self.removed = true;
+        self.pnp(PnpMinor::RemoveDevice)
+    }
+
+    /// End the run: settle outstanding work, remove the device and run the
+    /// leak check (no channel, map register, adapter, IRP or MDL left).
+    pub fn finish(mut self) -> Result<SimStats, SimError> {
+        self.machine.run_until(
+            |m| m.sys().with(|k| k.irps.incomplete().is_empty()),
+            60_000 * MS,
+        )?;
+        self.machine.leak_check()?;
+        if !self.removed {
+            self.remove()?;
+        }
+        for irp in self.machine.sys().with(|k| k.irps.ids()) {
+            self.machine.collect(irp);
+        }
+        self.machine.leak_check()?;
+        Ok(self.stats())
+    }
+}

@@ -1,0 +1,269 @@
+//! What a WDM driver gives the simulated Windows ([`WdmDriver`], its
+//! routines) and what Windows gives it besides the DDIs of [`Sys`]: the
+//! adapter's DMA operations ([`SimDma`], implementing
+//! [`edudma_core::dma::DmaOps`]) and BAR0 ([`SimRegs`], implementing
+//! [`edudma_core::regs::RegisterFile`]).
+
+use std::rc::Rc;
+
+use edudma_core::NtStatus;
+use edudma_core::dma::{AllocateOutcome, AllocationMode, DmaOps, DmaTransferInfo, SgList};
+use edudma_core::grant::{Delivery, GrantSlot, Settled};
+use edudma_core::regs::RegisterFile;
+
+use crate::hal::{AdapterId, AllocateResult, IoAllocationAction, MapRegisterBase};
+use crate::io::IrpId;
+use crate::kernel::Sys;
+use crate::mdl::MdlId;
+use crate::sched::{Event, US};
+
+/// `IRP_MN_*` of `IRP_MJ_PNP` that the driver sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PnpMinor {
+    /// `IRP_MN_START_DEVICE`.
+    StartDevice,
+    /// `IRP_MN_STOP_DEVICE` (resource rebalance).
+    StopDevice,
+    /// `IRP_MN_SURPRISE_REMOVAL`: the device is already gone.
+    SurpriseRemoval,
+    /// `IRP_MN_REMOVE_DEVICE`.
+    RemoveDevice,
+}
+
+/// What a PnP routine did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PnpOutcome {
+    /// Done with this status.
+    Done(NtStatus),
+    /// Blocked in `KeWaitForSingleObject`: the system runs, then calls the
+    /// routine again with the same minor code.
+    Wait,
+}
+
+/// The routines of a WDM driver for one device object. The simulated I/O
+/// manager calls them at the IRQL Windows would.
+pub trait WdmDriver {
+    /// `IRP_MJ_READ` / `IRP_MJ_WRITE` / `IRP_MJ_DEVICE_CONTROL` at PASSIVE_LEVEL.
+    fn dispatch(&mut self, sys: &Sys, irp: IrpId) -> NtStatus;
+    /// `IRP_MJ_PNP` at PASSIVE_LEVEL.
+    fn pnp(&mut self, sys: &Sys, minor: PnpMinor) -> PnpOutcome;
+    /// `DriverStartIo` at DISPATCH_LEVEL.
+    fn start_io(&mut self, sys: &Sys, irp: IrpId);
+    /// The cancel routine, called holding the cancel spin lock (it must release it).
+    fn cancel(&mut self, sys: &Sys, irp: IrpId, cancel_irql: crate::irql::Irql);
+    /// The ISR at DIRQL: true when the interrupt was the device's.
+    fn isr(&mut self, sys: &Sys) -> bool;
+    /// `DpcForIsr` at DISPATCH_LEVEL.
+    fn dpc_for_isr(&mut self, sys: &Sys, irp: Option<IrpId>);
+    /// The periodic timer's DPC at DISPATCH_LEVEL.
+    fn timer_dpc(&mut self, sys: &Sys);
+    /// An execution routine that runs after `AllocateAdapterChannelEx` returned.
+    fn execution_routine(&mut self, sys: &Sys, base: MapRegisterBase) -> IoAllocationAction;
+}
+
+/// BAR0 of the edu device, as `READ/WRITE_REGISTER_ULONG` see it.
+#[derive(Clone, Debug)]
+pub struct SimRegs(pub Sys);
+
+impl RegisterFile for SimRegs {
+    fn read32(&mut self, offset: u32) -> u32 {
+        self.0.read_register(offset)
+    }
+
+    fn write32(&mut self, offset: u32, value: u32) {
+        self.0.write_register(offset, value)
+    }
+
+    fn stall_us(&mut self, micros: u32) {
+        self.0.stall_us(micros)
+    }
+}
+
+/// The version-3 DMA operations of one simulated adapter, with the driver's
+/// transfer context, scatter/gather buffer and execution routine (which
+/// returns `KeepObject` and hands its grant over through a [`GrantSlot`]).
+#[derive(Debug)]
+pub struct SimDma {
+    sys: Sys,
+    adapter: AdapterId,
+    slot: Rc<GrantSlot>,
+    sg_buffer_bytes: u32,
+}
+
+impl SimDma {
+    pub(crate) fn new(sys: Sys, adapter: AdapterId, sg_buffer_bytes: u32) -> Self {
+        Self {
+            sys,
+            adapter,
+            slot: Rc::new(GrantSlot::new()),
+            sg_buffer_bytes,
+        }
+    }
+
+    /// The adapter handle.
+    pub fn adapter(&self) -> AdapterId {
+        self.adapter
+    }
+
+    /// The grant hand-off shared with the driver's execution routine.
+    pub fn slot(&self) -> Rc<GrantSlot> {
+        Rc::clone(&self.slot)
+    }
+
+    /// Use a scatter/gather buffer of this many bytes (tests of 0xE6/0x24).
+    pub fn set_sg_buffer_bytes(&mut self, bytes: u32) {
+        self.sg_buffer_bytes = bytes;
+    }
+
+    fn hal<T>(&self, f: impl FnOnce(&mut crate::hal::Hal, &mut crate::hal::HalCtx<'_>) -> T) -> T {
+        self.sys.with(|k| k.hal_call(f))
+    }
+}
+
+/// The execution routine of the driver: hand the grant to the allocating
+/// call if it is still running, else to the engine (`Some(base)`).
+pub fn execution_routine(slot: &GrantSlot, base: MapRegisterBase) -> Option<MapRegisterBase> {
+    match slot.deliver(base.0 as usize) {
+        Delivery::Absorbed => None,
+        Delivery::ToEngine(b) => Some(MapRegisterBase(b as u64)),
+    }
+}
+
+impl DmaOps for SimDma {
+    type Mdl = MdlId;
+    type MapRegisterBase = MapRegisterBase;
+
+    fn get_dma_alignment(&mut self) -> u32 {
+        let id = self.adapter;
+        self.hal(|h, c| h.get_dma_alignment(c, id))
+    }
+
+    fn get_dma_transfer_info(
+        &mut self,
+        mdl: MdlId,
+        offset: u64,
+        length: u32,
+        write_only: bool,
+    ) -> Result<DmaTransferInfo, NtStatus> {
+        let id = self.adapter;
+        self.hal(|h, c| h.get_dma_transfer_info(c, id, mdl, offset, length, write_only))
+    }
+
+    fn initialize_dma_transfer_context(&mut self) -> Result<(), NtStatus> {
+        let id = self.adapter;
+        self.hal(|h, c| h.initialize_dma_transfer_context(c, id))
+    }
+
+    fn allocate_adapter_channel_ex(
+        &mut self,
+        map_register_count: u32,
+        mode: AllocationMode,
+    ) -> Result<AllocateOutcome<MapRegisterBase>, NtStatus> {
+        let id = self.adapter;
+        self.slot.arm();
+        let result = self.sys.with(|k| {
+            let r = k.hal_call(|h, c| {
+                h.allocate_adapter_channel_ex(
+                    c,
+                    id,
+                    map_register_count,
+                    mode == AllocationMode::Synchronous,
+                )
+            });
+            k.schedule_contention_end(id);
+            r
+        });
+        match result {
+            Err(status) => {
+                self.slot.disarm();
+                return Err(status);
+            }
+            Ok(AllocateResult::RunNow(base)) => {
+                // The HAL calls the execution routine inside the call.
+                let deliver = execution_routine(&self.slot, base);
+                debug_assert!(deliver.is_none());
+                self.sys
+                    .hal_routine_returned(id, base, IoAllocationAction::KeepObject);
+            }
+            Ok(AllocateResult::Committed(base)) => self.sys.with(|k| {
+                let cpu = k.random_cpu();
+                let delay = k.rng.range(US, 60 * US);
+                k.sched
+                    .schedule(delay, cpu, Event::ExecutionRoutine(id, base));
+            }),
+            Ok(AllocateResult::Waiting) => {}
+        }
+        Ok(match self.slot.settle() {
+            Settled::GrantedNow(b) => AllocateOutcome::Granted(MapRegisterBase(b as u64)),
+            Settled::Queued => AllocateOutcome::Queued,
+        })
+    }
+
+    fn cancel_adapter_channel(&mut self) -> bool {
+        let id = self.adapter;
+        self.hal(|h, c| h.cancel_adapter_channel(c, id))
+    }
+
+    fn map_transfer_ex(
+        &mut self,
+        mdl: MdlId,
+        map_register_base: MapRegisterBase,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+        sg: &mut SgList,
+    ) -> Result<u32, NtStatus> {
+        let id = self.adapter;
+        let sg_bytes = self.sg_buffer_bytes;
+        self.hal(|h, c| {
+            h.map_transfer_ex(
+                c,
+                id,
+                mdl,
+                map_register_base,
+                offset,
+                length,
+                write_to_device,
+                sg_bytes,
+                sg,
+            )
+        })
+    }
+
+    fn flush_adapter_buffers_ex(
+        &mut self,
+        mdl: MdlId,
+        map_register_base: MapRegisterBase,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<(), NtStatus> {
+        let id = self.adapter;
+        self.hal(|h, c| {
+            h.flush_adapter_buffers_ex(
+                c,
+                id,
+                mdl,
+                map_register_base,
+                offset,
+                length,
+                write_to_device,
+            )
+        })
+    }
+
+    fn free_adapter_channel(&mut self) {
+        let id = self.adapter;
+        self.hal(|h, c| h.free_adapter_channel(c, id))
+    }
+
+    fn free_map_registers(&mut self, map_register_base: MapRegisterBase, map_register_count: u32) {
+        let id = self.adapter;
+        self.hal(|h, c| h.free_map_registers(c, id, map_register_base, map_register_count))
+    }
+
+    fn put_dma_adapter(&mut self) {
+        let id = self.adapter;
+        self.hal(|h, c| h.put_dma_adapter(c, id))
+    }
+}
