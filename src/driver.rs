@@ -29,9 +29,9 @@ use crate::strings::{unicode, utf16};
 use crate::{ffi, registry};
 
 /// `\Device\EduDma0`.
-static DEVICE_NAME: [u16; 15] = utf16("\\Device\\EduDma0");
+const DEVICE_NAME: [u16; 15] = utf16("\\Device\\EduDma0");
 /// `\DosDevices\EduDma0`, the link `edudmactl` opens as `\\.\EduDma0`.
-pub static DOS_DEVICE_LINK: [u16; 19] = utf16("\\DosDevices\\EduDma0");
+pub const DOS_DEVICE_LINK: [u16; 19] = utf16("\\DosDevices\\EduDma0");
 /// The device interface class the tool can also enumerate.
 static INTERFACE_GUID: GUID = ffi::guid(GUID_DEVINTERFACE_EDUDMA);
 

@@ -65,7 +65,7 @@ pub unsafe extern "C" fn dispatch_pnp(device: *mut DEVICE_OBJECT, irp: *mut IRP)
     }
     // SAFETY: a live PnP IRP.
     let minor = u32::from(unsafe { (*ffi::current_stack(irp)).MinorFunction });
-    // SAFETY (all arms): we own the IRP and hold its remove-lock reference.
+    // SAFETY: (all arms) we own the IRP and hold its remove-lock reference.
     unsafe {
         match minor {
             IRP_MN_START_DEVICE => {
@@ -112,8 +112,9 @@ unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
         return status;
     }
     // SAFETY: the start IRP's own stack location and resource list.
-    let resource =
-        unsafe { ffi::first_memory_resource(ffi::translated_resources(ffi::current_stack(irp))) };
+    let resources = unsafe { ffi::translated_resources(ffi::current_stack(irp)) };
+    // SAFETY: null or the PnP manager's translated list for this start.
+    let resource = unsafe { ffi::first_memory_resource(resources) };
     let Some((start, length)) = resource else {
         return STATUS_DEVICE_CONFIGURATION_ERROR;
     };
@@ -213,7 +214,7 @@ fn release_hardware(ext: &DeviceExtension, reason: StopReason, next: u32) {
         };
         // SAFETY: PASSIVE_LEVEL; a relative kernel-mode wait.
         unsafe {
-            KeDelayExecutionThread(_MODE::KernelMode as i8, 0, &mut step);
+            let _ = KeDelayExecutionThread(_MODE::KernelMode as i8, 0, &mut step);
         }
     }
     isr::stop_watchdog(ext);
@@ -244,7 +245,7 @@ unsafe fn remove_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
         let mut link = unicode(&DOS_DEVICE_LINK);
         // SAFETY: the link this device created.
         unsafe {
-            IoDeleteSymbolicLink(&mut link);
+            let _ = IoDeleteSymbolicLink(&mut link);
         }
     }
     let fdo = ext.fdo;
@@ -390,7 +391,7 @@ unsafe fn query_bus_interface(
         ffi::set_query_interface(next, &ffi::GUID_BUS_INTERFACE_STANDARD, bus);
         let mut status = ffi::call_driver(top, irp);
         if status == STATUS_PENDING {
-            KeWaitForSingleObject(
+            let _ = KeWaitForSingleObject(
                 ptr::from_mut(&mut event).cast(),
                 _KWAIT_REASON::Executive,
                 _MODE::KernelMode as i8,

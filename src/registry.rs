@@ -11,7 +11,7 @@ use crate::ffi;
 use crate::strings::{unicode, utf16};
 
 /// The value name.
-static DMA_WINDOW: [u16; 9] = utf16("DmaWindow");
+const DMA_WINDOW: [u16; 9] = utf16("DmaWindow");
 
 /// Read `DmaWindow`; anything missing or other than 4095/4096 gives the
 /// default. PASSIVE_LEVEL.
@@ -48,7 +48,7 @@ fn read_dword(pdo: *mut DEVICE_OBJECT) -> Option<u32> {
     };
     // SAFETY: the handle IoOpenDeviceRegistryKey returned.
     unsafe {
-        ZwClose(key);
+        let _ = ZwClose(key);
     }
     (status >= 0 && buffer[1] == ffi::REG_DWORD && buffer[2] == 4).then_some(buffer[3])
 }
