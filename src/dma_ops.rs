@@ -87,14 +87,27 @@ impl Default for GrantSlot {
 pub struct WinDma {
     adapter: *mut DMA_ADAPTER,
     ext: *const DeviceExtension,
+    /// `GetDmaAlignment`, asked at PASSIVE_LEVEL (its documented IRQL) when
+    /// the adapter is obtained: the engine asks for it under its spin lock.
+    alignment: u32,
 }
 
 impl WinDma {
     /// Wrap the adapter `IoGetDmaAdapter` returned for `ext`'s device.
+    /// PASSIVE_LEVEL (it calls `GetDmaAlignment`).
     pub fn new(adapter: *mut DMA_ADAPTER, ext: &DeviceExtension) -> Self {
+        // SAFETY: a live adapter from IoGetDmaAdapter; its operations table
+        // stays valid until PutDmaAdapter.
+        let get_alignment = unsafe { (*(*adapter).DmaOperations).GetDmaAlignment };
+        let alignment = match get_alignment {
+            // SAFETY: PASSIVE_LEVEL (start), a live adapter.
+            Some(f) => unsafe { f(adapter) },
+            None => 1,
+        };
         Self {
             adapter,
             ext: ptr::from_ref(ext),
+            alignment,
         }
     }
 
@@ -177,11 +190,7 @@ impl DmaOps for WinDma {
     type MapRegisterBase = MapBase;
 
     fn get_dma_alignment(&mut self) -> u32 {
-        match self.ops().GetDmaAlignment {
-            // SAFETY: a live adapter; GetDmaAlignment has no other preconditions.
-            Some(f) => unsafe { f(self.adapter) },
-            None => 1,
-        }
+        self.alignment
     }
 
     fn get_dma_transfer_info(

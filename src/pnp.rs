@@ -169,12 +169,11 @@ unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
         scatter_gather: true,
         interrupt_kind,
     };
+    let ops = WinDma::new(adapter, ext);
     let started = {
         let mut regs = ext.regs();
         let mut shared = ext.lock();
-        shared
-            .engine
-            .start_device(WinDma::new(adapter, ext), facts, &mut regs)
+        shared.engine.start_device(ops, facts, &mut regs)
     };
     if let Err(status) = started {
         // The engine already put the adapter.
