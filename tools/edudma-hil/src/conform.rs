@@ -671,15 +671,25 @@ pub fn parse_trace(text: &str) -> Vec<TraceLine> {
                 return None;
             }
             let compared = !rest.ends_with(" racy");
-            // Drop the verdict: the observation is what the device did.
+            // Keep ok/MISMATCH (for checks and interrupts it is the
+            // observation), drop the expectation's wording.
             let observation = rest
-                .trim_end_matches(" ok")
                 .trim_end_matches(" rec")
                 .trim_end_matches(" racy")
                 .split(" MISMATCH")
                 .next()
-                .unwrap_or(rest)
-                .to_string();
+                .map(|head| {
+                    if head.len() < rest.len()
+                        && !rest.ends_with(" rec")
+                        && !rest.ends_with(" racy")
+                        && rest[head.len()..].starts_with(" MISMATCH")
+                    {
+                        format!("{head} MISMATCH")
+                    } else {
+                        head.to_string()
+                    }
+                })
+                .unwrap_or_else(|| rest.to_string());
             Some(TraceLine {
                 step: step.to_string(),
                 observation,
