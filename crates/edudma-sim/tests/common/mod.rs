@@ -1,0 +1,102 @@
+//! Shared helpers of the integration tests.
+#![allow(dead_code)]
+
+use edudma_core::NtStatus;
+use edudma_sim::hal::{
+    DEVICE_DESCRIPTION_VERSION3, DeviceDescription, IoAllocationAction, MapRegisterBase,
+};
+use edudma_sim::io::IrpId;
+use edudma_sim::irql::Irql;
+use edudma_sim::kernel::Sys;
+use edudma_sim::machine::{Machine, MachineConfig};
+use edudma_sim::mdl::{BufferLayout, MdlId};
+use edudma_sim::verifier::Violation;
+use edudma_sim::wdm::{PnpMinor, PnpOutcome, SimDma, WdmDriver};
+
+/// A driver that does nothing (for tests that call DDIs by hand).
+pub struct Null;
+
+impl WdmDriver for Null {
+    fn dispatch(&mut self, _: &Sys, _: IrpId) -> NtStatus {
+        NtStatus::PENDING
+    }
+    fn pnp(&mut self, _: &Sys, _: PnpMinor) -> PnpOutcome {
+        PnpOutcome::Done(NtStatus::SUCCESS)
+    }
+    fn start_io(&mut self, _: &Sys, _: IrpId) {}
+    fn cancel(&mut self, sys: &Sys, _: IrpId, irql: Irql) {
+        sys.io_release_cancel_spin_lock(irql);
+    }
+    fn isr(&mut self, _: &Sys) -> bool {
+        false
+    }
+    fn dpc_for_isr(&mut self, _: &Sys, _: Option<IrpId>) {}
+    fn timer_dpc(&mut self, _: &Sys) {}
+    fn execution_routine(&mut self, _: &Sys, _: MapRegisterBase) -> IoAllocationAction {
+        IoAllocationAction::KeepObject
+    }
+}
+
+/// A quiet machine: no contention, grants inline.
+pub fn quiet_config(seed: u64) -> MachineConfig {
+    let mut c = MachineConfig {
+        seed,
+        ..MachineConfig::default()
+    };
+    c.hal.contention_percent = 0;
+    c.hal.inline_grant_percent = 100;
+    c
+}
+
+/// The edu device's description.
+pub fn edu_description() -> DeviceDescription {
+    DeviceDescription {
+        version: DEVICE_DESCRIPTION_VERSION3,
+        master: true,
+        scatter_gather: true,
+        dma32_bit_addresses: true,
+        maximum_length: 4096,
+        dma_address_width: 28,
+        ..DeviceDescription::default()
+    }
+}
+
+/// A machine with an adapter, at DISPATCH_LEVEL.
+pub fn adapter(config: &MachineConfig, desc: &DeviceDescription) -> (Machine<Null>, SimDma, u32) {
+    let m = Machine::new(config, Null);
+    let (dma, granted) = m.sys().io_get_dma_adapter(desc).expect("adapter");
+    m.sys().ke_raise_irql(Irql::Dispatch);
+    (m, dma, granted)
+}
+
+/// A buffer of `len` bytes laid out as `layout`, filled with `fill(i)`.
+pub fn buffer(
+    m: &Machine<Null>,
+    len: u32,
+    layout: &BufferLayout,
+    fill: impl Fn(usize) -> u8,
+) -> MdlId {
+    m.sys().with(|k| {
+        let mdl = k
+            .mdls
+            .build(&mut k.mem, &mut k.rng, len, layout)
+            .expect("memory");
+        let data: Vec<u8> = (0..len as usize).map(fill).collect();
+        k.mdls.write(&mut k.mem, mdl, 0, &data).expect("write");
+        mdl
+    })
+}
+
+/// Read a buffer back.
+pub fn contents(m: &Machine<Null>, mdl: MdlId, len: usize) -> Vec<u8> {
+    m.sys().with(|k| {
+        let mut out = vec![0u8; len];
+        k.mdls.read(&k.mem, mdl, 0, &mut out).expect("read");
+        out
+    })
+}
+
+/// The bug check.
+pub fn bugcheck<D: WdmDriver>(m: &Machine<D>) -> Option<Violation> {
+    m.sys().with(|k| k.verifier.bugcheck().cloned())
+}
