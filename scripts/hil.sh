@@ -17,7 +17,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-WORK="$ROOT/scripts/.hil-work"
+WORK="${HIL_WORK:-$ROOT/scripts/.hil-work}"
 TARGET=x86_64-unknown-linux-musl
 TIMEOUT="${HIL_TIMEOUT:-900}"
 MODE=standard
@@ -151,9 +151,12 @@ elif [ -s "$WORK/real-trace.txt" ]; then
     log "no recorded trace for this QEMU version ($GOLDEN): keeping $WORK/real-trace.txt"
 fi
 
+counts=$(grep -m1 '^HIL [0-9]* passed, [0-9]* failed' "$SERIAL.clean" | sed 's/^HIL //' || true)
 if [ "${#fail[@]}" -gt 0 ]; then
+    [ -n "$counts" ] && echo "hil: $counts"
     for f in "${fail[@]}"; do echo "hil.sh: FAIL: $f" >&2; done
     echo "hil.sh: FAILED in ${elapsed}s (serial log: $SERIAL)" >&2
     exit 1
 fi
 echo "hil.sh: PASSED in ${elapsed}s"
+echo "hil: $counts"

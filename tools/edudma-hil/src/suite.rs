@@ -753,7 +753,7 @@ fn main_phase(rig: &mut Rig, drv: &mut Driver, mode: Mode, window: u32) {
     if mode == Mode::Quick {
         cases.truncate(6);
     } else {
-        for _ in 0..40 {
+        for _ in 0..56 {
             let case = rig.random_case(window);
             cases.push(case);
         }
