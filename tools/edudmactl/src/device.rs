@@ -44,6 +44,11 @@ impl Device {
         self.backend.describe()
     }
 
+    /// End the session (on the simulator: removal and leak check).
+    pub fn finish(&mut self) -> Result<()> {
+        self.backend.finish()
+    }
+
     /// The simulator's virtual clock, if this is the simulator.
     pub fn virtual_clock(&self) -> Option<VirtualClock> {
         self.backend.virtual_clock()

@@ -37,16 +37,24 @@ fn main() -> ExitCode {
     let output = Output::new(cli.json);
     let result = edudmactl::backend::open(&cli).and_then(|backend| {
         let mut device = Device::new(backend);
-        edudmactl::commands::run(&cli.command, &mut device, &output)
+        let outcome = edudmactl::commands::run(&cli.command, &mut device, &output)?;
+        // End the session before printing: on the simulator this is the
+        // removal and leak check, and its failure replaces the result.
+        device.finish()?;
+        Ok(outcome)
     });
     match result {
-        Ok(Outcome::Success) => ExitCode::SUCCESS,
-        Ok(outcome @ (Outcome::Mismatch(_) | Outcome::DeviceFailure(_))) => {
-            let (Outcome::Mismatch(message) | Outcome::DeviceFailure(message)) = &outcome else {
-                return ExitCode::FAILURE;
-            };
-            eprintln!("edudmactl: {message}");
-            ExitCode::from(outcome.exit_code())
+        Ok(outcome) => {
+            if let Err(error) = output.flush() {
+                return report_error(&error, &output);
+            }
+            match outcome {
+                Outcome::Success => ExitCode::SUCCESS,
+                Outcome::Mismatch(ref message) | Outcome::DeviceFailure(ref message) => {
+                    eprintln!("edudmactl: {message}");
+                    ExitCode::from(outcome.exit_code())
+                }
+            }
         }
         Err(error) => report_error(&error, &output),
     }
@@ -55,6 +63,7 @@ fn main() -> ExitCode {
 /// Print an error (one line on stderr, and a JSON object with `--json`).
 fn report_error(error: &Error, output: &Output) -> ExitCode {
     if output.is_json() {
+        output.discard();
         let report = ErrorReport {
             ok: false,
             error: ErrorBody {
@@ -68,6 +77,9 @@ fn report_error(error: &Error, output: &Output) -> ExitCode {
             // Nothing more can be done if stdout is gone.
             let _ = edudmactl::output::print_stdout(format!("{json}\n").as_bytes());
         }
+    } else {
+        // A text result printed before the failure is still worth showing.
+        let _ = output.flush();
     }
     eprintln!("edudmactl: {error}");
     ExitCode::from(error.exit_code())

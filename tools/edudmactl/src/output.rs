@@ -1,6 +1,7 @@
 //! Where results go: one JSON object with `--json`, readable text otherwise,
 //! and the hex dump of `read`.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Write};
 
@@ -9,10 +10,15 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 
 /// How to print: JSON or text, and whether stdout is a terminal.
-#[derive(Clone, Copy, Debug)]
+///
+/// What a command prints is held until [`Output::flush`], so that `main`
+/// can first end the session (on the simulator: the leak check) and print
+/// one JSON object — the result, or the error if the ending failed.
+#[derive(Debug)]
 pub struct Output {
     json: bool,
     terminal: bool,
+    pending: RefCell<Vec<u8>>,
 }
 
 impl Output {
@@ -21,7 +27,24 @@ impl Output {
         Self {
             json,
             terminal: io::stdout().is_terminal(),
+            pending: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Queue raw bytes for stdout.
+    pub fn raw(&self, bytes: &[u8]) {
+        self.pending.borrow_mut().extend_from_slice(bytes);
+    }
+
+    /// Drop what was queued (the command's result is replaced by an error).
+    pub fn discard(&self) {
+        self.pending.borrow_mut().clear();
+    }
+
+    /// Write what was queued to stdout.
+    pub fn flush(&self) -> Result<()> {
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        print_stdout(&pending)
     }
 
     /// True with `--json`.
@@ -41,10 +64,11 @@ impl Output {
                 path: None,
                 source: io::Error::other(error),
             })?;
-            print_stdout(format!("{json}\n").as_bytes())
+            self.raw(format!("{json}\n").as_bytes());
         } else {
-            print_stdout(text().as_bytes())
+            self.raw(text().as_bytes());
         }
+        Ok(())
     }
 }
 

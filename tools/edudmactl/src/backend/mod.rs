@@ -85,6 +85,12 @@ pub trait Backend {
     fn virtual_clock(&self) -> Option<VirtualClock> {
         None
     }
+
+    /// End the session cleanly. On the simulator this removes the device and
+    /// runs the leak check, so a driver that leaks fails the command.
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Open the backend the command line asks for.

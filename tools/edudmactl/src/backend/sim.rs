@@ -1,18 +1,23 @@
 //! The simulated backend: the whole driver, in-process, on `edudma-sim`.
 
+use edudma_core::NtStatus;
+use edudma_core::ioctl::{METHOD_IN_DIRECT, method_of};
+use edudma_sim::{Allocation, CorruptByte, SimConfig, SimError, SimMachine};
 use serde::Serialize;
 
 use super::{Backend, BackendDescription, VirtualClock};
-use crate::cli::{AllocMode, SimOptions};
+use crate::cli::{AllocMode, SimOptions, WindowSize};
+use crate::device::operation_name;
 use crate::error::{Error, Result};
 
-/// The simulator settings in force (the command line's knobs with defaults filled in).
+/// The simulator settings in force: the command line's knobs over
+/// `SimConfig::default()`, as JSON and text show them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SimSettings {
     /// Seed of the run.
     pub seed: u64,
     /// Guest memory in MiB.
-    pub memory_mib: u32,
+    pub memory_mib: u64,
     /// Map registers the adapter grants.
     pub map_registers: u32,
     /// Whether the adapter does scatter/gather.
@@ -20,83 +25,148 @@ pub struct SimSettings {
     /// `"sync"` (sync then async) or `"async"`.
     pub alloc: &'static str,
     /// Simulated CPUs.
-    pub cpus: u32,
-    /// DMA address bits.
+    pub cpus: usize,
+    /// DMA address bits (the device's `dma_mask` and the driver's `DmaAddressWidth`).
     pub dma_mask_bits: u32,
     /// Message-signalled interrupt.
     pub msi: bool,
     /// Window in bytes.
     pub window: u32,
+    /// QEMU 8.2.1 or newer (implied by a 4096-byte window).
+    pub qemu_fixed_range_check: bool,
     /// The DMA transfer (1-based) that gets a corrupted byte, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inject_corruption: Option<u64>,
 }
 
 impl SimSettings {
-    /// Defaults filled in for the knobs not given.
-    pub fn from_options(options: &SimOptions) -> Result<Self> {
-        let settings = Self {
-            seed: options.seed.unwrap_or(1),
-            memory_mib: options.memory_mib.unwrap_or(64),
-            map_registers: options.map_registers.unwrap_or(16),
-            scatter_gather: options.scatter_gather.is_none_or(|sg| sg.is_on()),
-            alloc: match options.alloc.unwrap_or(AllocMode::Sync) {
-                AllocMode::Sync => "sync",
-                AllocMode::Async => "async",
+    /// Describe a configuration.
+    pub fn of(config: &SimConfig) -> Self {
+        Self {
+            seed: config.seed,
+            memory_mib: config.memory_mib,
+            map_registers: config.map_registers,
+            scatter_gather: config.scatter_gather,
+            alloc: match config.allocation {
+                Allocation::Sync => "sync",
+                Allocation::Async => "async",
             },
-            cpus: options.cpus.unwrap_or(2),
-            dma_mask_bits: options.dma_mask_bits.unwrap_or(28),
-            msi: options.msi,
-            window: options.window.map_or(4095, |w| w.bytes()),
-            inject_corruption: options.inject_corruption,
-        };
-        settings.validate()?;
-        Ok(settings)
+            cpus: config.cpus,
+            dma_mask_bits: config.dma_mask_bits,
+            msi: config.msi,
+            window: config.window,
+            qemu_fixed_range_check: config.qemu_fixed_range_check,
+            inject_corruption: config.corrupt_byte_injection.map(|c| c.transfer),
+        }
     }
+}
 
-    fn validate(&self) -> Result<()> {
-        let bad = |message: String| Err(Error::Usage(message));
-        if self.memory_mib == 0 || self.memory_mib > 4096 {
+/// The byte of the corrupted transfer that gets flipped (modulo its length).
+const CORRUPTED_BYTE: u32 = 3;
+
+/// The simulator configuration the command line asks for, or a usage error.
+pub fn config_from_options(options: &SimOptions) -> Result<SimConfig> {
+    let mut config = SimConfig::default();
+    let bad = |message: String| Err(Error::Usage(message));
+    if let Some(seed) = options.seed {
+        config.seed = seed;
+    }
+    if let Some(mib) = options.memory_mib {
+        if !(512..=65536).contains(&mib) {
             return bad(format!(
-                "--memory-mib {} is out of range: use 1 to 4096",
-                self.memory_mib
+                "--memory-mib {mib} is out of range: use 512 to 65536"
             ));
         }
-        if self.map_registers == 0 {
-            return bad("--map-registers must be at least 1".into());
-        }
-        if self.cpus == 0 || self.cpus > 64 {
-            return bad(format!("--cpus {} is out of range: use 1 to 64", self.cpus));
-        }
-        if !(12..=64).contains(&self.dma_mask_bits) {
+        config.memory_mib = u64::from(mib);
+    }
+    if let Some(registers) = options.map_registers {
+        if !(1..=4096).contains(&registers) {
             return bad(format!(
-                "--dma-mask-bits {} is out of range: use 12 to 64",
-                self.dma_mask_bits
+                "--map-registers {registers} is out of range: use 1 to 4096"
             ));
         }
-        if self.inject_corruption == Some(0) {
-            return bad("--inject-corruption counts from 1".into());
+        config.map_registers = registers;
+    }
+    if let Some(sg) = options.scatter_gather {
+        config.scatter_gather = sg.is_on();
+    }
+    if let Some(alloc) = options.alloc {
+        config.allocation = match alloc {
+            AllocMode::Sync => Allocation::Sync,
+            AllocMode::Async => Allocation::Async,
+        };
+    }
+    if let Some(cpus) = options.cpus {
+        if !(1..=64).contains(&cpus) {
+            return bad(format!("--cpus {cpus} is out of range: use 1 to 64"));
         }
-        Ok(())
+        config.cpus = cpus as usize;
+    }
+    if let Some(bits) = options.dma_mask_bits {
+        if !(16..=64).contains(&bits) {
+            return bad(format!(
+                "--dma-mask-bits {bits} is out of range: use 16 to 64"
+            ));
+        }
+        config.dma_mask_bits = bits;
+    }
+    config.msi = options.msi;
+    if let Some(window) = options.window {
+        config.window = window.bytes();
+        // A 4096-byte window is only safe on a QEMU whose range check is fixed.
+        config.qemu_fixed_range_check = window == WindowSize::W4096;
+    }
+    if let Some(transfer) = options.inject_corruption {
+        if transfer == 0 {
+            return bad("--inject-corruption counts transfers from 1".into());
+        }
+        config.corrupt_byte_injection = Some(CorruptByte {
+            transfer,
+            byte: CORRUPTED_BYTE,
+        });
+    }
+    Ok(config)
+}
+
+/// The tool's error for a simulator error on `operation`.
+fn sim_error(operation: &'static str, error: SimError) -> Error {
+    match error {
+        SimError::Status(status) => Error::Driver { operation, status },
+        SimError::Crash(crash) => Error::Simulator(format!("during {operation}: {crash}")),
     }
 }
 
 /// The driver running on the simulator.
 pub struct SimBackend {
+    /// `None` once [`Backend::finish`] has consumed it.
+    machine: Option<SimMachine>,
     settings: SimSettings,
 }
 
 impl SimBackend {
     /// Build the simulated machine and start the driver on it.
     pub fn new(options: &SimOptions) -> Result<Self> {
-        let settings = SimSettings::from_options(options)?;
-        Ok(Self { settings })
+        let config = config_from_options(options)?;
+        let settings = SimSettings::of(&config);
+        let machine = SimMachine::new(config).map_err(|error| match error {
+            SimError::Status(status) => Error::Driver {
+                operation: "IRP_MN_START_DEVICE",
+                status,
+            },
+            SimError::Crash(crash) => {
+                Error::Simulator(format!("while starting the device: {crash}"))
+            }
+        })?;
+        Ok(Self {
+            machine: Some(machine),
+            settings,
+        })
     }
 
-    fn unavailable<T>(&self) -> Result<T> {
-        Err(Error::Simulator(
-            "edudma-sim does not provide a driver host yet".into(),
-        ))
+    fn machine(&mut self) -> Result<&mut SimMachine> {
+        self.machine
+            .as_mut()
+            .ok_or_else(|| Error::Simulator("the simulated machine was already shut down".into()))
     }
 }
 
@@ -107,19 +177,77 @@ impl Backend for SimBackend {
         }
     }
 
-    fn device_control(&mut self, _code: u32, _input: &[u8], _output: &mut [u8]) -> Result<usize> {
-        self.unavailable()
+    fn device_control(&mut self, code: u32, input: &[u8], output: &mut [u8]) -> Result<usize> {
+        let operation = operation_name(code);
+        let machine = self.machine()?;
+        if method_of(code) == METHOD_IN_DIRECT {
+            // The driver reads the "output" buffer: it is the data.
+            return machine
+                .device_control_in(code, input, output)
+                .map_err(|error| sim_error(operation, error));
+        }
+        let output_len = u32::try_from(output.len()).map_err(|_| {
+            Error::Usage(format!(
+                "{} bytes is too long for one request",
+                output.len()
+            ))
+        })?;
+        let answer = machine
+            .device_control(code, input, output_len)
+            .map_err(|error| sim_error(operation, error))?;
+        if answer.len() > output.len() {
+            return Err(Error::Protocol(format!(
+                "{operation} returned {} bytes into a {}-byte buffer",
+                answer.len(),
+                output.len()
+            )));
+        }
+        output[..answer.len()].copy_from_slice(&answer);
+        Ok(answer.len())
     }
 
-    fn read_at(&mut self, _offset: u64, _buf: &mut [u8]) -> Result<usize> {
-        self.unavailable()
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let len = u32::try_from(buf.len())
+            .map_err(|_| Error::Usage(format!("{} bytes is too long for one read", buf.len())))?;
+        let data = match self.machine()?.read(offset, len) {
+            Ok(data) => data,
+            // ReadFile at the end of the window: end of file, zero bytes.
+            Err(SimError::Status(NtStatus::END_OF_FILE)) => Vec::new(),
+            Err(error) => return Err(sim_error("ReadFile", error)),
+        };
+        if data.len() > buf.len() {
+            return Err(Error::Protocol(format!(
+                "ReadFile returned {} bytes into a {}-byte buffer",
+                data.len(),
+                buf.len()
+            )));
+        }
+        buf[..data.len()].copy_from_slice(&data);
+        Ok(data.len())
     }
 
-    fn write_at(&mut self, _offset: u64, _data: &[u8]) -> Result<usize> {
-        self.unavailable()
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<usize> {
+        self.machine()?
+            .write(offset, data)
+            .map_err(|error| sim_error("WriteFile", error))
     }
 
     fn virtual_clock(&self) -> Option<VirtualClock> {
-        Some(VirtualClock::default())
+        let elapsed = self.machine.as_ref()?.elapsed();
+        Some(VirtualClock {
+            now_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+        })
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let Some(machine) = self.machine.take() else {
+            return Ok(());
+        };
+        // Settle, remove the device and check nothing leaked: a driver that
+        // left a channel, map register or IRP behind fails here.
+        machine
+            .finish()
+            .map(|_| ())
+            .map_err(|error| sim_error("the final removal and leak check", error))
     }
 }

@@ -7,7 +7,7 @@ use super::Outcome;
 use crate::cli::ReadArgs;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::output::{Output, hex_dump, hex_string, print_stdout};
+use crate::output::{Output, hex_dump, hex_string};
 
 #[derive(Serialize)]
 struct Report {
@@ -49,9 +49,9 @@ pub fn run(device: &mut Device, args: &ReadArgs, output: &Output) -> Result<Outc
             path.display()
         );
     } else if output.is_terminal() {
-        print_stdout(hex_dump(&data, args.offset).as_bytes())?;
+        output.raw(hex_dump(&data, args.offset).as_bytes());
     } else {
-        print_stdout(&data)?;
+        output.raw(&data);
     }
     Ok(Outcome::Success)
 }
