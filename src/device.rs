@@ -13,7 +13,9 @@ use wdk_sys::{
     DEVICE_OBJECT, IO_REMOVE_LOCK, IRP, KDPC, KIRQL, KSPIN_LOCK, KTIMER, PVOID, UNICODE_STRING,
 };
 
-use crate::dma_ops::{GrantSlot, WinDma};
+use edudma_core::grant::GrantSlot;
+
+use crate::dma_ops::WinDma;
 use crate::registers::Bar0;
 
 /// The engine's handle of a request: the IRP and the StartIo sequence
@@ -87,7 +89,8 @@ pub struct DeviceExtension {
     pub irq_count: AtomicU32,
     /// The interrupt connection.
     pub interrupt: InterruptConnection,
-    /// Where the execution routine leaves its grant.
+    /// Where the execution routine leaves its grant (the core decides who
+    /// hands it to the engine).
     pub grant: GrantSlot,
     /// Delivers a late grant (`channel_granted`) at DISPATCH_LEVEL.
     pub grant_dpc: UnsafeCell<KDPC>,

@@ -1,6 +1,5 @@
 //! `DmaOps` over the `DMA_OPERATIONS` function pointers of one adapter, the
-//! execution routine, and the grant slot that makes the execution routine
-//! safe to run inside `AllocateAdapterChannelEx`.
+//! execution routine, and the grant DPC that hands a late grant to the engine.
 //!
 //! `DMA_ADAPTER.DmaOperations` and the `DMA_OPERATIONS` members are named C
 //! members (H); each is an `Option<unsafe extern "C" fn>` in wdk-sys, called
@@ -8,12 +7,12 @@
 
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use edudma_core::NtStatus;
 use edudma_core::dma::{
     AllocateOutcome, AllocationMode, DmaOps, DmaTransferInfo, SgElement, SgList,
 };
+use edudma_core::grant::{Delivery, Settled};
 use wdk_sys::ntddk::KeInsertQueueDpc;
 use wdk_sys::{
     _IO_ALLOCATION_ACTION, DEVICE_OBJECT, DMA_ADAPTER, DMA_OPERATIONS, DMA_TRANSFER_INFO,
@@ -40,47 +39,6 @@ pub struct MdlRef(pub *mut MDL);
 /// A map-register base handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapBase(pub *mut c_void);
-
-/// Grant slot states.
-mod slot {
-    /// No allocation outstanding.
-    pub const IDLE: u32 = 0;
-    /// `AllocateAdapterChannelEx` is running on some CPU.
-    pub const ALLOCATING: u32 = 1;
-    /// The execution routine ran before the allocating call looked: the
-    /// call reports `Granted`.
-    pub const GRANTED: u32 = 2;
-    /// The call returned without a grant: the routine will run later.
-    pub const QUEUED: u32 = 3;
-    /// The routine ran after the call returned; the grant DPC delivers it.
-    pub const LATE: u32 = 4;
-}
-
-/// Where the execution routine leaves the map-register base. The routine
-/// may run inside `AllocateAdapterChannelEx` on the calling CPU — which
-/// holds the engine lock — so it never takes that lock: it only stores and
-/// flips this state. A late grant is delivered by a DPC, which runs only
-/// once the CPU has left the lock.
-pub struct GrantSlot {
-    state: AtomicU32,
-    base: AtomicPtr<c_void>,
-}
-
-impl GrantSlot {
-    /// Idle.
-    pub const fn new() -> Self {
-        Self {
-            state: AtomicU32::new(slot::IDLE),
-            base: AtomicPtr::new(ptr::null_mut()),
-        }
-    }
-}
-
-impl Default for GrantSlot {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 /// The version-3 DMA operations of our adapter.
 #[derive(Debug)]
@@ -129,7 +87,9 @@ impl WinDma {
 
 /// The execution routine (`DRIVER_CONTROL`) of every `AllocateAdapterChannelEx`.
 /// Runs at DISPATCH_LEVEL, possibly inside the allocating call on the same
-/// CPU: it takes no lock.
+/// CPU — or inside any other DMA call the engine makes under its lock — so
+/// it never takes that lock: the core's `GrantSlot` decides whether the
+/// allocating call picks the grant up, or a DPC hands it to the engine.
 unsafe extern "C" fn execution_routine(
     _device: *mut DEVICE_OBJECT,
     _irp: *mut IRP,
@@ -138,39 +98,25 @@ unsafe extern "C" fn execution_routine(
 ) -> IO_ALLOCATION_ACTION {
     // SAFETY: `context` is the extension we passed to AllocateAdapterChannelEx.
     let ext = unsafe { &*context.cast::<DeviceExtension>() };
-    ext.grant.base.store(map_register_base, Ordering::Release);
-    let won = ext.grant.state.compare_exchange(
-        slot::ALLOCATING,
-        slot::GRANTED,
-        Ordering::AcqRel,
-        Ordering::Acquire,
-    );
-    if won.is_err() {
-        // The allocating call already returned `Queued`: hand over to the DPC.
-        ext.grant.state.store(slot::LATE, Ordering::Release);
+    if let Delivery::ToEngine(base) = ext.grant.deliver(map_register_base as usize) {
+        // The allocating call already returned `Queued`. One channel request
+        // is outstanding at a time, so this DPC is never still queued with
+        // an older grant: SystemArgument1 carries the base.
         // SAFETY: the DPC object was initialized in AddDevice and lives in
         // the nonpaged extension.
         unsafe {
-            KeInsertQueueDpc(ext.grant_dpc.get(), ptr::null_mut(), ptr::null_mut());
+            KeInsertQueueDpc(ext.grant_dpc.get(), base as PVOID, ptr::null_mut());
         }
     }
     // Step 9 frees channel and map registers with FreeAdapterChannel.
     _IO_ALLOCATION_ACTION::KeepObject
 }
 
-/// Delivers a late grant to the engine at DISPATCH_LEVEL (`KDEFERRED_ROUTINE`).
-pub unsafe extern "C" fn grant_dpc(_dpc: *mut KDPC, context: PVOID, _a1: PVOID, _a2: PVOID) {
+/// Delivers a late grant to the engine at DISPATCH_LEVEL (`KDEFERRED_ROUTINE`);
+/// `base` (SystemArgument1) is the map-register base.
+pub unsafe extern "C" fn grant_dpc(_dpc: *mut KDPC, context: PVOID, base: PVOID, _a2: PVOID) {
     // SAFETY: the DPC's context is the extension (KeInitializeDpc in AddDevice).
     let ext = unsafe { &*context.cast::<DeviceExtension>() };
-    if ext
-        .grant
-        .state
-        .compare_exchange(slot::LATE, slot::IDLE, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
-        return;
-    }
-    let base = ext.grant.base.swap(ptr::null_mut(), Ordering::AcqRel);
     let completion = {
         let mut regs = ext.regs();
         let mut shared = ext.lock();
@@ -255,8 +201,7 @@ impl DmaOps for WinDma {
             AllocationMode::Asynchronous => 0,
         };
         let ext = self.ext();
-        ext.grant.base.store(ptr::null_mut(), Ordering::Relaxed);
-        ext.grant.state.store(slot::ALLOCATING, Ordering::Release);
+        ext.grant.arm();
         // SAFETY: DISPATCH_LEVEL (engine lock held), a live adapter and FDO,
         // the initialized context; with an execution routine MapRegisterBase
         // must be NULL. The routine takes no lock, so it may run inside.
@@ -273,23 +218,13 @@ impl DmaOps for WinDma {
             )
         };
         if let Err(e) = status(result) {
-            ext.grant.state.store(slot::IDLE, Ordering::Release);
+            ext.grant.disarm();
             return Err(e);
         }
-        match ext.grant.state.compare_exchange(
-            slot::ALLOCATING,
-            slot::QUEUED,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => Ok(AllocateOutcome::Queued),
-            Err(_) => {
-                // GRANTED: the routine ran inside the call or on another CPU.
-                let base = ext.grant.base.swap(ptr::null_mut(), Ordering::AcqRel);
-                ext.grant.state.store(slot::IDLE, Ordering::Release);
-                Ok(AllocateOutcome::Granted(MapBase(base)))
-            }
-        }
+        Ok(match ext.grant.settle() {
+            Settled::GrantedNow(base) => AllocateOutcome::Granted(MapBase(base as PVOID)),
+            Settled::Queued => AllocateOutcome::Queued,
+        })
     }
 
     fn cancel_adapter_channel(&mut self) -> bool {
@@ -297,18 +232,10 @@ impl DmaOps for WinDma {
             return false;
         };
         let ext = self.ext();
-        // SAFETY: a live adapter, our FDO and the context of the queued request.
-        let cancelled = unsafe { f(self.adapter, ext.fdo, self.context()) } != 0;
-        if cancelled {
-            // TRUE: the routine will never run.
-            let _ = ext.grant.state.compare_exchange(
-                slot::QUEUED,
-                slot::IDLE,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
-        }
-        cancelled
+        // SAFETY: a live adapter, our FDO and the context of the queued
+        // request. TRUE: the routine never runs; FALSE: its grant still
+        // arrives through the grant DPC.
+        unsafe { f(self.adapter, ext.fdo, self.context()) != 0 }
     }
 
     fn map_transfer_ex(

@@ -129,28 +129,18 @@ pub unsafe extern "C" fn start_io(device: *mut DEVICE_OBJECT, irp: *mut IRP) {
     let what = match unsafe { classify(ext, irp) } {
         Classified::Start(what) => what,
         // Dispatch queued only what classified as Start, and classification
-        // is pure; keep the books straight if that ever breaks.
+        // is pure; if that ever breaks, the engine refuses the packet.
         Classified::Rejected(status) | Classified::Done(status, _) => {
-            ext.lock().engine.record_rejected();
-            deliver(
-                ext,
-                Completion {
-                    status,
-                    ..cancelled(irp, seq)
-                },
-            );
+            let rejected = ext.lock().engine.reject(id, status);
+            deliver(ext, rejected);
             return;
         }
         Classified::Control(_) => {
-            let status = NtStatus::INVALID_DEVICE_REQUEST;
-            ext.lock().engine.record_rejected();
-            deliver(
-                ext,
-                Completion {
-                    status,
-                    ..cancelled(irp, seq)
-                },
-            );
+            let rejected = ext
+                .lock()
+                .engine
+                .reject(id, NtStatus::INVALID_DEVICE_REQUEST);
+            deliver(ext, rejected);
             return;
         }
     };

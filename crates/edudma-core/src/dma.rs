@@ -142,7 +142,10 @@ pub trait DmaOps {
     /// Opaque handle of allocated map registers (`PVOID MapRegisterBase`).
     type MapRegisterBase: Copy + Eq + Debug;
 
-    /// `GetDmaAlignment` (PASSIVE_LEVEL): the buffer alignment the adapter needs.
+    /// `GetDmaAlignment`: the buffer alignment the adapter needs. The DDI
+    /// runs at PASSIVE_LEVEL, but the engine asks from `start_device`, which
+    /// a glue may call under its spin lock: implementations call the DDI when
+    /// the adapter is obtained and return that value here.
     fn get_dma_alignment(&mut self) -> u32;
 
     /// `GetDmaTransferInfo` with `DMA_TRANSFER_INFO_VERSION1`. `write_only` is

@@ -534,6 +534,24 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         self.stats.errors += 1;
     }
 
+    /// StartIo got a packet it cannot start (its parameters no longer
+    /// validate): complete it with `status` and start the next packet.
+    pub fn reject(&mut self, request: R, status: NtStatus) -> Completion<R> {
+        self.stats.requests += 1;
+        let status = if status.is_success() {
+            NtStatus::INVALID_DEVICE_REQUEST
+        } else {
+            status
+        };
+        Completion {
+            request,
+            status,
+            information: 0,
+            selftest: None,
+        }
+        .counted(&mut self.stats)
+    }
+
     // ---- the DMA sequence -------------------------------------------------
 
     /// Steps 2 and 3.
@@ -810,17 +828,27 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         information: usize,
         selftest: Option<SelfTestReport>,
     ) -> Option<Completion<R>> {
-        if status.is_success() {
-            self.stats.completed += 1;
-        } else if status != NtStatus::CANCELLED {
-            self.stats.errors += 1;
+        Some(
+            Completion {
+                request,
+                status,
+                information,
+                selftest,
+            }
+            .counted(&mut self.stats),
+        )
+    }
+}
+
+impl<R> Completion<R> {
+    /// Count this completion in `stats`.
+    fn counted(self, stats: &mut Stats) -> Self {
+        if self.status.is_success() {
+            stats.completed += 1;
+        } else if self.status != NtStatus::CANCELLED {
+            stats.errors += 1;
         }
-        Some(Completion {
-            request,
-            status,
-            information,
-            selftest,
-        })
+        self
     }
 }
 

@@ -1063,3 +1063,17 @@ fn stats_count_each_dma_call_exactly_and_reset() {
     engine.reset_stats();
     assert_eq!(engine.stats(), Stats::default());
 }
+
+#[test]
+fn a_packet_startio_cannot_start_is_rejected_with_an_error() {
+    let (mut engine, hal, _edu) = setup();
+    let done = engine.reject(4, NtStatus::INVALID_PARAMETER);
+    assert_eq!(done, failed(4, NtStatus::INVALID_PARAMETER));
+    // A "success" is never a rejection.
+    assert_eq!(
+        engine.reject(5, NtStatus::SUCCESS).status,
+        NtStatus::INVALID_DEVICE_REQUEST
+    );
+    assert_eq!(engine.stats().errors, 2);
+    assert_eq!(hal.count(|c| matches!(c, Call::TransferInfo { .. })), 0);
+}
