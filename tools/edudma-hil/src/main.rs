@@ -18,6 +18,8 @@ mod hal;
 #[cfg(target_os = "linux")]
 mod linux;
 mod rng;
+#[cfg(test)]
+mod sim_conformance;
 #[cfg(target_os = "linux")]
 mod suite;
 
