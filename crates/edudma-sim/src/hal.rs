@@ -714,6 +714,11 @@ impl Hal {
                 base: b,
                 count,
                 first,
+            }
+            | Channel::Granting {
+                base: b,
+                count,
+                first,
             } if b == base => Some((count, first)),
             _ => match a.registers_only {
                 Some((b, count, first)) if b == base => Some((count, first)),

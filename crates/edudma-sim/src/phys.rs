@@ -166,15 +166,20 @@ impl PhysicalMemory {
     /// Read bytes at a physical address; unbacked bytes read as zero and
     /// bytes past the end as all-ones (nothing decodes there).
     pub fn read(&self, addr: u64, buf: &mut [u8]) {
-        for (i, b) in buf.iter_mut().enumerate() {
-            let a = addr.wrapping_add(i as u64);
-            *b = if a >= self.size {
-                0xFF
-            } else {
-                self.pages
-                    .get(&(a / PAGE_SIZE))
-                    .map_or(0, |p| p[(a % PAGE_SIZE) as usize])
-            };
+        let mut done = 0usize;
+        while done < buf.len() {
+            let a = addr.wrapping_add(done as u64);
+            if a >= self.size || a < addr {
+                buf[done..].fill(0xFF);
+                return;
+            }
+            let off = (a % PAGE_SIZE) as usize;
+            let n = (PAGE - off).min(buf.len() - done);
+            match self.pages.get(&(a / PAGE_SIZE)) {
+                Some(page) => buf[done..done + n].copy_from_slice(&page[off..off + n]),
+                None => buf[done..done + n].fill(0),
+            }
+            done += n;
         }
     }
 
@@ -199,7 +204,21 @@ impl PhysicalMemory {
 
     /// Fill `[addr, addr + len)` with `byte`.
     pub fn fill(&mut self, addr: u64, len: usize, byte: u8) {
-        self.write(addr, &vec![byte; len]);
+        let mut done = 0usize;
+        while done < len {
+            let a = addr.wrapping_add(done as u64);
+            if a >= self.size {
+                return;
+            }
+            let off = (a % PAGE_SIZE) as usize;
+            let n = (PAGE - off).min(len - done);
+            let page = self
+                .pages
+                .entry(a / PAGE_SIZE)
+                .or_insert_with(|| Box::new([0u8; PAGE]));
+            page[off..off + n].fill(byte);
+            done += n;
+        }
     }
 }
 
