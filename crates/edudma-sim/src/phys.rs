@@ -12,6 +12,9 @@ pub const PAGE: usize = 4096;
 /// The first address the edu device cannot reach with its 28-bit `dma_mask`.
 pub const LOW_LIMIT: u64 = 1 << 28;
 
+/// Frames below 16 MiB are firmware's and the kernel's: never handed out.
+const RESERVED_FRAMES: u64 = (16 << 20) / PAGE_SIZE;
+
 /// Which part of physical memory a buffer's frames come from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Placement {
@@ -50,15 +53,16 @@ impl PhysicalMemory {
     /// so both regions exist). The first 16 MiB are reserved.
     pub fn new(size: u64) -> Self {
         let size = (size.max(2 * LOW_LIMIT)) & !(PAGE_SIZE - 1);
-        let mut mem = Self {
+        let mem = Self {
             size,
             pages: BTreeMap::new(),
             owners: BTreeMap::new(),
         };
-        for pfn in 0..(16 << 20) / PAGE_SIZE {
-            mem.owners.insert(pfn, FrameUse::Reserved);
-        }
         mem
+    }
+
+    fn taken(&self, pfn: u64) -> bool {
+        pfn < RESERVED_FRAMES || self.owners.contains_key(&pfn)
     }
 
     /// Bytes of physical memory.
@@ -73,9 +77,7 @@ impl PhysicalMemory {
 
     /// Mark `count` frames from `first` as used for `what`; false if any is taken.
     pub fn reserve(&mut self, first: u64, count: u64, what: FrameUse) -> bool {
-        if first + count > self.frames()
-            || (first..first + count).any(|p| self.owners.contains_key(&p))
-        {
+        if first + count > self.frames() || (first..first + count).any(|p| self.taken(p)) {
             return false;
         }
         for pfn in first..first + count {
@@ -102,12 +104,12 @@ impl PhysicalMemory {
         };
         for _ in 0..64 {
             let pfn = lo + rng.below(hi - lo);
-            if let std::collections::btree_map::Entry::Vacant(e) = self.owners.entry(pfn) {
-                e.insert(FrameUse::Buffer);
+            if !self.taken(pfn) {
+                self.owners.insert(pfn, FrameUse::Buffer);
                 return Some(pfn);
             }
         }
-        let pfn = (lo..hi).find(|p| !self.owners.contains_key(p))?;
+        let pfn = (lo..hi).find(|p| !self.taken(*p))?;
         self.owners.insert(pfn, FrameUse::Buffer);
         Some(pfn)
     }
@@ -147,6 +149,9 @@ impl PhysicalMemory {
 
     /// Who uses the frame, if anyone.
     pub fn owner(&self, pfn: u64) -> Option<FrameUse> {
+        if pfn < RESERVED_FRAMES {
+            return Some(FrameUse::Reserved);
+        }
         self.owners.get(&pfn).copied()
     }
 

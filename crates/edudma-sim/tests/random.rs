@@ -1,0 +1,265 @@
+//! Randomized scenarios: each seed builds a machine (map registers, SG,
+//! allocation mode, CPUs, MSI, placement, window, contention, layout), runs
+//! a few transfers, concurrent batches, cancels, self-tests and sometimes a
+//! surprise removal, checks every byte, and ends with the leak check.
+//!
+//! `EDUDMA_SIM_SEEDS=n` runs n seeds (default 10,000);
+//! `EDUDMA_SIM_SEED=s` runs only seed s (to reproduce a failure).
+
+use std::time::Duration;
+
+use edudma_core::NtStatus;
+use edudma_sim::mdl::BufferLayout;
+use edudma_sim::rng::SimRng;
+use edudma_sim::{Allocation, IrpSpec, Placement, SimConfig, SimMachine};
+
+fn config(r: &mut SimRng, seed: u64) -> SimConfig {
+    let fixed = r.chance(30);
+    SimConfig {
+        seed,
+        map_registers: [1, 2, 3, 5, 16][r.below(5) as usize],
+        scatter_gather: r.chance(75),
+        allocation: if r.chance(50) {
+            Allocation::Sync
+        } else {
+            Allocation::Async
+        },
+        cpus: r.range(1, 4) as usize,
+        msi: r.chance(40),
+        window: if fixed && r.chance(70) { 4096 } else { 4095 },
+        qemu_fixed_range_check: fixed,
+        placement: [
+            Placement::Any,
+            Placement::Low,
+            Placement::High,
+            Placement::Mixed,
+        ][r.below(4) as usize],
+        double_buffer_all: r.chance(10),
+        contention_percent: r.below(60) as u32,
+        inline_grant_percent: r.below(101) as u32,
+        lose_interrupts: if r.chance(10) {
+            vec![r.range(1, 4)]
+        } else {
+            vec![]
+        },
+        bus_master_at_boot: r.chance(50),
+        ..SimConfig::default()
+    }
+}
+
+fn layout(r: &mut SimRng) -> BufferLayout {
+    BufferLayout {
+        placement: Placement::Any,
+        byte_offset: if r.chance(50) {
+            Some(r.below(4096) as u32)
+        } else {
+            None
+        },
+        chain: (0..r.below(3)).map(|_| r.range(1, 2000) as u32).collect(),
+        unlocked: false,
+    }
+}
+
+fn range(r: &mut SimRng, window: u32) -> (u32, u32) {
+    let len = match r.below(4) {
+        0 => r.range(1, 16) as u32,
+        1 => window - r.below(3) as u32,
+        _ => r.range(1, u64::from(window)) as u32,
+    };
+    let offset = r.range(0, u64::from(window - len)) as u32;
+    (offset, len)
+}
+
+fn check(shadow: &[u8; 4096], offset: u32, out: &[u8]) -> Result<(), String> {
+    let want = &shadow[offset as usize..offset as usize + out.len()];
+    if out != want {
+        let at = out.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
+        return Err(format!(
+            "read of {} bytes at {offset} differs at byte {at}",
+            out.len()
+        ));
+    }
+    Ok(())
+}
+
+fn scenario(seed: u64) -> Result<(), String> {
+    let mut r = SimRng::new(seed ^ 0x5EED_0000_0000);
+    let cfg = config(&mut r, seed);
+    let window = cfg.window;
+    let mut sim = SimMachine::new(cfg.clone()).map_err(|e| format!("start: {e}"))?;
+    sim.set_buffer_layout(BufferLayout {
+        placement: cfg.placement,
+        ..layout(&mut r)
+    });
+    let mut shadow = sim.device_buffer();
+    let ops = r.range(1, 4);
+    for _ in 0..ops {
+        match r.below(10) {
+            0..=3 => {
+                let (offset, len) = range(&mut r, window);
+                let mut data = vec![0u8; len as usize];
+                r.fill(&mut data);
+                sim.dma_write(offset, &data)
+                    .map_err(|e| format!("write: {e}"))?;
+                shadow[offset as usize..(offset + len) as usize].copy_from_slice(&data);
+                if sim.device_buffer() != shadow {
+                    return Err(format!(
+                        "device buffer wrong after writing {len} at {offset}"
+                    ));
+                }
+            }
+            4..=5 => {
+                let (offset, len) = range(&mut r, window);
+                let out = sim
+                    .read(u64::from(offset), len)
+                    .map_err(|e| format!("read: {e}"))?;
+                check(&shadow, offset, &out)?;
+            }
+            6 => {
+                // A concurrent batch, applied in StartIo (FIFO) order.
+                let mut batch = Vec::new();
+                for _ in 0..r.range(2, 5) {
+                    let (offset, len) = range(&mut r, window);
+                    if r.chance(50) {
+                        let mut data = vec![0u8; len as usize];
+                        r.fill(&mut data);
+                        let irp = sim
+                            .submit(IrpSpec::Write {
+                                offset: i64::from(offset),
+                                data: data.clone(),
+                            })
+                            .map_err(|e| format!("submit: {e}"))?;
+                        batch.push((irp, offset, Some(data)));
+                    } else {
+                        let irp = sim
+                            .submit(IrpSpec::Read {
+                                offset: i64::from(offset),
+                                length: len,
+                            })
+                            .map_err(|e| format!("submit: {e}"))?;
+                        batch.push((irp, offset, None));
+                    }
+                }
+                for (irp, offset, data) in batch {
+                    let res = sim.wait(irp).map_err(|e| format!("wait: {e}"))?;
+                    if res.status != NtStatus::SUCCESS {
+                        return Err(format!("batch request failed: {}", res.status));
+                    }
+                    match data {
+                        Some(d) => {
+                            shadow[offset as usize..offset as usize + d.len()].copy_from_slice(&d)
+                        }
+                        None => check(&shadow, offset, &res.output)?,
+                    }
+                }
+            }
+            7 => {
+                let (offset, len) = range(&mut r, window);
+                let mut data = vec![0u8; len as usize];
+                r.fill(&mut data);
+                let irp = sim
+                    .submit(IrpSpec::Write {
+                        offset: i64::from(offset),
+                        data: data.clone(),
+                    })
+                    .map_err(|e| format!("submit: {e}"))?;
+                sim.cancel_after(irp, Duration::from_micros(r.below(300_000)));
+                let res = sim.wait(irp).map_err(|e| format!("cancelled wait: {e}"))?;
+                let now = sim.device_buffer();
+                match res.status {
+                    NtStatus::SUCCESS => {
+                        shadow[offset as usize..(offset + len) as usize].copy_from_slice(&data);
+                        if now != shadow {
+                            return Err(
+                                "device buffer wrong after a write that won the cancel race".into(),
+                            );
+                        }
+                    }
+                    NtStatus::CANCELLED => {
+                        let (o, l) = (offset as usize, len as usize);
+                        if now[..o] != shadow[..o] || now[o + l..] != shadow[o + l..] {
+                            return Err("a cancelled write touched bytes outside its range".into());
+                        }
+                        // What landed landed, whole elements of the new data or the old bytes.
+                        for i in 0..l {
+                            if now[o + i] != data[i] && now[o + i] != shadow[o + i] {
+                                return Err(format!(
+                                    "byte {i} of a cancelled write is neither old nor new"
+                                ));
+                            }
+                        }
+                        shadow = now;
+                    }
+                    other => return Err(format!("cancelled write ended {other}")),
+                }
+            }
+            8 => {
+                let report = sim.selftest().map_err(|e| format!("selftest: {e}"))?;
+                // A lost interrupt may fail an interrupt step (the test
+                // reports it); the other steps must pass.
+                let lossy = !cfg.lose_interrupts.is_empty();
+                let must = edudma_core::ioctl::selftest_steps::IDENTIFICATION
+                    | edudma_core::ioctl::selftest_steps::LIVENESS
+                    | edudma_core::ioctl::selftest_steps::FACTORIAL_POLLED;
+                if !(report.all_passed() || lossy && report.passed & must == must) {
+                    return Err(format!("selftest failed: {report:?}"));
+                }
+            }
+            _ => {
+                let irp = sim
+                    .submit(IrpSpec::Read {
+                        offset: 0,
+                        length: window,
+                    })
+                    .map_err(|e| format!("submit: {e}"))?;
+                sim.run_for(Duration::from_micros(r.below(250_000)))
+                    .map_err(|e| format!("run: {e}"))?;
+                sim.surprise_remove()
+                    .map_err(|e| format!("surprise removal: {e}"))?;
+                let res = sim
+                    .wait(irp)
+                    .map_err(|e| format!("wait after removal: {e}"))?;
+                match res.status {
+                    NtStatus::SUCCESS => check(&shadow, 0, &res.output)?,
+                    NtStatus::DEVICE_REMOVED => {}
+                    other => return Err(format!("read at surprise removal ended {other}")),
+                }
+                break;
+            }
+        }
+    }
+    let report = sim.verifier_report();
+    if !report.violations.is_empty() {
+        return Err(format!("verifier: {:?}", report.violations));
+    }
+    sim.finish().map_err(|e| format!("leak check: {e}"))?;
+    Ok(())
+}
+
+#[test]
+fn randomized_scenarios() {
+    if let Some(seed) = std::env::var("EDUDMA_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        if let Err(e) = scenario(seed) {
+            panic!("seed {seed}: {e}");
+        }
+        return;
+    }
+    let n: u64 = std::env::var("EDUDMA_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
+    let mut failures = Vec::new();
+    for seed in 0..n {
+        if let Err(e) = scenario(seed) {
+            eprintln!("seed {seed} failed (EDUDMA_SIM_SEED={seed} to reproduce): {e}");
+            failures.push(seed);
+            if failures.len() >= 10 {
+                break;
+            }
+        }
+    }
+    assert!(failures.is_empty(), "failing seeds: {failures:?}");
+}
