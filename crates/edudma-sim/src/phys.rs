@@ -53,12 +53,11 @@ impl PhysicalMemory {
     /// so both regions exist). The first 16 MiB are reserved.
     pub fn new(size: u64) -> Self {
         let size = (size.max(2 * LOW_LIMIT)) & !(PAGE_SIZE - 1);
-        let mem = Self {
+        Self {
             size,
             pages: BTreeMap::new(),
             owners: BTreeMap::new(),
-        };
-        mem
+        }
     }
 
     fn taken(&self, pfn: u64) -> bool {
