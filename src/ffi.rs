@@ -3,9 +3,8 @@
 //!
 //! Every wdk-sys field path and name used in this crate is either here or a
 //! plain struct field / exported function named like its C declaration.
-//! Each item says where the exact spelling was seen. The research log with
-//! the full list is kept outside the repository (`notes/wdk-names.md` of the
-//! issue) and summarised in the issue report. Abbreviations:
+//! Each item says where the exact spelling was seen; the research log with
+//! the full list is `docs/wdk-names.md`. Abbreviations:
 //! - **W**: `microsoft/windows-drivers-rs` (wdk-build's `bindgen.rs` sets
 //!   `EnumVariation::ModuleConsts`, so a C enum `_E` is the module `_E` with a
 //!   `Type` alias; anonymous members become `__bindgen_anon_N` in declaration
@@ -27,9 +26,9 @@ use wdk_sys::ntddk::{
 use wdk_sys::{
     BUS_INTERFACE_STANDARD, CM_PARTIAL_RESOURCE_DESCRIPTOR, CM_RESOURCE_LIST, DEVICE_OBJECT,
     DMA_TRANSFER_INFO, GUID, INTERFACE, IO_CONNECT_INTERRUPT_PARAMETERS,
-    IO_DISCONNECT_INTERRUPT_PARAMETERS, IO_NO_INCREMENT, IO_REMOVE_LOCK, IO_STACK_LOCATION, IRP,
-    KDEVICE_QUEUE_ENTRY, KDPC, MDL, NTSTATUS, PKINTERRUPT, PVOID, SCATTER_GATHER_ELEMENT,
-    SCATTER_GATHER_LIST, SL_PENDING_RETURNED, ULONG_PTR,
+    IO_DISCONNECT_INTERRUPT_PARAMETERS, IO_NO_INCREMENT, IO_REMOVE_LOCK, IO_STACK_LOCATION,
+    IO_STATUS_BLOCK, IRP, KDEVICE_QUEUE_ENTRY, KDPC, MDL, NTSTATUS, PKINTERRUPT, PVOID,
+    SCATTER_GATHER_ELEMENT, SCATTER_GATHER_LIST, SL_PENDING_RETURNED, ULONG_PTR,
 };
 
 // ---- numeric macros of the WDK headers --------------------------------------
@@ -184,8 +183,16 @@ pub unsafe fn complete_irp(irp: *mut IRP, status: NTSTATUS, information: usize) 
 /// # Safety
 /// `irp` must be live.
 pub unsafe fn irp_status(irp: *mut IRP) -> NTSTATUS {
-    // SAFETY: the Status arm of IO_STATUS_BLOCK's union is the one drivers use.
-    unsafe { (*irp).IoStatus.__bindgen_anon_1.Status }
+    // SAFETY: the caller's live IRP.
+    unsafe { io_status_status(&(*irp).IoStatus) }
+}
+
+/// `IoStatus.Status` of an `IO_STATUS_BLOCK` (the same confirmed path as
+/// `Irp->IoStatus`, whose type it is).
+pub fn io_status_status(io_status: &IO_STATUS_BLOCK) -> NTSTATUS {
+    // SAFETY: the Status arm of IO_STATUS_BLOCK's union is the one drivers
+    // use; reading an i32 from the union is valid for any bit pattern.
+    unsafe { io_status.__bindgen_anon_1.Status }
 }
 
 /// Set `Irp->IoStatus.Status` without completing (PnP IRPs passed down).

@@ -397,7 +397,7 @@ unsafe fn query_bus_interface(
                 0,
                 ptr::null_mut(),
             );
-            status = io_status.__bindgen_anon_1.Status;
+            status = ffi::io_status_status(&io_status);
         }
         ObfDereferenceObject(top.cast());
         if status < 0 { Err(status) } else { Ok(()) }
