@@ -38,6 +38,7 @@ for arg in "$@"; do
 done
 
 log() { printf '[hil] %s\n' "$*" >&2; }
+cd "$ROOT" # rust-toolchain.toml picks the toolchain the musl target is added to
 mkdir -p "$WORK"
 
 # --- 1. Host packages ---------------------------------------------------------

@@ -375,7 +375,9 @@ impl Rig {
             } else {
                 (&self.low, 0)
             };
-            loop {
+            // The lists hold hundreds of pages; a buffer and its partner use
+            // at most four, so a free one is always near.
+            for _ in 0..list.len() {
                 let page = list[self.cursor[slot] % list.len()];
                 self.cursor[slot] += 1;
                 if !avoid.contains(&page) && !pages.contains(&page) {
@@ -387,7 +389,7 @@ impl Rig {
         if layout == Layout::Real {
             // A run of consecutive pages of the pool (one locked mapping).
             let n = self.pool.len();
-            loop {
+            for _ in 0..n {
                 let start = self.cursor[2] % n.saturating_sub(count).max(1);
                 self.cursor[2] += 7;
                 let run: Vec<PageId> = (start..start + count).collect();
