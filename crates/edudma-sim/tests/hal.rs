@@ -1,0 +1,251 @@
+//! The HAL model's documented behaviours: CancelAdapterChannel by timing,
+//! execution routines inside and after the allocating call, partial maps
+//! under a small map-register budget, scatter/gather off, double buffering
+//! on map (writes) and on flush (reads), synchronous refusal; plus the
+//! determinism of the scheduler and the 28-bit clamp caught end to end.
+
+mod common;
+
+use common::*;
+use edudma_core::NtStatus;
+use edudma_core::dma::{AllocateOutcome, AllocationMode, DmaOps, SgList};
+use edudma_sim::driver::{DriverConfig, EdudmaDriver};
+use edudma_sim::edu::DeviceFault;
+use edudma_sim::machine::{IrpSpec, Machine};
+use edudma_sim::mdl::BufferLayout;
+use edudma_sim::phys::{LOW_LIMIT, Placement};
+use edudma_sim::sched::MS;
+use edudma_sim::wdm::PnpMinor;
+use edudma_sim::{Crash, SimConfig, SimMachine};
+
+#[test]
+fn cancel_adapter_channel_is_true_while_queued_and_false_once_granted() {
+    let mut c = quiet_config(1);
+    c.hal.contention_percent = 100;
+    let (m, mut dma, _) = adapter(&c, &edu_description());
+    dma.initialize_dma_transfer_context().unwrap();
+    assert_eq!(
+        dma.allocate_adapter_channel_ex(1, AllocationMode::Asynchronous),
+        Ok(AllocateOutcome::Queued)
+    );
+    assert!(m.sys().with(|k| k.hal.is_waiting(dma.adapter())));
+    assert!(dma.cancel_adapter_channel(), "still queued: TRUE");
+    // The context is free again: a new request may be made.
+    dma.initialize_dma_transfer_context().unwrap();
+
+    let mut c = quiet_config(2);
+    c.hal.inline_grant_percent = 0;
+    let (m, mut dma, _) = adapter(&c, &edu_description());
+    dma.initialize_dma_transfer_context().unwrap();
+    assert_eq!(
+        dma.allocate_adapter_channel_ex(1, AllocationMode::Asynchronous),
+        Ok(AllocateOutcome::Queued)
+    );
+    assert!(m.sys().with(|k| k.hal.granting(dma.adapter())).is_some());
+    assert!(
+        !dma.cancel_adapter_channel(),
+        "already granted: FALSE, the routine still runs"
+    );
+    assert_eq!(bugcheck(&m), None);
+}
+
+#[test]
+fn synchronous_allocation_is_refused_when_busy() {
+    let mut c = quiet_config(3);
+    c.hal.contention_percent = 100;
+    let (m, mut dma, _) = adapter(&c, &edu_description());
+    dma.initialize_dma_transfer_context().unwrap();
+    assert_eq!(
+        dma.allocate_adapter_channel_ex(1, AllocationMode::Synchronous),
+        Err(NtStatus::INSUFFICIENT_RESOURCES)
+    );
+    assert_eq!(bugcheck(&m), None);
+}
+
+#[test]
+fn the_execution_routine_sometimes_runs_inside_the_call() {
+    let mut c = quiet_config(4);
+    c.hal.inline_grant_percent = 50;
+    let (m, mut dma, _) = adapter(&c, &edu_description());
+    let (mut inside, mut later) = (0, 0);
+    for _ in 0..64 {
+        dma.initialize_dma_transfer_context().unwrap();
+        match dma.allocate_adapter_channel_ex(1, AllocationMode::Asynchronous) {
+            Ok(AllocateOutcome::Granted(_)) => inside += 1,
+            Ok(AllocateOutcome::Queued) => {
+                later += 1;
+                let base = m.sys().with(|k| k.hal.granting(dma.adapter())).unwrap();
+                m.sys().hal_routine_returned(
+                    dma.adapter(),
+                    base,
+                    edudma_sim::hal::IoAllocationAction::KeepObject,
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        dma.free_adapter_channel();
+    }
+    assert!(inside > 10 && later > 10, "inside {inside}, later {later}");
+    assert_eq!(bugcheck(&m), None);
+}
+
+fn map_all(
+    m: &Machine<Null>,
+    dma: &mut edudma_sim::wdm::SimDma,
+    len: u32,
+    write: bool,
+    layout: &BufferLayout,
+) -> (Vec<u32>, Vec<usize>) {
+    let mdl = buffer(m, len, layout, |i| i as u8);
+    dma.initialize_dma_transfer_context().unwrap();
+    let granted = m.sys().with(|k| k.hal.config().map_registers);
+    let base = match dma.allocate_adapter_channel_ex(granted.min(2), AllocationMode::Synchronous) {
+        Ok(AllocateOutcome::Granted(b)) => b,
+        other => panic!("{other:?}"),
+    };
+    let (mut sizes, mut elements, mut off) = (Vec::new(), Vec::new(), 0u32);
+    while off < len {
+        let mut sg = SgList::new();
+        let n = dma
+            .map_transfer_ex(mdl, base, u64::from(off), len - off, write, &mut sg)
+            .unwrap();
+        assert_eq!(sg.total_length(), u64::from(n));
+        dma.flush_adapter_buffers_ex(mdl, base, u64::from(off), n, write)
+            .unwrap();
+        sizes.push(n);
+        elements.push(sg.len());
+        off += n;
+    }
+    dma.free_adapter_channel();
+    (sizes, elements)
+}
+
+#[test]
+fn one_map_register_maps_one_page_at_a_time() {
+    let mut c = quiet_config(5);
+    c.hal.map_registers = 1;
+    let (m, mut dma, granted) = adapter(&c, &edu_description());
+    assert_eq!(granted, 1);
+    let layout = BufferLayout {
+        byte_offset: Some(4000),
+        ..BufferLayout::default()
+    };
+    let (sizes, _) = map_all(&m, &mut dma, 5000, true, &layout);
+    assert_eq!(sizes, vec![96, 4096, 808]);
+    assert_eq!(bugcheck(&m), None);
+}
+
+#[test]
+fn without_scatter_gather_each_map_is_one_contiguous_element() {
+    let desc = edudma_sim::hal::DeviceDescription {
+        scatter_gather: false,
+        ..edu_description()
+    };
+    let (m, mut dma, _) = adapter(&quiet_config(6), &desc);
+    let layout = BufferLayout {
+        placement: Placement::Low,
+        byte_offset: Some(100),
+        ..BufferLayout::default()
+    };
+    let (sizes, elements) = map_all(&m, &mut dma, 6000, false, &layout);
+    assert!(elements.iter().all(|e| *e == 1), "{elements:?}");
+    assert_eq!(sizes.iter().sum::<u32>(), 6000);
+}
+
+#[test]
+fn reads_are_copied_back_from_bounce_pages_at_flush() {
+    let (m, mut dma, _) = adapter(&quiet_config(7), &edu_description());
+    let layout = BufferLayout {
+        placement: Placement::High,
+        byte_offset: Some(10),
+        ..BufferLayout::default()
+    };
+    let mdl = buffer(&m, 300, &layout, |_| 0);
+    dma.initialize_dma_transfer_context().unwrap();
+    let base = match dma.allocate_adapter_channel_ex(1, AllocationMode::Synchronous) {
+        Ok(AllocateOutcome::Granted(b)) => b,
+        other => panic!("{other:?}"),
+    };
+    let mut sg = SgList::new();
+    assert_eq!(
+        dma.map_transfer_ex(mdl, base, 0, 300, false, &mut sg),
+        Ok(300)
+    );
+    let e = sg.as_slice()[0];
+    assert!(e.address < LOW_LIMIT, "bounced below 256 MiB");
+    // The device writes the bounce page.
+    m.sys().with(|k| k.mem.write(e.address, &[0xCD; 300]));
+    assert_eq!(contents(&m, mdl, 300), vec![0; 300], "not before the flush");
+    dma.flush_adapter_buffers_ex(mdl, base, 0, 300, false)
+        .unwrap();
+    assert_eq!(contents(&m, mdl, 300), vec![0xCD; 300]);
+    dma.free_adapter_channel();
+    assert_eq!(bugcheck(&m), None);
+}
+
+#[test]
+fn one_seed_one_run_and_seeds_differ() {
+    let run = |seed: u64| {
+        let mut sim = SimMachine::new(SimConfig {
+            seed,
+            cpus: 3,
+            contention_percent: 40,
+            ..SimConfig::default()
+        })
+        .unwrap();
+        let a = sim
+            .submit(IrpSpec::Write {
+                offset: 0,
+                data: vec![1; 3000],
+            })
+            .unwrap();
+        let b = sim
+            .submit(IrpSpec::Read {
+                offset: 7,
+                length: 2000,
+            })
+            .unwrap();
+        sim.cancel_after(b, std::time::Duration::from_micros(100_030));
+        let ra = sim.wait(a).unwrap();
+        let rb = sim.wait(b).unwrap();
+        (ra, rb, sim.stats())
+    };
+    assert_eq!(run(11), run(11));
+    let times: std::collections::BTreeSet<_> =
+        (0..8).map(|s| format!("{:?}", run(s).2.kernel)).collect();
+    assert!(times.len() > 1, "different seeds, different schedules");
+}
+
+#[test]
+fn a_driver_that_asks_for_32_bits_gets_its_data_clamped_by_the_device() {
+    let mut mc = quiet_config(8);
+    mc.hal.contention_percent = 0;
+    let driver = EdudmaDriver::new(DriverConfig {
+        dma_address_width: 32,
+        ..DriverConfig::default()
+    });
+    let mut m = Machine::new(&mc, driver);
+    m.pnp(PnpMinor::StartDevice, MS).unwrap();
+    assert!(
+        m.sys().with(|k| k.device.bus_master()),
+        "the driver turned bus mastering on"
+    );
+    let layout = BufferLayout {
+        placement: Placement::High,
+        ..BufferLayout::default()
+    };
+    let irp = m
+        .send(
+            IrpSpec::Write {
+                offset: 0,
+                data: vec![5; 100],
+            },
+            &layout,
+        )
+        .unwrap();
+    let r = m.wait(irp, 1000 * MS);
+    assert!(
+        matches!(r, Err(Crash::Device(DeviceFault::AddressClamped { .. }))),
+        "{r:?}"
+    );
+}
