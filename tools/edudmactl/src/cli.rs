@@ -225,6 +225,9 @@ pub enum Command {
     Loopback(LoopbackArgs),
 
     /// Show the driver's counters (requests, bytes, HAL DMA calls, interrupts, errors).
+    ///
+    /// With --sim every run boots a new machine, so the counters start at zero;
+    /// `selftest --json` and `bench` report the counters of their own runs.
     Stats(StatsArgs),
 
     /// Measure DMA throughput (and, on the simulator, virtual time and DMA calls per request).

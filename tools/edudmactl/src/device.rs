@@ -112,8 +112,12 @@ impl Device {
     /// Check a range against the window before sending it: a usage error names the problem.
     pub fn check_range(&mut self, offset: u32, len: usize) -> Result<()> {
         let window = self.window()?;
-        check_window(u64::from(offset), len as u64, window)
-            .map_err(|error| Error::Usage(format!("{error} (see `edudmactl info`)")))
+        check_window(u64::from(offset), len as u64, window).map_err(|error| {
+            Error::Usage(format!(
+                "{error}: keep --offset plus --len within the {window}-byte window \
+                     (`edudmactl info` shows it)"
+            ))
+        })
     }
 
     /// `IOCTL_EDUDMA_DMA_WRITE`: DMA `data` into the device at `offset`.

@@ -140,7 +140,7 @@ fn advice(status: NtStatus) -> &'static str {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage(message) => write!(f, "{message}; see `edudmactl --help`"),
+            Error::Usage(message) => write!(f, "{message}"),
             Error::DeviceNotFound { path } => write!(
                 f,
                 "no edudma device at {path}: the driver is not installed or the device is not \
@@ -207,7 +207,9 @@ mod tests {
     #[test]
     fn messages_are_one_line_with_advice() {
         let errors = [
-            Error::Usage("offset 5000 is outside the 4095-byte window".into()),
+            Error::Usage(
+                "device offset 5000 is outside the 4095-byte window: keep --offset below it".into(),
+            ),
             Error::DeviceNotFound {
                 path: r"\\.\EduDma0".into(),
             },

@@ -46,6 +46,12 @@ fn main() -> ExitCode {
     match result {
         Ok(outcome) => {
             if let Err(error) = output.flush() {
+                // A reader that went away (`| head`) is not a failure of ours.
+                if let Error::Output { path: None, source } = &error
+                    && source.kind() == std::io::ErrorKind::BrokenPipe
+                {
+                    return ExitCode::SUCCESS;
+                }
                 return report_error(&error, &output);
             }
             match outcome {

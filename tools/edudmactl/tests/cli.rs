@@ -128,6 +128,10 @@ fn selftest_json_checks_every_step_and_byte() {
     );
     assert_eq!(report["mismatched_bytes"], 0);
     assert!(report["virtual_time_ms"].as_f64().unwrap_or(0.0) > 0.0);
+    let stats = &report["driver_stats"];
+    assert_eq!(stats["errors"], 0);
+    assert_eq!(stats["requests"], stats["completed"]);
+    assert!(stats["bytes_to_device"].as_u64().unwrap_or(0) >= sum);
 }
 
 #[test]

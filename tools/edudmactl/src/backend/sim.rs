@@ -188,7 +188,7 @@ impl Backend for SimBackend {
         }
         let output_len = u32::try_from(output.len()).map_err(|_| {
             Error::Usage(format!(
-                "{} bytes is too long for one request",
+                "{} bytes is too long for one request: use at most 4096",
                 output.len()
             ))
         })?;
@@ -207,8 +207,12 @@ impl Backend for SimBackend {
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let len = u32::try_from(buf.len())
-            .map_err(|_| Error::Usage(format!("{} bytes is too long for one read", buf.len())))?;
+        let len = u32::try_from(buf.len()).map_err(|_| {
+            Error::Usage(format!(
+                "{} bytes is too long for one read: use at most 4096",
+                buf.len()
+            ))
+        })?;
         let data = match self.machine()?.read(offset, len) {
             Ok(data) => data,
             // ReadFile at the end of the window: end of file, zero bytes.

@@ -164,7 +164,11 @@ fn at_offset(offset: u64) -> OVERLAPPED {
 
 /// A buffer length as the `u32` Win32 wants, or a usage error.
 fn length(len: usize) -> Result<u32> {
-    u32::try_from(len).map_err(|_| Error::Usage(format!("{len} bytes is too long for one request")))
+    u32::try_from(len).map_err(|_| {
+        Error::Usage(format!(
+            "{len} bytes is too long for one request: use at most 4096"
+        ))
+    })
 }
 
 impl Backend for WindowsBackend {

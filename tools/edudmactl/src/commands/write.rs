@@ -37,7 +37,9 @@ pub fn run(device: &mut Device, args: &WriteArgs, output: &Output) -> Result<Out
         }
     };
     if data.is_empty() {
-        return Err(Error::Usage(format!("nothing to write: {source} is empty")));
+        return Err(Error::Usage(format!(
+            "nothing to write: {source} is empty; give a file with data"
+        )));
     }
     device.check_range(args.offset, data.len())?;
     device.dma_write(args.offset, &data)?;
