@@ -326,12 +326,9 @@ impl WdmDriver for EdudmaDriver {
                 information: 0,
                 selftest: None,
             }),
-            (false, None) => Some(Completion {
-                request: irp,
-                status: NtStatus::INVALID_DEVICE_STATE,
-                information: 0,
-                selftest: None,
-            }),
+            (false, None) => {
+                Some(self.locked(sys, |e, _| e.reject(irp, NtStatus::INVALID_DEVICE_STATE)))
+            }
             (false, Some(what)) => self.locked(sys, |e, r| e.start_io(irp, what, r)),
         };
         if let Some(c) = c {

@@ -452,3 +452,40 @@ fn bad_requests_get_clear_statuses_and_count_as_errors() {
     assert_eq!(sim.stats().driver.errors, 3);
     sim.finish().expect("leak check");
 }
+
+#[test]
+fn verifier_edudma_without_deferred_start_io_recurses_at_surprise_removal() {
+    for deferred in [true, false] {
+        let config = SimConfig {
+            deferred_start_io: deferred,
+            seed: 3,
+            ..SimConfig::default()
+        };
+        let mut sim = SimMachine::new(config).expect("start");
+        let irps: Vec<_> = (0..3)
+            .map(|_| {
+                sim.submit(IrpSpec::Read {
+                    offset: 0,
+                    length: 100,
+                })
+                .expect("submit")
+            })
+            .collect();
+        sim.run_for(Duration::from_millis(20)).expect("run");
+        let r = sim.surprise_remove();
+        if deferred {
+            assert_eq!(r, Ok(NtStatus::SUCCESS));
+            for irp in irps {
+                assert_eq!(sim.wait(irp).unwrap().status, NtStatus::DEVICE_REMOVED);
+            }
+            sim.finish().expect("leak check");
+        } else {
+            assert_eq!(
+                r,
+                Err(SimError::Crash(Crash::BugCheck(
+                    edudma_sim::Violation::StartIoRecursion
+                )))
+            );
+        }
+    }
+}
