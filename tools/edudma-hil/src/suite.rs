@@ -696,6 +696,26 @@ pub fn run(mode: Mode) -> bool {
     if mode == Mode::Sweep {
         sweep(&mut rig, window);
     }
+    let t = &rig.totals;
+    let (bounced, max_sg, partial) = (
+        t.hal.bounced_pages,
+        t.hal.max_sg_elements,
+        t.hal.partial_maps,
+    );
+    rig.check(
+        bounced > 0,
+        &format!("bounce path: {bounced} pages above 256 MiB went through bounce pages below it"),
+    );
+    rig.check(
+        max_sg >= 2,
+        &format!("scatter/gather: lists of up to {max_sg} elements from the real page layout"),
+    );
+    if mode != Mode::Quick {
+        rig.check(
+            partial > 0,
+            &format!("partial maps: {partial} (map-register budget of 1)"),
+        );
+    }
     report(&rig, started.elapsed())
 }
 
