@@ -13,6 +13,19 @@
 //! - [`irql`], [`sched`], [`io`], [`kernel`]: processors, time, IRPs and the DDIs.
 //! - [`wdm`]: the driver's side of the contract ([`wdm::WdmDriver`]) and the
 //!   DMA operations / register file handed to `edudma-core`.
+//! - [`machine`]: the kernel plus one driver, run event by event (any
+//!   [`wdm::WdmDriver`], including deliberately broken ones in tests).
+//! - [`driver`]: the edudma glue on this Windows, as thin as the real one.
+//! - [`sim`]: [`SimMachine`], the whole driver in-process behind blocking
+//!   calls (`device_control`, `read`, `write`, ...), for tools and tests.
+//!
+//! ```
+//! use edudma_sim::{SimConfig, SimMachine};
+//! let mut sim = SimMachine::new(SimConfig { seed: 1, ..SimConfig::default() }).unwrap();
+//! sim.dma_write(0, b"hello").unwrap();
+//! assert_eq!(sim.dma_read(0, 5).unwrap(), b"hello");
+//! assert!(sim.finish().is_ok()); // removal + leak check
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
