@@ -47,8 +47,8 @@ fn main() -> ExitCode {
         Ok(outcome) => {
             if let Err(error) = output.flush() {
                 // A reader that went away (`| head`) is not a failure of ours.
-                if let Error::Output { path: None, source } = &error
-                    && source.kind() == std::io::ErrorKind::BrokenPipe
+                if matches!(&error, Error::Output { path: None, source }
+                    if source.kind() == std::io::ErrorKind::BrokenPipe)
                 {
                     return ExitCode::SUCCESS;
                 }
