@@ -264,6 +264,10 @@ pub struct WriteArgs {
     /// Seed of the `random` pattern.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub pattern_seed: u64,
+
+    /// Testing only: send the range to the driver unchecked, to see its own validation.
+    #[arg(long, hide = true)]
+    pub no_range_check: bool,
 }
 
 /// `read` options.
@@ -280,6 +284,10 @@ pub struct ReadArgs {
     /// Write the raw bytes to this file instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+
+    /// Testing only: send the range to the driver unchecked, to see its own validation.
+    #[arg(long, hide = true)]
+    pub no_range_check: bool,
 }
 
 /// `loopback` options.

@@ -357,6 +357,50 @@ fn ranges_outside_the_window_are_usage_errors_with_advice() {
 }
 
 #[test]
+fn driver_error_status_is_named_and_explained() {
+    // Past the tool's own range check, the driver's validation answers.
+    tool()
+        .args([
+            "--sim",
+            "read",
+            "--offset",
+            "4000",
+            "--len",
+            "200",
+            "--no-range-check",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "STATUS_INVALID_BUFFER_SIZE (0xC0000206)",
+        ))
+        .stderr(predicate::str::contains(
+            "past the end of the device window",
+        ))
+        .stderr(predicate::str::contains("\n").count(1));
+    let report = json(
+        &[
+            "--sim",
+            "--json",
+            "write",
+            "--offset",
+            "5000",
+            "--pattern",
+            "ones",
+            "--len",
+            "1",
+            "--no-range-check",
+        ],
+        1,
+    );
+    assert_eq!(report["error"]["kind"], "driver_status");
+    assert_eq!(
+        report["error"]["status"],
+        "STATUS_INVALID_PARAMETER (0xC000000D)"
+    );
+}
+
+#[test]
 fn missing_input_file_is_a_usage_error() {
     tool()
         .args(["--sim", "write", "--file", "/nonexistent/edudmactl.bin"])
