@@ -32,8 +32,10 @@ struct ErrorBody<'a> {
 }
 
 fn main() -> ExitCode {
-    // clap prints help/version (exit 0) and usage errors (exit 2) itself.
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
     let output = Output::new(cli.json);
     let result = edudmactl::backend::open(&cli).and_then(|backend| {
         let mut device = Device::new(backend);
@@ -64,6 +66,40 @@ fn main() -> ExitCode {
         }
         Err(error) => report_error(&error, &output),
     }
+}
+
+/// A command line clap refused: help and version print and exit 0; a usage
+/// error prints clap's message (exit 2), and with `--json` a JSON error too.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) || !std::env::args().any(|arg| arg == "--json")
+    {
+        // clap exits with 0 for help and version and 2 for usage errors.
+        error.exit();
+    }
+    let message = error.to_string();
+    let first_line = message
+        .lines()
+        .next()
+        .unwrap_or("bad command line")
+        .trim_start_matches("error: ");
+    let report = ErrorReport {
+        ok: false,
+        error: ErrorBody {
+            kind: "usage",
+            message: format!("{first_line}; see `edudmactl --help`"),
+            exit_code: edudmactl::error::EXIT_USAGE,
+            status: None,
+        },
+    };
+    if let Ok(json) = serde_json::to_string_pretty(&report) {
+        let _ = edudmactl::output::print_stdout(format!("{json}\n").as_bytes());
+    }
+    eprint!("{message}");
+    ExitCode::from(edudmactl::error::EXIT_USAGE)
 }
 
 /// Print an error (one line on stderr, and a JSON object with `--json`).

@@ -330,6 +330,19 @@ fn bad_arguments_exit_2() {
 }
 
 #[test]
+fn bad_arguments_with_json_still_print_one_json_object() {
+    let report = json(&["--sim", "--json", "read", "--len", "ten"], 2);
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["error"]["kind"], "usage");
+    assert!(
+        report["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--len")),
+        "{report}"
+    );
+}
+
+#[test]
 fn ranges_outside_the_window_are_usage_errors_with_advice() {
     tool()
         .args(["--sim", "read", "--offset", "4000", "--len", "100"])
