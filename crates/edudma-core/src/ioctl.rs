@@ -260,7 +260,7 @@ pub struct SelfTestReport {
     pub liveness_written: u32,
     /// Value read back (expected: its inverse).
     pub liveness_read: u32,
-    /// Factorial argument used.
+    /// Argument of the polled factorial.
     pub factorial_input: u32,
     /// Result of the polled factorial.
     pub factorial_polled: u32,
@@ -268,8 +268,8 @@ pub struct SelfTestReport {
     pub factorial_interrupt: u32,
     /// Interrupt bits seen by the DPC during the test.
     pub irq_bits_seen: u32,
-    /// Reserved, zero.
-    pub reserved: u32,
+    /// Argument of the interrupt-driven factorial.
+    pub factorial_interrupt_input: u32,
 }
 
 impl SelfTestReport {

@@ -64,6 +64,7 @@ impl<R: Copy> SelfTest<R> {
         let computed = finished && report.factorial_polled == regs::factorial_u32(POLLED_INPUT);
         mark(&mut report, step::FACTORIAL_POLLED, computed);
 
+        report.factorial_interrupt_input = INTERRUPT_INPUT;
         regs.write32(regs::REG_STATUS, Status::IRQ_ON_FACTORIAL.bits());
         regs.write32(regs::REG_FACTORIAL, INTERRUPT_INPUT);
         let test = Self {

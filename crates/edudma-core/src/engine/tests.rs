@@ -972,6 +972,7 @@ fn selftest_passes_on_a_working_device() {
     assert_eq!(report.liveness_read, !report.liveness_written);
     assert_eq!(report.factorial_polled, 120);
     assert_eq!(report.factorial_interrupt, 720);
+    assert_eq!(report.factorial_interrupt_input, 6);
     assert_eq!(
         report.irq_bits_seen,
         (IrqBits::FACTORIAL | IrqBits::SELFTEST).bits()

@@ -58,9 +58,9 @@ fn driver_steps(report: &SelfTestReport) -> Vec<Step> {
                     format!("{}! = {}", report.factorial_input, report.factorial_polled)
                 }
                 selftest_steps::FACTORIAL_INTERRUPT => {
-                    // The contract does not carry this step's argument: the
-                    // driver's verdict stands, the value is shown.
-                    format!("result {}", report.factorial_interrupt)
+                    let input = report.factorial_interrupt_input;
+                    ok &= report.factorial_interrupt == factorial_u32(input);
+                    format!("{input}! = {}", report.factorial_interrupt)
                 }
                 _ => format!("interrupt bits seen 0x{:08X}", report.irq_bits_seen),
             };
@@ -334,7 +334,7 @@ mod tests {
             factorial_polled: 121,
             factorial_interrupt: 720,
             irq_bits_seen: 1,
-            reserved: 0,
+            factorial_interrupt_input: 6,
         };
         let steps = driver_steps(&report);
         assert!(steps[0].ok && steps[1].ok && steps[3].ok && steps[4].ok);
@@ -342,5 +342,13 @@ mod tests {
             !steps[2].ok,
             "a wrong factorial must fail even when the driver says pass"
         );
+        let wrong_interrupt_factorial = SelfTestReport {
+            factorial_polled: 120,
+            factorial_interrupt: 719,
+            ..report
+        };
+        let steps = driver_steps(&wrong_interrupt_factorial);
+        assert!(steps[2].ok);
+        assert!(!steps[3].ok, "the interrupt factorial is checked too");
     }
 }
