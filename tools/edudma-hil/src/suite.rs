@@ -844,6 +844,8 @@ fn extra_phases(rig: &mut Rig, window: u32) {
         rig.check(false, "start queued");
     }
 
+    no_bounce_control(rig);
+
     // Asynchronous-only policy, granted at once.
     let async_only = EngineConfig {
         allocation: AllocationPolicy::AsyncOnly,
@@ -882,6 +884,72 @@ fn extra_phases(rig: &mut Rig, window: u32) {
     } else {
         rig.check(false, "start polled");
     }
+}
+
+/// The negative control of the bounce path: an adapter that claims the
+/// device reaches 64 bits hands it a page above 256 MiB directly. The edu
+/// device masks the address to 28 bits (QEMU logs "EDU: clamping DMA") and
+/// reads the aliased low page instead. Only a memory → device transfer is
+/// done this way (it reads the wrong page, it writes nothing); the bytes
+/// read back through a correct low buffer must then differ from those sent.
+fn no_bounce_control(rig: &mut Rig) {
+    let Some(&high) = rig.high.first() else {
+        rig.check(false, "no-bounce control: no page above 256 MiB");
+        return;
+    };
+    let unbounced = HalConfig {
+        address_bits: 64,
+        ..HalConfig::default()
+    };
+    let Ok(mut drv) = rig.start_driver("nobounce", unbounced, EngineConfig::default(), true) else {
+        rig.check(false, "start nobounce");
+        return;
+    };
+    let len = 256usize;
+    let low = rig.pick_pages(Layout::Low, 1, &[high]);
+    let data: Vec<u8> = (0..len).map(|_| rig.rng.byte()).collect();
+    rig.fill_pages(&[high], GUARD);
+    rig.fill_pages(&low, GUARD);
+    let (Some(mdl_a), Some(mdl_b)) = (
+        drv.hal.lock_pages(&[high], 0, len),
+        drv.hal.lock_pages(&low, 0, len),
+    ) else {
+        rig.check(false, "no-bounce control: could not lock the buffers");
+        return;
+    };
+    drv.hal.write_mdl(mdl_a, &data);
+    drv.hal.write_mdl(mdl_b, &vec![0u8; len]);
+    say("HIL EXPECT-CLAMPS 1");
+    let mut statuses = Vec::new();
+    for (direction, mdl) in [(Direction::ToDevice, mdl_a), (Direction::FromDevice, mdl_b)] {
+        let request = DmaRequest {
+            direction,
+            device_offset: 0,
+            length: len as u32,
+        };
+        match rig.run_request(&mut drv, StartRequest::Dma { request, mdl }) {
+            Ok(c) => statuses.push(c.status),
+            Err(e) => {
+                rig.check(false, &format!("no-bounce control: {e}"));
+                statuses.push(NtStatus::IO_TIMEOUT);
+            }
+        }
+    }
+    let mut got = vec![0u8; len];
+    drv.hal.read_mdl(mdl_b, &mut got);
+    let differ = (0..len).filter(|&i| got[i] != data[i]).count();
+    drv.hal.unlock(mdl_a);
+    drv.hal.unlock(mdl_b);
+    let phys = rig.pool.locked_phys(high).unwrap_or(0);
+    rig.check(
+        statuses.iter().all(|s| *s == NtStatus::SUCCESS) && differ > 0,
+        &format!(
+            "no-bounce control: page 0x{phys:x} handed to the device unbounced was read at 0x{:x} \
+             (28-bit clamp): {differ} of {len} bytes came back wrong; the bounce path is what prevents it",
+            phys & ((1 << 28) - 1)
+        ),
+    );
+    rig.stop_driver(drv);
 }
 
 fn sweep(rig: &mut Rig, window: u32) {
