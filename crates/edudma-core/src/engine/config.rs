@@ -37,7 +37,10 @@ pub struct EngineConfig {
     /// How channels are allocated.
     pub allocation: AllocationPolicy,
     /// Watchdog ticks without an interrupt after which the command register
-    /// is read to detect a lost interrupt.
+    /// is read to detect a lost interrupt. The first tick can come at any
+    /// moment after the command starts, so `n` ticks mean at least `n - 1`
+    /// periods: 3 ticks of 100 ms leave the 100 ms edu DMA time a margin
+    /// (2 raced real interrupts on QEMU).
     pub lost_interrupt_ticks: u32,
     /// Watchdog ticks after which a device command that is still running
     /// fails its request with `STATUS_IO_TIMEOUT`.
@@ -49,7 +52,7 @@ impl Default for EngineConfig {
         Self {
             window: DEFAULT_WINDOW,
             allocation: AllocationPolicy::SyncThenAsync,
-            lost_interrupt_ticks: 2,
+            lost_interrupt_ticks: 3,
             timeout_ticks: 10,
         }
     }
