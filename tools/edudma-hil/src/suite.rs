@@ -92,6 +92,20 @@ struct Case {
     b: Layout,
 }
 
+/// Something the glue does to a request in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Intervention {
+    /// Nothing.
+    None,
+    /// The cancel routine runs right after StartIo.
+    CancelNow,
+    /// The cancel routine runs after the execution routine ran but before
+    /// its grant reached the engine.
+    CancelAtGrant,
+    /// PnP stop right after StartIo.
+    StopNow,
+}
+
 /// Totals over the whole run.
 #[derive(Default)]
 struct Totals {
@@ -315,12 +329,29 @@ impl Rig {
         drv: &mut Driver,
         what: StartRequest<MdlId>,
     ) -> Result<Completion<u32>, String> {
+        self.run_request_with(drv, what, Intervention::None)
+    }
+
+    /// [`Rig::run_request`] with a cancel or a stop at a chosen moment.
+    fn run_request_with(
+        &mut self,
+        drv: &mut Driver,
+        what: StartRequest<MdlId>,
+        intervention: Intervention,
+    ) -> Result<Completion<u32>, String> {
         let id = drv.next_request;
         drv.next_request += 1;
         self.totals.requests += 1;
         let start = Instant::now();
         let mut next_tick = start + TICK;
         let mut done = drv.engine.start_io(id, what, &mut self.bar);
+        if done.is_none() {
+            match intervention {
+                Intervention::CancelNow => done = drv.engine.cancel(id, &mut self.bar),
+                Intervention::StopNow => done = drv.engine.stop(StopReason::Stop, &mut self.bar),
+                Intervention::None | Intervention::CancelAtGrant => {}
+            }
+        }
         loop {
             if let Some(c) = done.take() {
                 if c.request != id {
@@ -333,6 +364,14 @@ impl Rig {
             }
             // A queued execution routine runs "later": now, outside StartIo.
             if let Some(base) = drv.hal.take_queued_grant() {
+                if intervention == Intervention::CancelAtGrant {
+                    // The routine ran but its grant has not reached the
+                    // engine: CancelAdapterChannel must say FALSE.
+                    done = drv.engine.cancel(id, &mut self.bar);
+                    if done.is_some() {
+                        return Err("the cancel completed before the grant arrived".into());
+                    }
+                }
                 done = drv.engine.channel_granted(base, &mut self.bar);
                 continue;
             }
@@ -845,6 +884,7 @@ fn extra_phases(rig: &mut Rig, window: u32) {
     }
 
     no_bounce_control(rig);
+    cancel_and_stop(rig, window);
 
     // Asynchronous-only policy, granted at once.
     let async_only = EngineConfig {
@@ -949,6 +989,153 @@ fn no_bounce_control(rig: &mut Rig) {
             phys & ((1 << 28) - 1)
         ),
     );
+    rig.stop_driver(drv);
+}
+
+/// Lock a fresh buffer of `len` bytes laid out as `layout`, filled with `data`.
+fn buffer(rig: &mut Rig, drv: &Driver, layout: Layout, off: usize, data: &[u8]) -> Option<MdlId> {
+    let pages = rig.pick_pages(layout, (off + data.len()).div_ceil(PAGE_SIZE), &[]);
+    let mdl = drv.hal.lock_pages(&pages, off, data.len())?;
+    drv.hal.write_mdl(mdl, data);
+    Some(mdl)
+}
+
+/// Cancels and a PnP stop with a transfer in flight, on the real device.
+fn cancel_and_stop(rig: &mut Rig, window: u32) {
+    let len = window as usize;
+    let dma = |direction| DmaRequest {
+        direction,
+        device_offset: 0,
+        length: window,
+    };
+
+    // (a) Cancel while the device runs the first of two elements: the
+    // command finishes, the range is flushed, the request ends CANCELLED.
+    if let Ok(mut drv) = rig.start_driver(
+        "cancel",
+        HalConfig::default(),
+        EngineConfig::default(),
+        true,
+    ) {
+        let data: Vec<u8> = (0..len).map(|_| rig.rng.byte()).collect();
+        if let Some(mdl) = buffer(rig, &drv, Layout::LowHigh, 1000, &data) {
+            let what = StartRequest::Dma {
+                request: dma(Direction::ToDevice),
+                mdl,
+            };
+            let r = rig.run_request_with(&mut drv, what, Intervention::CancelNow);
+            let busy = rig.bar.read32(regs::REG_DMA_CMD) & 1;
+            rig.check(
+                matches!(r, Ok(ref c) if c.status == NtStatus::CANCELLED && c.information == 0) && busy == 0,
+                &format!("cancel: a two-element write cancelled while the device ran ends CANCELLED with the device idle ({r:?})"),
+            );
+            drv.hal.unlock(mdl);
+        }
+        // The device and the engine go on normally after it.
+        let case = rig.random_case(window);
+        rig.round_trip(&mut drv, case, "after-cancel");
+        rig.stop_driver(drv);
+    } else {
+        rig.check(false, "start cancel");
+    }
+
+    // (b) and (c) Cancel while waiting for the channel: TRUE (the routine
+    // never runs) and FALSE (it ran; the grant is awaited, then freed).
+    let busy = HalConfig {
+        sync_busy: true,
+        queue_async: true,
+        ..HalConfig::default()
+    };
+    if let Ok(mut drv) = rig.start_driver("cancelq", busy, EngineConfig::default(), true) {
+        for (intervention, what) in [
+            (Intervention::CancelNow, "CancelAdapterChannel TRUE"),
+            (
+                Intervention::CancelAtGrant,
+                "CancelAdapterChannel FALSE, grant awaited and freed",
+            ),
+        ] {
+            let data: Vec<u8> = (0..64).map(|_| rig.rng.byte()).collect();
+            let Some(mdl) = buffer(rig, &drv, Layout::Low, 0, &data) else {
+                rig.check(false, "cancelq: could not lock a buffer");
+                continue;
+            };
+            let request = DmaRequest {
+                direction: Direction::ToDevice,
+                device_offset: 0,
+                length: 64,
+            };
+            let commands = drv.engine.stats().device_commands;
+            let r =
+                rig.run_request_with(&mut drv, StartRequest::Dma { request, mdl }, intervention);
+            let untouched = drv.engine.stats().device_commands == commands;
+            rig.check(
+                matches!(r, Ok(ref c) if c.status == NtStatus::CANCELLED) && untouched,
+                &format!("cancelq: {what}: CANCELLED before any device command ({r:?})"),
+            );
+            drv.hal.unlock(mdl);
+        }
+        rig.stop_driver(drv);
+    } else {
+        rig.check(false, "start cancelq");
+    }
+
+    // (d) PnP stop with a write in flight: it finishes, then the adapter is
+    // put; a restarted device reads back exactly what was written.
+    let Ok(mut drv) = rig.start_driver("stop", HalConfig::default(), EngineConfig::default(), true)
+    else {
+        rig.check(false, "start stop");
+        return;
+    };
+    let data: Vec<u8> = (0..len).map(|_| rig.rng.byte()).collect();
+    let Some(mdl) = buffer(rig, &drv, Layout::HighLow, 3000, &data) else {
+        rig.check(false, "stop: could not lock a buffer");
+        return;
+    };
+    let what = StartRequest::Dma {
+        request: dma(Direction::ToDevice),
+        mdl,
+    };
+    let r = rig.run_request_with(&mut drv, what, Intervention::StopNow);
+    let released = drv.engine.adapter_released();
+    drv.hal.unlock(mdl);
+    let refused = rig.run_request(&mut drv, StartRequest::SelfTest);
+    rig.check(
+        matches!(r, Ok(ref c) if c.status == NtStatus::SUCCESS && c.information == len)
+            && released
+            && matches!(refused, Ok(ref c) if c.status == NtStatus::DEVICE_NOT_READY),
+        &format!(
+            "stop: the write in flight finished ({r:?}), the adapter was put ({released}), later requests are refused ({refused:?})"
+        ),
+    );
+    let mut violations = drv.hal.violations();
+    violations.extend(drv.hal.leak_check());
+    rig.check(
+        violations.is_empty(),
+        &format!("stop verifier: no violation, no leak {violations:?}"),
+    );
+    let Ok(mut drv) = rig.start_driver(
+        "restart",
+        HalConfig::default(),
+        EngineConfig::default(),
+        true,
+    ) else {
+        rig.check(false, "start restart");
+        return;
+    };
+    if let Some(mdl) = buffer(rig, &drv, Layout::Low, 0, &vec![0u8; len]) {
+        let what = StartRequest::Dma {
+            request: dma(Direction::FromDevice),
+            mdl,
+        };
+        let r = rig.run_request(&mut drv, what);
+        let mut got = vec![0u8; len];
+        drv.hal.read_mdl(mdl, &mut got);
+        rig.check(
+            matches!(r, Ok(ref c) if c.status == NtStatus::SUCCESS) && got == data,
+            "restart: the device holds every byte of the write that was in flight at the stop",
+        );
+        drv.hal.unlock(mdl);
+    }
     rig.stop_driver(drv);
 }
 
