@@ -302,7 +302,7 @@ pub const SEQUENCES: &[Sequence] = &[
             R32(0x90, E(256)),
             W32(0x98, K(0x5)),
             R32(0x98, E(0x1)),
-            Wait(20_000),
+            Wait(5_000),
             R32(0x98, E(0x1)),
             R32(0x24, E(0)),
             Poll {
