@@ -86,7 +86,7 @@ main() {
         rustup target add "$TARGET" >/dev/null
     fi
     log "building edudma-hil for $TARGET"
-    (cd "$ROOT" && cargo build --quiet --release --locked -p edudma-hil --target "$TARGET")
+    (cd "$ROOT" && cargo build --quiet --release -p edudma-hil --target "$TARGET")
     TDIR="${CARGO_TARGET_DIR:-$ROOT/target}"
     case "$TDIR" in /*) ;; *) TDIR="$ROOT/$TDIR" ;; esac
     HARNESS="$TDIR/$TARGET/release/edudma-hil"
