@@ -723,7 +723,16 @@ pub fn run(mode: Mode) -> bool {
     match rig.start_driver("main", HalConfig::default(), EngineConfig::default(), true) {
         Ok(mut drv) => {
             main_phase(&mut rig, &mut drv, mode, window);
-            rig.stop_driver(drv);
+            let stats = rig.stop_driver(drv);
+            // Every command raised its interrupt, and the ISR claimed it
+            // (the self-test adds two: the factorial and the raised bit).
+            rig.check(
+                stats.interrupts == stats.device_commands + 2,
+                &format!(
+                    "interrupts: {} claimed by the ISR for {} device commands and the self-test's 2",
+                    stats.interrupts, stats.device_commands
+                ),
+            );
         }
         Err(e) => {
             rig.check(false, &format!("start main: {e}"));
