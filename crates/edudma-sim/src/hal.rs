@@ -1005,9 +1005,7 @@ impl Hal {
             ctx.verifier.report(Violation::MapRegistersFreedWhileMapped);
             return;
         }
-        // The guard frames around the pool and the unused register pages.
-        let pool_first = 0;
-        let _ = pool_first;
+        // The guard bytes of the registers this channel held and of the pool.
         self.check_guards(ctx, first, count);
         self.release_registers(first, count);
         let a = &mut self.adapters[id.0 as usize];
