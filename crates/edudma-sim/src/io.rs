@@ -13,6 +13,15 @@ use crate::sched::Nanos;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct IrpId(pub u64);
 
+/// A cancel routine of the driver, as the I/O manager stores it in
+/// `Irp->CancelRoutine` (the driver names its routines by number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CancelRoutine(pub u32);
+
+/// A file object (`IO_STACK_LOCATION.FileObject`): the handle the IRP came on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileId(pub u64);
+
 /// `IRP_MJ_*` with its parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Major {
@@ -58,8 +67,13 @@ pub struct Irp {
     pub pending_marked: bool,
     /// `Irp->Cancel`.
     pub cancel: bool,
-    /// A cancel routine is set.
-    pub cancel_routine: bool,
+    /// `Irp->CancelRoutine`.
+    pub cancel_routine: Option<CancelRoutine>,
+    /// `Tail.Overlay.DriverContext` (four pointer-sized words the driver owns
+    /// while it owns the IRP).
+    pub driver_context: [u64; 4],
+    /// The file object it was sent on.
+    pub file: FileId,
     /// `IoCompleteRequest` was called.
     pub completed: bool,
     /// What the dispatch routine returned.
@@ -83,7 +97,9 @@ impl Irp {
             information: 0,
             pending_marked: false,
             cancel: false,
-            cancel_routine: false,
+            cancel_routine: None,
+            driver_context: [0; 4],
+            file: FileId::default(),
             completed: false,
             dispatch_returned: None,
             cancelled_at: None,
@@ -118,14 +134,22 @@ pub struct DeviceQueue {
 pub struct IrpTable {
     irps: BTreeMap<u64, Irp>,
     next: u64,
+    /// Hand out the lowest free id, as pool reuses a freed IRP's address
+    /// (so a stale handle can name a new IRP).
+    pub reuse_ids: bool,
 }
 
 impl IrpTable {
     /// Add an IRP.
     pub fn insert(&mut self, irp: Irp) -> IrpId {
-        self.next += 1;
-        self.irps.insert(self.next, irp);
-        IrpId(self.next)
+        let id = if self.reuse_ids {
+            (1..).find(|i| !self.irps.contains_key(i)).unwrap_or(1)
+        } else {
+            self.next += 1;
+            self.next
+        };
+        self.irps.insert(id, irp);
+        IrpId(id)
     }
 
     /// Look an IRP up.

@@ -11,7 +11,7 @@ use edudma_core::ioctl::InterruptKind;
 
 use crate::edu::{DeviceFault, DeviceTimer, DmaBus, EduDevice};
 use crate::hal::{AdapterId, Hal, HalCtx, IoAllocationAction, MapRegisterBase};
-use crate::io::{DeviceQueue, IrpId, IrpTable};
+use crate::io::{CancelRoutine, DeviceQueue, FileId, IrpId, IrpTable};
 use crate::irql::{Cpus, Irql, SpinLock};
 use crate::mdl::MdlTable;
 use crate::phys::PhysicalMemory;
@@ -91,6 +91,8 @@ pub struct Kernel {
     pub dpc_queued: BTreeSet<DpcId>,
     /// The `Irp` argument of the queued DpcForIsr.
     pub dpc_irp: Option<IrpId>,
+    /// `SystemArgument1`/`SystemArgument2` of each queued driver DPC.
+    pub dpc_args: std::collections::BTreeMap<u32, (u64, u64)>,
     /// Period of the driver's periodic timer, when set.
     pub timer_period: Option<Nanos>,
     /// The interrupt connected, if any.
@@ -412,18 +414,88 @@ impl Sys {
         })
     }
 
-    /// `IoSetCancelRoutine(Irp, routine or NULL)`: returns whether a routine
-    /// was set before (the old pointer was not NULL).
-    pub fn io_set_cancel_routine(&self, irp: IrpId, set: bool) -> bool {
+    /// `IoSetCancelRoutine(Irp, routine or NULL)` (an interlocked exchange):
+    /// returns the routine set before, `None` when it was NULL (`IoCancelIrp`
+    /// may have taken it).
+    pub fn io_set_cancel_routine(
+        &self,
+        irp: IrpId,
+        routine: Option<CancelRoutine>,
+    ) -> Option<CancelRoutine> {
         self.with(|k| {
             if !Self::live_irp(k, irp) {
-                return false;
+                return None;
             }
             k.irps
                 .get_mut(irp)
-                .map(|i| std::mem::replace(&mut i.cancel_routine, set))
-                .unwrap_or(false)
+                .and_then(|i| std::mem::replace(&mut i.cancel_routine, routine))
         })
+    }
+
+    /// `Tail.Overlay.DriverContext[index]` of an IRP the driver owns.
+    pub fn irp_driver_context(&self, irp: IrpId, index: usize) -> u64 {
+        self.with(|k| {
+            if !Self::live_irp(k, irp) {
+                return 0;
+            }
+            k.irps.get(irp).map_or(0, |i| i.driver_context[index])
+        })
+    }
+
+    /// Write `Tail.Overlay.DriverContext[index]`.
+    pub fn set_irp_driver_context(&self, irp: IrpId, index: usize, value: u64) {
+        self.with(|k| {
+            if Self::live_irp(k, irp)
+                && let Some(i) = k.irps.get_mut(irp)
+            {
+                i.driver_context[index] = value;
+            }
+        })
+    }
+
+    /// `IoGetCurrentIrpStackLocation(Irp)->FileObject`.
+    pub fn irp_file(&self, irp: IrpId) -> FileId {
+        self.with(|k| {
+            if !Self::live_irp(k, irp) {
+                return FileId::default();
+            }
+            k.irps.get(irp).map_or(FileId::default(), |i| i.file)
+        })
+    }
+
+    /// The part of `IoCancelIrp` done under the cancel spin lock (which the
+    /// caller holds): set `Irp->Cancel` and take the cancel routine out.
+    pub fn io_cancel_irp_take_routine(&self, irp: IrpId) -> Option<CancelRoutine> {
+        self.with(|k| {
+            if !k
+                .cpus
+                .cpu()
+                .locks
+                .iter()
+                .any(|(l, _)| *l == SpinLock::Cancel)
+            {
+                k.verifier.report(Violation::CancelSpinLockMisuse);
+            }
+            let now = k.sched.now();
+            let i = k.irps.get_mut(irp).filter(|i| !i.completed)?;
+            i.cancel = true;
+            i.cancelled_at.get_or_insert(now);
+            let routine = i.cancel_routine.take();
+            if routine.is_some() {
+                k.stats.cancel_routines += 1;
+            }
+            routine
+        })
+    }
+
+    /// True while any DPC is queued (`KeFlushQueuedDpcs` waits for them).
+    pub fn dpcs_queued(&self) -> bool {
+        self.with(|k| !k.dpc_queued.is_empty())
+    }
+
+    /// Record a fault of the driver's design the verifier has no rule for.
+    pub fn report_fault(&self, why: &str) {
+        self.with(|k| k.faults.push(Crash::Hang(why.to_string())));
     }
 
     /// `Irp->Cancel`.
@@ -458,7 +530,7 @@ impl Sys {
                     irql: k.cpus.irql(),
                 });
             }
-            if i.cancel_routine {
+            if i.cancel_routine.is_some() {
                 k.verifier
                     .report(Violation::CompletedWithCancelRoutine { irp: irp.0 });
             }
@@ -496,7 +568,12 @@ impl Sys {
     }
 
     /// `IoStartPacket(DeviceObject, Irp, NULL, CancelRoutine or NULL)`.
-    pub fn io_start_packet(&self, drv: &mut dyn WdmDriver, irp: IrpId, cancelable: bool) {
+    pub fn io_start_packet(
+        &self,
+        drv: &mut dyn WdmDriver,
+        irp: IrpId,
+        cancel: Option<CancelRoutine>,
+    ) {
         let (old, start) = {
             let mut k = self.0.borrow_mut();
             if !Self::live_irp(&mut k, irp) {
@@ -512,7 +589,7 @@ impl Sys {
             }
             k.cpus.set_irql(Irql::Dispatch);
             if let Some(i) = k.irps.get_mut(irp) {
-                i.cancel_routine = cancelable;
+                i.cancel_routine = cancel;
             }
             if k.dq.busy {
                 k.dq.queue.push_back(irp);
@@ -652,6 +729,29 @@ impl Sys {
             };
             let delay = k.rng.range(US, 40 * US);
             k.sched.schedule(delay, cpu, Event::Dpc(DpcId::ForIsr));
+            true
+        })
+    }
+
+    /// `KeInsertQueueDpc` of the driver's DPC object `dpc`: false (and the
+    /// arguments of the queued one kept) when it is already queued. It
+    /// runs later on this processor, at DISPATCH_LEVEL.
+    pub fn ke_insert_queue_dpc(&self, dpc: u32, argument1: u64, argument2: u64) -> bool {
+        self.with(|k| {
+            if k.cpus.irql() > Irql::Device {
+                k.verifier.report(Violation::WrongIrql {
+                    routine: "KeInsertQueueDpc",
+                    irql: k.cpus.irql(),
+                });
+            }
+            if !k.dpc_queued.insert(DpcId::Driver(dpc)) {
+                k.stats.dpcs_collapsed += 1;
+                return false;
+            }
+            k.dpc_args.insert(dpc, (argument1, argument2));
+            let cpu = k.cpus.current();
+            let delay = k.rng.range(US, 40 * US);
+            k.sched.schedule(delay, cpu, Event::Dpc(DpcId::Driver(dpc)));
             true
         })
     }

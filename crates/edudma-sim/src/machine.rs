@@ -126,6 +126,7 @@ impl<D: WdmDriver> Machine<D> {
             rng: rng.fork(),
             dpc_queued: Default::default(),
             dpc_irp: None,
+            dpc_args: Default::default(),
             timer_period: None,
             interrupt: None,
             interrupt_queued: false,
@@ -210,19 +211,20 @@ impl<D: WdmDriver> Machine<D> {
             }),
             Event::Interrupt => self.deliver_interrupt(ev.cpu),
             Event::Dpc(id) => {
-                let irp = self.sys.with(|k| {
+                let (irp, args) = self.sys.with(|k| {
                     k.dpc_queued.remove(&id);
                     k.stats.dpcs += 1;
-                    if id == DpcId::ForIsr {
-                        k.dpc_irp.take()
-                    } else {
-                        None
+                    match id {
+                        DpcId::ForIsr => (k.dpc_irp.take(), (0, 0)),
+                        DpcId::Driver(n) => (None, k.dpc_args.remove(&n).unwrap_or((0, 0))),
+                        DpcId::Timer => (None, (0, 0)),
                     }
                 });
                 self.enter(ev.cpu, Irql::Dispatch);
                 match id {
                     DpcId::ForIsr => self.driver.dpc_for_isr(&self.sys, irp),
                     DpcId::Timer => self.driver.timer_dpc(&self.sys),
+                    DpcId::Driver(n) => self.driver.driver_dpc(&self.sys, n, args.0, args.1),
                 }
                 self.leave();
             }
@@ -311,23 +313,14 @@ impl<D: WdmDriver> Machine<D> {
         });
     }
 
-    /// `IoCancelIrp` from the current thread.
+    /// `IoCancelIrp` from the current thread: under the cancel spin lock,
+    /// set `Irp->Cancel`, take the cancel routine and call it (it releases
+    /// the lock to `Irp->CancelIrql`).
     fn cancel_now(&mut self, irp: IrpId) {
-        let routine = self.sys.with(|k| {
-            let now = k.sched.now();
-            match k.irps.get_mut(irp) {
-                Some(i) if !i.completed => {
-                    i.cancel = true;
-                    i.cancelled_at.get_or_insert(now);
-                    std::mem::take(&mut i.cancel_routine)
-                }
-                _ => false,
-            }
-        });
         let old = self.sys.io_acquire_cancel_spin_lock();
-        if routine {
-            self.sys.with(|k| k.stats.cancel_routines += 1);
-            self.driver.cancel(&self.sys, irp, old);
+        let routine = self.sys.io_cancel_irp_take_routine(irp);
+        if let Some(routine) = routine {
+            self.driver.cancel(&self.sys, routine, irp, old);
             let still = self.sys.with(|k| {
                 k.cpus
                     .cpu()
@@ -353,6 +346,33 @@ impl<D: WdmDriver> Machine<D> {
         self.check()
     }
 
+    /// Cancel an IRP now from code running at DISPATCH_LEVEL on a random
+    /// CPU (a DPC, or a driver above us holding a spin lock):
+    /// `Irp->CancelIrql` is DISPATCH_LEVEL.
+    pub fn cancel_at_dispatch(&mut self, irp: IrpId) -> Result<(), Crash> {
+        let cpu = self.sys.with(|k| k.random_cpu());
+        self.enter(cpu, Irql::Dispatch);
+        self.cancel_now(irp);
+        self.leave();
+        self.check()
+    }
+
+    /// Hand out freed IRP ids again (as pool reuses a freed IRP's address).
+    pub fn set_reuse_irp_ids(&mut self, reuse: bool) {
+        self.sys.with(|k| k.irps.reuse_ids = reuse);
+    }
+
+    /// `CloseHandle` of the last handle of `file`: `IRP_MJ_CLEANUP` from a
+    /// user thread at PASSIVE_LEVEL.
+    pub fn cleanup(&mut self, file: crate::io::FileId) -> Result<NtStatus, Crash> {
+        let cpu = self.sys.with(|k| k.random_cpu());
+        self.enter(cpu, Irql::Passive);
+        let status = self.driver.cleanup(&self.sys, file);
+        self.leave();
+        self.check()?;
+        Ok(status)
+    }
+
     /// Cancel an IRP after `delay` of virtual time.
     pub fn cancel_after(&mut self, irp: IrpId, delay: Nanos) {
         self.sys.with(|k| {
@@ -363,6 +383,16 @@ impl<D: WdmDriver> Machine<D> {
 
     /// Build an IRP and call the dispatch routine from a user thread.
     pub fn send(&mut self, spec: IrpSpec, layout: &BufferLayout) -> Result<IrpId, Crash> {
+        self.send_on(crate::io::FileId::default(), spec, layout)
+    }
+
+    /// [`Machine::send`] on the handle (file object) `file`.
+    pub fn send_on(
+        &mut self,
+        file: crate::io::FileId,
+        spec: IrpSpec,
+        layout: &BufferLayout,
+    ) -> Result<IrpId, Crash> {
         let irp = self.sys.with(|k| {
             let now = k.sched.now();
             let build = |k: &mut Kernel, length: u32, data: Option<&[u8]>| {
@@ -417,7 +447,9 @@ impl<D: WdmDriver> Machine<D> {
                     build(k, data.len() as u32, Some(data)),
                 ),
             };
-            k.irps.insert(Irp::new(major, system_buffer, mdl, now))
+            let mut irp = Irp::new(major, system_buffer, mdl, now);
+            irp.file = file;
+            k.irps.insert(irp)
         });
         let cpu = self.rng.below(self.sys.with(|k| k.cpus.count()) as u64) as usize;
         self.enter(cpu, Irql::Passive);

@@ -20,6 +20,8 @@ pub enum DpcId {
     ForIsr,
     /// The watchdog timer's DPC.
     Timer,
+    /// A DPC object of the driver's own (`KeInitializeDpc`), by number.
+    Driver(u32),
 }
 
 /// Something that happens at a moment of virtual time.

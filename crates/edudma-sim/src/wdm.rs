@@ -12,7 +12,7 @@ use edudma_core::grant::{Delivery, GrantSlot, Settled};
 use edudma_core::regs::RegisterFile;
 
 use crate::hal::{AdapterId, AllocateResult, IoAllocationAction, MapRegisterBase};
-use crate::io::IrpId;
+use crate::io::{CancelRoutine, FileId, IrpId};
 use crate::kernel::Sys;
 use crate::mdl::MdlId;
 use crate::sched::{Event, US};
@@ -49,8 +49,16 @@ pub trait WdmDriver {
     fn pnp(&mut self, sys: &Sys, minor: PnpMinor) -> PnpOutcome;
     /// `DriverStartIo` at DISPATCH_LEVEL.
     fn start_io(&mut self, sys: &Sys, irp: IrpId);
-    /// The cancel routine, called holding the cancel spin lock (it must release it).
-    fn cancel(&mut self, sys: &Sys, irp: IrpId, cancel_irql: crate::irql::Irql);
+    /// The cancel routine `routine` (the one `IoCancelIrp` took out of the
+    /// IRP), called holding the cancel spin lock (it must release it to
+    /// `cancel_irql`, `Irp->CancelIrql`).
+    fn cancel(
+        &mut self,
+        sys: &Sys,
+        routine: CancelRoutine,
+        irp: IrpId,
+        cancel_irql: crate::irql::Irql,
+    );
     /// The ISR at DIRQL: true when the interrupt was the device's.
     fn isr(&mut self, sys: &Sys) -> bool;
     /// `DpcForIsr` at DISPATCH_LEVEL.
@@ -59,6 +67,19 @@ pub trait WdmDriver {
     fn timer_dpc(&mut self, sys: &Sys);
     /// An execution routine that runs after `AllocateAdapterChannelEx` returned.
     fn execution_routine(&mut self, sys: &Sys, base: MapRegisterBase) -> IoAllocationAction;
+    /// The routine of the driver's own DPC object `dpc` (queued with
+    /// [`Sys::ke_insert_queue_dpc`]) at DISPATCH_LEVEL, with the
+    /// `SystemArgument1`/`SystemArgument2` it was queued with.
+    fn driver_dpc(&mut self, sys: &Sys, dpc: u32, argument1: u64, argument2: u64) {
+        let _ = (sys, dpc, argument1, argument2);
+    }
+    /// `IRP_MJ_CLEANUP` at PASSIVE_LEVEL: the last handle of `file` closed.
+    /// The cleanup IRP itself is the I/O manager's business here; the
+    /// routine returns the status it completes it with.
+    fn cleanup(&mut self, sys: &Sys, file: FileId) -> NtStatus {
+        let _ = (sys, file);
+        NtStatus::SUCCESS
+    }
 }
 
 /// BAR0 of the edu device, as `READ/WRITE_REGISTER_ULONG` see it.

@@ -7,7 +7,7 @@ use common::quiet_config;
 use edudma_core::NtStatus;
 use edudma_core::regs::{self, REG_IRQ_RAISE};
 use edudma_sim::hal::{IoAllocationAction, MapRegisterBase};
-use edudma_sim::io::IrpId;
+use edudma_sim::io::{CancelRoutine, IrpId};
 use edudma_sim::irql::Irql;
 use edudma_sim::kernel::Sys;
 use edudma_sim::machine::Machine;
@@ -28,7 +28,7 @@ impl WdmDriver for Recorder {
         PnpOutcome::Done(NtStatus::SUCCESS)
     }
     fn start_io(&mut self, _: &Sys, _: IrpId) {}
-    fn cancel(&mut self, sys: &Sys, _: IrpId, irql: Irql) {
+    fn cancel(&mut self, sys: &Sys, _: CancelRoutine, _: IrpId, irql: Irql) {
         sys.io_release_cancel_spin_lock(irql);
     }
     fn isr(&mut self, sys: &Sys) -> bool {

@@ -6,7 +6,7 @@ mod common;
 use common::{Null, bugcheck, quiet_config};
 use edudma_core::NtStatus;
 use edudma_sim::hal::{IoAllocationAction, MapRegisterBase};
-use edudma_sim::io::IrpId;
+use edudma_sim::io::{CancelRoutine, IrpId};
 use edudma_sim::irql::{Irql, SpinLock};
 use edudma_sim::kernel::{Crash, Sys};
 use edudma_sim::machine::{IrpSpec, Machine};
@@ -102,7 +102,7 @@ impl WdmDriver for Bad {
             }
             _ => {
                 sys.io_mark_irp_pending(irp);
-                sys.io_start_packet(self, irp, true);
+                sys.io_start_packet(self, irp, Some(CancelRoutine(1)));
                 NtStatus::PENDING
             }
         }
@@ -117,13 +117,13 @@ impl WdmDriver for Bad {
         match self.mode {
             Mode::StartNextUnderLock => {
                 let old = sys.ke_acquire_spin_lock(LOCK);
-                sys.io_set_cancel_routine(irp, false);
+                sys.io_set_cancel_routine(irp, None);
                 sys.io_start_next_packet(self, false);
                 sys.ke_release_spin_lock(LOCK, old);
                 sys.io_complete_request(irp, NtStatus::SUCCESS, 0);
             }
             Mode::SyncStartIo if self.started.len() > 1 => {
-                sys.io_set_cancel_routine(irp, false);
+                sys.io_set_cancel_routine(irp, None);
                 sys.io_start_next_packet(self, false);
                 sys.io_complete_request(irp, NtStatus::SUCCESS, 0);
             }
@@ -135,7 +135,7 @@ impl WdmDriver for Bad {
         }
     }
 
-    fn cancel(&mut self, sys: &Sys, _irp: IrpId, irql: Irql) {
+    fn cancel(&mut self, sys: &Sys, _: CancelRoutine, _irp: IrpId, irql: Irql) {
         if self.mode != Mode::CancelLockKept {
             sys.io_release_cancel_spin_lock(irql);
         }
@@ -148,7 +148,7 @@ impl WdmDriver for Bad {
     fn dpc_for_isr(&mut self, sys: &Sys, _: Option<IrpId>) {
         // Finish the current packet the way the glue rule says.
         if let Some(irp) = sys.current_irp() {
-            sys.io_set_cancel_routine(irp, false);
+            sys.io_set_cancel_routine(irp, None);
             sys.io_start_next_packet(self, false);
             sys.io_complete_request(irp, NtStatus::SUCCESS, 0);
         }

@@ -5,7 +5,7 @@ use edudma_core::NtStatus;
 use edudma_sim::hal::{
     DEVICE_DESCRIPTION_VERSION3, DeviceDescription, IoAllocationAction, MapRegisterBase,
 };
-use edudma_sim::io::IrpId;
+use edudma_sim::io::{CancelRoutine, IrpId};
 use edudma_sim::irql::Irql;
 use edudma_sim::kernel::Sys;
 use edudma_sim::machine::{Machine, MachineConfig};
@@ -24,7 +24,7 @@ impl WdmDriver for Null {
         PnpOutcome::Done(NtStatus::SUCCESS)
     }
     fn start_io(&mut self, _: &Sys, _: IrpId) {}
-    fn cancel(&mut self, sys: &Sys, _: IrpId, irql: Irql) {
+    fn cancel(&mut self, sys: &Sys, _: CancelRoutine, _: IrpId, irql: Irql) {
         sys.io_release_cancel_spin_lock(irql);
     }
     fn isr(&mut self, _: &Sys) -> bool {
