@@ -106,16 +106,15 @@ pub unsafe extern "C" fn start_io(device: *mut DEVICE_OBJECT, irp: *mut IRP) {
     let ext = unsafe { DeviceExtension::from_device(device) };
     let seq = ext.next_seq.fetch_add(1, Ordering::Relaxed);
     let mut irql: KIRQL = 0;
-    // SAFETY: the cancel spin lock orders us against IoCancelIrp: either the
-    // queue cancel routine was already taken (it completes the IRP), or we
-    // take it and own cancellation from here on.
+    // SAFETY: the cancel spin lock orders us against IoCancelIrp. A queue
+    // cancel routine already taken left this packet to us (it was no longer
+    // in the device queue, see `queue_cancel`), and so does a cancel flag
+    // set before we cleared the routine; otherwise we own cancellation from
+    // here on. The IRP is ours either way: nobody else completes it.
     unsafe {
         IoAcquireCancelSpinLock(&mut irql);
-        if ffi::set_cancel_routine(irp, None).is_none() {
-            IoReleaseCancelSpinLock(irql);
-            return;
-        }
-        if (*irp).Cancel != 0 {
+        let routine_taken = ffi::set_cancel_routine(irp, None).is_none();
+        if routine_taken || (*irp).Cancel != 0 {
             IoReleaseCancelSpinLock(irql);
             deliver(ext, cancelled(irp, seq));
             return;
@@ -165,10 +164,11 @@ pub unsafe extern "C" fn start_io(device: *mut DEVICE_OBJECT, irp: *mut IRP) {
 pub unsafe extern "C" fn queue_cancel(device: *mut DEVICE_OBJECT, irp: *mut IRP) {
     // SAFETY: `device` is our FDO.
     let ext = unsafe { DeviceExtension::from_device(device) };
-    // SAFETY: under the cancel spin lock the IRP is either still queued
-    // (we remove it) or the current packet whose StartIo will find no
-    // cancel routine and leave it to us. `DEVICE_OBJECT.DeviceQueue` is a
-    // named C member.
+    // SAFETY: under the cancel spin lock the IRP is either still queued (we
+    // remove it and complete it) or has left the queue to become the current
+    // packet: then its StartIo runs, finds the cancel routine gone and
+    // completes it. Completing it here would free an IRP StartIo is about to
+    // touch. `DEVICE_OBJECT.DeviceQueue` is a named C member.
     let removed = unsafe {
         let removed =
             KeRemoveEntryDeviceQueue(&raw mut (*device).DeviceQueue, ffi::device_queue_entry(irp));
@@ -178,9 +178,6 @@ pub unsafe extern "C" fn queue_cancel(device: *mut DEVICE_OBJECT, irp: *mut IRP)
     if removed {
         // SAFETY: removed from the queue: ours, remove lock held since dispatch.
         unsafe { complete_unstarted(ext, irp, NtStatus::CANCELLED, 0) };
-    } else {
-        // The current packet: complete it and start the next one.
-        deliver(ext, cancelled(irp, 0));
     }
 }
 

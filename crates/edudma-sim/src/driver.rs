@@ -305,15 +305,14 @@ impl EdudmaDriver {
     /// `IoStartPacket`), called with the cancel spin lock held.
     fn queue_cancel(&mut self, sys: &Sys, irp: IrpId, cancel_irql: Irql) {
         // Under the cancel spin lock the IRP is either still queued (we
-        // remove it) or the current packet whose StartIo will find no
-        // cancel routine and leave it to us.
+        // remove it and complete it) or has left the queue to become the
+        // current packet: then its StartIo runs, finds the cancel routine
+        // gone and completes it. Completing it here would free an IRP that
+        // StartIo is about to touch.
         let removed = sys.ke_remove_entry_device_queue(irp);
         sys.io_release_cancel_spin_lock(cancel_irql);
         if removed {
             sys.io_complete_request(irp, NtStatus::CANCELLED, 0);
-        } else {
-            // The current packet: complete it and start the next one.
-            self.deliver(sys, cancelled(irp, 0));
         }
     }
 
@@ -506,15 +505,13 @@ impl WdmDriver for EdudmaDriver {
     fn start_io(&mut self, sys: &Sys, irp: IrpId) {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
-        // The cancel spin lock orders us against IoCancelIrp: either the
-        // queue cancel routine was already taken (it completes the IRP), or
-        // we take it and own cancellation from here on.
+        // The cancel spin lock orders us against IoCancelIrp: a queue
+        // cancel routine already taken left this packet to us (it was no
+        // longer queued), and so does a cancel flag set before we cleared
+        // the routine; otherwise we own cancellation from here on.
         let old = sys.io_acquire_cancel_spin_lock();
-        if sys.io_set_cancel_routine(irp, None).is_none() {
-            sys.io_release_cancel_spin_lock(old);
-            return;
-        }
-        if sys.irp_cancel_flag(irp) {
+        let routine_taken = sys.io_set_cancel_routine(irp, None).is_none();
+        if routine_taken || sys.irp_cancel_flag(irp) {
             sys.io_release_cancel_spin_lock(old);
             self.deliver(sys, cancelled(irp, seq));
             return;

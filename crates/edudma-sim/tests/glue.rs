@@ -13,7 +13,6 @@ use edudma_sim::machine::{IrpSpec, Machine, MachineConfig};
 use edudma_sim::mdl::BufferLayout;
 use edudma_sim::sched::{DpcId, Event, MS};
 use edudma_sim::wdm::PnpMinor;
-use edudma_sim::{Crash, Violation};
 
 fn started(config: &MachineConfig) -> Machine<EdudmaDriver> {
     let mut m = Machine::new(config, EdudmaDriver::new(DriverConfig::default()));
@@ -103,19 +102,26 @@ fn first_deferring_seed() -> (Machine<EdudmaDriver>, IrpId, IrpId) {
         .expect("some seed defers the next StartIo to another CPU")
 }
 
-#[test]
-fn a_cancel_between_the_dequeue_and_start_io_finds_the_packet_current() {
+/// A cancel that lands after `IoStartNextPacket` took B off the device
+/// queue but before B's StartIo ran: `queue_cancel` cannot remove B (it is
+/// current) and must leave it alone; StartIo finds its cancel routine gone
+/// and completes B as cancelled. (This suite found the earlier design, in
+/// which `queue_cancel` completed B itself, letting StartIo touch a freed IRP.)
+fn cancel_between_dequeue_and_start_io(at_dispatch: bool) {
     let (mut m, a, b) = first_deferring_seed();
     let routines = m.sys().with(|k| k.stats.cancel_routines);
-    // IoCancelIrp at PASSIVE_LEVEL: queue_cancel cannot remove B from the
-    // device queue (it is current) and delivers a cancelled completion,
-    // through the mailbox DPC.
-    m.cancel(b).unwrap();
+    if at_dispatch {
+        // IoCancelIrp from a DPC or a driver above us under a spin lock.
+        m.cancel_at_dispatch(b).unwrap();
+    } else {
+        m.cancel(b).unwrap();
+    }
     assert_eq!(m.sys().with(|k| k.stats.cancel_routines), routines + 1);
-    assert!(dpc_queued(&m, MAILBOX_DPC));
-    assert!(!m.is_complete(b));
-    // StartIo(B) runs first, finds the cancel routine taken and leaves B
-    // to the cancel; the mailbox DPC completes it.
+    assert!(
+        !m.is_complete(b),
+        "queue_cancel leaves the current packet to StartIo"
+    );
+    assert!(!dpc_queued(&m, MAILBOX_DPC), "nothing was delivered yet");
     let rb = m.wait(b, 1000 * MS).unwrap();
     assert_eq!(rb.status, NtStatus::CANCELLED);
     let ra = m.wait(a, 1000 * MS).unwrap();
@@ -128,30 +134,18 @@ fn a_cancel_between_the_dequeue_and_start_io_finds_the_packet_current() {
     // The device queue moved on: a new request is served.
     let c = write(&mut m, 0, 32);
     assert_eq!(m.wait(c, 1000 * MS).unwrap().status, NtStatus::SUCCESS);
+    assert!(m.crash().is_none(), "{:?}", m.crash());
     m.leak_check().unwrap();
 }
 
-/// The design bug this suite found in `src/startio.rs`: `queue_cancel`
-/// completes the current packet (at DISPATCH_LEVEL, inline) while its
-/// StartIo is still to run; StartIo then calls `IoSetCancelRoutine` on an
-/// IRP already completed (freed, on Windows). Kept faithful here so the
-/// verifier names it; when `src/` is fixed, this test changes with it.
 #[test]
-fn design_bug_queue_cancel_completes_the_current_packet_before_its_start_io() {
-    let (mut m, _a, b) = first_deferring_seed();
-    // IoCancelIrp from code at DISPATCH_LEVEL (a DPC, a driver above us
-    // under a spin lock): Irp->CancelIrql is DISPATCH_LEVEL, so deliver()
-    // completes B inline, before the deferred StartIo(B).
-    m.cancel_at_dispatch(b).unwrap();
-    assert!(m.is_complete(b), "completed by queue_cancel");
-    let r = m.run_until(|_| false, 10 * MS);
-    assert_eq!(
-        r,
-        Err(Crash::BugCheck(Violation::IrpUsedAfterCompletion {
-            irp: b.0
-        })),
-        "StartIo touched the IRP queue_cancel completed"
-    );
+fn a_cancel_between_the_dequeue_and_start_io_is_completed_by_start_io() {
+    cancel_between_dequeue_and_start_io(false);
+}
+
+#[test]
+fn a_dispatch_level_cancel_between_the_dequeue_and_start_io_touches_no_freed_irp() {
+    cancel_between_dequeue_and_start_io(true);
 }
 
 #[test]
