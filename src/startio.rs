@@ -106,11 +106,12 @@ pub unsafe extern "C" fn start_io(device: *mut DEVICE_OBJECT, irp: *mut IRP) {
     let ext = unsafe { DeviceExtension::from_device(device) };
     let seq = ext.next_seq.fetch_add(1, Ordering::Relaxed);
     let mut irql: KIRQL = 0;
-    // SAFETY: the cancel spin lock orders us against IoCancelIrp. A queue
-    // cancel routine already taken left this packet to us (it was no longer
-    // in the device queue, see `queue_cancel`), and so does a cancel flag
-    // set before we cleared the routine; otherwise we own cancellation from
-    // here on. The IRP is ours either way: nobody else completes it.
+    // A queue cancel routine already taken left this packet to us (it was
+    // no longer in the device queue, see `queue_cancel`), and so does a
+    // cancel flag set before we cleared the routine; otherwise we own
+    // cancellation from here on.
+    // SAFETY: the cancel spin lock orders us against IoCancelIrp, and the
+    // IRP is ours either way: nobody else completes it.
     unsafe {
         IoAcquireCancelSpinLock(&mut irql);
         let routine_taken = ffi::set_cancel_routine(irp, None).is_none();
@@ -164,11 +165,12 @@ pub unsafe extern "C" fn start_io(device: *mut DEVICE_OBJECT, irp: *mut IRP) {
 pub unsafe extern "C" fn queue_cancel(device: *mut DEVICE_OBJECT, irp: *mut IRP) {
     // SAFETY: `device` is our FDO.
     let ext = unsafe { DeviceExtension::from_device(device) };
-    // SAFETY: under the cancel spin lock the IRP is either still queued (we
-    // remove it and complete it) or has left the queue to become the current
-    // packet: then its StartIo runs, finds the cancel routine gone and
-    // completes it. Completing it here would free an IRP StartIo is about to
-    // touch. `DEVICE_OBJECT.DeviceQueue` is a named C member.
+    // The IRP is either still queued (we remove it and complete it) or has
+    // left the queue to become the current packet: then its StartIo runs,
+    // finds the cancel routine gone and completes it. Completing it here
+    // would free an IRP StartIo is about to touch.
+    // SAFETY: called with the cancel spin lock held, which keeps the IRP
+    // alive; `DEVICE_OBJECT.DeviceQueue` is a named C member.
     let removed = unsafe {
         let removed =
             KeRemoveEntryDeviceQueue(&raw mut (*device).DeviceQueue, ffi::device_queue_entry(irp));
