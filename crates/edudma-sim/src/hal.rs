@@ -382,6 +382,27 @@ impl Hal {
         true
     }
 
+    /// [`Hal::live`] for a routine that runs exactly at DISPATCH_LEVEL
+    /// (verifier 0x13 below it, like every DMA check).
+    fn live_at_dispatch(
+        &mut self,
+        ctx: &mut HalCtx<'_>,
+        id: AdapterId,
+        routine: &'static str,
+    ) -> bool {
+        if !self.live(ctx, id, routine, Irql::Dispatch) {
+            return false;
+        }
+        if ctx.irql < Irql::Dispatch {
+            let too_low = Violation::DmaIrqlTooLow {
+                routine,
+                irql: ctx.irql,
+            };
+            return dma_fail::<()>(ctx, too_low, NtStatus::INVALID_PARAMETER).is_ok();
+        }
+        true
+    }
+
     /// `GetDmaAlignment` (PASSIVE_LEVEL).
     pub fn get_dma_alignment(&mut self, ctx: &mut HalCtx<'_>, id: AdapterId) -> u32 {
         if !self.live(ctx, id, "GetDmaAlignment", Irql::Passive) {
@@ -535,18 +556,8 @@ impl Hal {
         count: u32,
         synchronous: bool,
     ) -> Result<AllocateResult, NtStatus> {
-        if !self.live(ctx, id, "AllocateAdapterChannelEx", Irql::Dispatch) {
+        if !self.live_at_dispatch(ctx, id, "AllocateAdapterChannelEx") {
             return Err(NtStatus::INVALID_PARAMETER);
-        }
-        if ctx.irql < Irql::Dispatch {
-            return dma_fail(
-                ctx,
-                Violation::DmaIrqlTooLow {
-                    routine: "AllocateAdapterChannelEx",
-                    irql: ctx.irql,
-                },
-                NtStatus::INVALID_PARAMETER,
-            );
         }
         let pool = self.config.pool_registers;
         let Some(a) = self.adapter(id) else {
@@ -984,14 +995,7 @@ impl Hal {
 
     /// `FreeAdapterChannel` (DISPATCH_LEVEL).
     pub fn free_adapter_channel(&mut self, ctx: &mut HalCtx<'_>, id: AdapterId) {
-        if !self.live(ctx, id, "FreeAdapterChannel", Irql::Dispatch) {
-            return;
-        }
-        if ctx.irql < Irql::Dispatch {
-            ctx.verifier.report(Violation::DmaIrqlTooLow {
-                routine: "FreeAdapterChannel",
-                irql: ctx.irql,
-            });
+        if !self.live_at_dispatch(ctx, id, "FreeAdapterChannel") {
             return;
         }
         let a = &self.adapters[id.0 as usize];
@@ -1022,14 +1026,7 @@ impl Hal {
         base: MapRegisterBase,
         count: u32,
     ) {
-        if !self.live(ctx, id, "FreeMapRegisters", Irql::Dispatch) {
-            return;
-        }
-        if ctx.irql < Irql::Dispatch {
-            ctx.verifier.report(Violation::DmaIrqlTooLow {
-                routine: "FreeMapRegisters",
-                irql: ctx.irql,
-            });
+        if !self.live_at_dispatch(ctx, id, "FreeMapRegisters") {
             return;
         }
         let a = &self.adapters[id.0 as usize];
