@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Type-check and lint the Windows driver (src/, package `edudma`) and the
+# Windows backend of edudmactl for x86_64-pc-windows-msvc, on Linux.
+#
+# The real wdk crates build only on Windows with the WDK. Here the check
+# substitutes two stand-ins (crates/wdk-sys-standin, crates/wdk-build-standin)
+# whose bindings bindgen generates at build time, with wdk-build 0.6.0's
+# settings, from Debian's mingw-w64 DDK headers plus the project's DMA-v3
+# supplement. The substitution is a [patch] in a .cargo/config.toml above a
+# scratch copy of the tree, so nothing outside this check sees it: a
+# Windows user's `cargo make` still gets the real wdk-sys.
+#
+# Usage: scripts/windows-check.sh [--tree DIR]
+#   --tree DIR   check the sources in DIR (a copy of this repository) instead
+#                of this repository; used by the mutation test.
+# Prints every diagnostic, then the counts; exits 0 only with 0 errors and
+# 0 warnings.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+tree=$repo
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --tree) tree=$(cd "$2" && pwd); shift 2 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "windows-check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# ---- what the generation needs: Debian's headers and libclang --------------
+packages=(mingw-w64-common mingw-w64-x86-64-dev libclang-dev clang)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing ${missing[*]} (apt, once)"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+rustup target add x86_64-pc-windows-msvc >/dev/null 2>&1 || true
+
+clang_bin=$(readlink -f "$(command -v clang)")
+export LIBCLANG_PATH
+LIBCLANG_PATH=$(cd "$(dirname "$clang_bin")/../lib" && pwd)
+export WDK_STANDIN_CLANG_RESOURCE_DIR
+WDK_STANDIN_CLANG_RESOURCE_DIR=$(clang -print-resource-dir)
+export WDK_STANDIN_MINGW_INCLUDE=/usr/share/mingw-w64/include
+
+# ---- a scratch copy of the tree, under a config that patches the wdk crates --
+scratch=$repo/target/windows-check
+copy=$scratch/tree
+mkdir -p "$scratch/.cargo"
+cat > "$scratch/.cargo/config.toml" <<EOF
+# Written by scripts/windows-check.sh; applies to the copy below only.
+[patch.crates-io]
+wdk-sys = { path = "$repo/crates/wdk-sys-standin" }
+wdk-build = { path = "$repo/crates/wdk-build-standin" }
+EOF
+rm -rf "$copy"
+mkdir -p "$copy"
+tar -C "$tree" --exclude=./target --exclude=./.git -cf - . | tar -C "$copy" -xf -
+export CARGO_TARGET_DIR=$scratch/target
+
+# ---- the checks ----------------------------------------------------------------
+log=$scratch/diagnostics.txt
+: > "$log"
+failed=0
+run() {
+  step "$*"
+  local status=0
+  (cd "$copy" && "$@") > "$scratch/last.txt" 2>&1 || status=$?
+  cat "$scratch/last.txt" >> "$log"
+  grep -vE '^\s*(Compiling|Checking|Blocking|Updating|Locking|Adding|Downloaded|Downloading|Finished)' "$scratch/last.txt" || true
+  [ "$status" -eq 0 ] || failed=1
+}
+short=(--message-format short --target x86_64-pc-windows-msvc)
+run cargo check -p edudma "${short[@]}"
+run cargo clippy -p edudma --all-targets "${short[@]}" -- -D warnings
+run cargo check -p edudmactl "${short[@]}"
+run cargo clippy -p edudmactl --all-targets "${short[@]}" -- -D warnings
+
+# A diagnostic line in short format: path:line:col: level[code]: message
+errors=$(grep -cE '^[^ ]+\.rs:[0-9]+:[0-9]+: error' "$log" || true)
+warnings=$(grep -cE '^[^ ]+\.rs:[0-9]+:[0-9]+: warning' "$log" || true)
+in_src=$(grep -cE '^src/[^ ]+\.rs:[0-9]+:[0-9]+: (error|warning)' "$log" || true)
+if [ "$failed" -ne 0 ] && [ "$errors" -eq 0 ]; then
+  # cargo failed without a Rust diagnostic (generation, resolution): count it.
+  errors=1
+  echo "windows-check: cargo failed before any Rust diagnostic; see above" >&2
+fi
+printf '\nwindows-check: %s errors, %s warnings (%s of them in src/)\n' "$errors" "$warnings" "$in_src"
+[ "$errors" -eq 0 ] && [ "$warnings" -eq 0 ]
