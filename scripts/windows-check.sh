@@ -10,19 +10,25 @@
 # scratch copy of the tree, so nothing outside this check sees it: a
 # Windows user's `cargo make` still gets the real wdk-sys.
 #
-# Usage: scripts/windows-check.sh [--tree DIR]
-#   --tree DIR   check the sources in DIR (a copy of this repository) instead
-#                of this repository; used by the mutation test.
-# Prints every diagnostic, then the counts; exits 0 only with 0 errors and
-# 0 warnings.
+# Usage: scripts/windows-check.sh [--tree DIR] [--driver-only]
+#   --tree DIR     check the sources in DIR (a copy of this repository)
+#                  instead of this repository; used by the mutation test.
+#   --driver-only  check and lint the driver package only (no edudmactl,
+#                  no layout check); used by the mutation test.
+# Then runs crates/wdk-layout-check: the layouts src/ relies on against
+# windows-sys's WDK metadata, rendered as docs/wdk-names.md.
+# Prints every diagnostic, then the counts; exits 0 only with 0 errors,
+# 0 warnings and a passing layout check.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 tree=$repo
+driver_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --tree) tree=$(cd "$2" && pwd); shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --driver-only) driver_only=1; shift ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "windows-check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -70,19 +76,34 @@ export CARGO_TARGET_DIR=$scratch/target
 log=$scratch/diagnostics.txt
 : > "$log"
 failed=0
+# run DIR COMMAND...: run COMMAND in DIR, keep its output for the counts.
 run() {
+  local dir=$1
+  shift
   step "$*"
   local status=0
-  (cd "$copy" && "$@") > "$scratch/last.txt" 2>&1 || status=$?
+  (cd "$dir" && "$@") > "$scratch/last.txt" 2>&1 || status=$?
   cat "$scratch/last.txt" >> "$log"
   grep -vE '^\s*(Compiling|Checking|Blocking|Updating|Locking|Adding|Downloaded|Downloading|Finished)' "$scratch/last.txt" || true
   [ "$status" -eq 0 ] || failed=1
 }
 short=(--message-format short --target x86_64-pc-windows-msvc)
-run cargo check -p edudma "${short[@]}"
-run cargo clippy -p edudma --all-targets "${short[@]}" -- -D warnings
-run cargo check -p edudmactl "${short[@]}"
-run cargo clippy -p edudmactl --all-targets "${short[@]}" -- -D warnings
+run "$copy" cargo check -p edudma "${short[@]}"
+run "$copy" cargo clippy -p edudma --all-targets "${short[@]}" -- -D warnings
+layout_status=0
+if [ "$driver_only" -eq 0 ]; then
+  run "$copy" cargo check -p edudmactl "${short[@]}"
+  run "$copy" cargo clippy -p edudmactl --all-targets "${short[@]}" -- -D warnings
+  # The stand-in's layouts against Microsoft's metadata (host build; renders
+  # docs/wdk-names.md, which WDK_NAMES_BLESS=1 rewrites in the checked tree).
+  step "layouts and names of src/ against windows-sys's WDK metadata"
+  cargo test --manifest-path "$tree/crates/wdk-layout-check/Cargo.toml" --message-format short \
+    > "$scratch/last.txt" 2>&1 || layout_status=$?
+  cat "$scratch/last.txt" >> "$log"
+  grep -E '^(test |error|warning|thread|layout differences|[A-Z_]+ )|panicked|DIFFERENT|docs/wdk-names' "$scratch/last.txt" || true
+  run "$tree" cargo clippy --manifest-path "$tree/crates/wdk-layout-check/Cargo.toml" --all-targets \
+    --message-format short -- -D warnings
+fi
 
 # A diagnostic line in short format: path:line:col: level[code]: message
 errors=$(grep -cE '^[^ ]+\.rs:[0-9]+:[0-9]+: error' "$log" || true)
@@ -93,5 +114,8 @@ if [ "$failed" -ne 0 ] && [ "$errors" -eq 0 ]; then
   errors=1
   echo "windows-check: cargo failed before any Rust diagnostic; see above" >&2
 fi
-printf '\nwindows-check: %s errors, %s warnings (%s of them in src/)\n' "$errors" "$warnings" "$in_src"
-[ "$errors" -eq 0 ] && [ "$warnings" -eq 0 ]
+layout="layout check passed"
+[ "$layout_status" -eq 0 ] || layout="LAYOUT CHECK FAILED"
+[ "$driver_only" -eq 0 ] || layout="layout check skipped"
+printf '\nwindows-check: %s; %s errors, %s warnings (%s of them in src/)\n' "$layout" "$errors" "$warnings" "$in_src"
+[ "$errors" -eq 0 ] && [ "$warnings" -eq 0 ] && [ "$layout_status" -eq 0 ]

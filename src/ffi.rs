@@ -3,8 +3,11 @@
 //!
 //! Every wdk-sys field path and name used in this crate is either here or a
 //! plain struct field / exported function named like its C declaration.
-//! Each item says where the exact spelling was seen; the research log with
-//! the full list is `docs/wdk-names.md`. Abbreviations:
+//! Each item says where the exact spelling was seen. Every path here is also
+//! compiled for `x86_64-pc-windows-msvc` by `scripts/windows-check.sh`, and
+//! its offsets and anonymous-member nesting are held to Microsoft's metadata
+//! (windows-sys) by `crates/wdk-layout-check`, whose table is
+//! `docs/wdk-names.md`. Abbreviations:
 //! - **W**: `microsoft/windows-drivers-rs` (wdk-build's `bindgen.rs` sets
 //!   `EnumVariation::ModuleConsts`, so a C enum `_E` is the module `_E` with a
 //!   `Type` alias; anonymous members become `__bindgen_anon_N` in declaration
