@@ -1,6 +1,7 @@
 //! Every layout and name `src/` relies on matches Microsoft's metadata, or
 //! differs for a listed reason; `docs/wdk-names.md` is this table.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::PathBuf;
 
@@ -75,43 +76,67 @@ fn nesting_rule_rejects_wrong_anonymous_steps() {
     assert!(!nesting_matches("Read.Length", "Read.ByteOffset"));
 }
 
-/// Every union path of src/ffi.rs is one of the table's rows.
-#[test]
-fn every_bindgen_path_of_the_driver_is_in_the_table() {
-    let ffi = fs::read_to_string(repo().join("src/ffi.rs")).expect("src/ffi.rs");
+/// Every `__bindgen_anon_N` chain in `source` (expressions split over lines
+/// by rustfmt are joined first), without the leading variable or base.
+fn bindgen_chains(source: &str) -> Vec<String> {
+    let joined: String = source
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("//"))
+        .collect();
+    let is_path = |c: char| c.is_alphanumeric() || c == '_' || c == '.';
+    joined
+        .match_indices("__bindgen_anon_")
+        .map(|(at, _)| {
+            let start = joined[..at].rfind(|c| !is_path(c)).map_or(0, |i| i + 1);
+            let end = at
+                + joined[at..]
+                    .find(|c| !is_path(c))
+                    .unwrap_or(joined.len() - at);
+            let chain = joined[start..end].trim_start_matches('.');
+            chain
+                .split_once('.')
+                .map_or(chain, |(_, rest)| rest)
+                .to_owned()
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+fn chains_missing_from_table(source: &str) -> Vec<String> {
     let rows: Vec<String> = table()
         .iter()
         .flat_map(|r| r.fields.iter().map(|f| f.standin_path.clone()))
         .collect();
-    // Join each expression split over lines by rustfmt, then take every
-    // `.a.__bindgen_anon_N.b...` chain.
-    let joined: String = ffi
-        .lines()
-        .map(|l| l.trim())
-        .filter(|l| !l.starts_with("//"))
-        .collect::<Vec<_>>()
-        .join("");
-    let mut missing = Vec::new();
-    for (at, _) in joined.match_indices("__bindgen_anon_") {
-        let start = joined[..at]
-            .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
-            .map_or(0, |i| i + 1);
-        let end = at
-            + joined[at..]
-                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
-                .unwrap_or(joined.len() - at);
-        let chain = joined[start..end].trim_start_matches('.');
-        let chain = chain.split_once('.').map_or(chain, |(_, rest)| rest);
-        if !rows
-            .iter()
-            .any(|r| r.starts_with(chain) || r.contains(chain))
-        {
-            missing.push(chain.to_owned());
-        }
-    }
+    bindgen_chains(source)
+        .into_iter()
+        .filter(|chain| !rows.iter().any(|r| r.contains(chain.as_str())))
+        .collect()
+}
+
+/// Every union path of src/ffi.rs is one of the table's rows.
+#[test]
+fn every_bindgen_path_of_the_driver_is_in_the_table() {
+    let ffi = fs::read_to_string(repo().join("src/ffi.rs")).expect("src/ffi.rs");
+    let chains = bindgen_chains(&ffi);
+    assert!(
+        chains.len() >= 6,
+        "src/ffi.rs has its union paths: {chains:?}"
+    );
+    let missing = chains_missing_from_table(&ffi);
     assert!(
         missing.is_empty(),
         "paths of src/ffi.rs not in the layout table: {missing:?}"
+    );
+}
+
+#[test]
+fn a_path_missing_from_the_table_is_reported() {
+    let source = "unsafe {\n    (*irp)\n        .Tail\n        .Overlay\n        .__bindgen_anon_2\n        .__bindgen_anon_1\n        .PacketType\n}\nlet s = io.__bindgen_anon_1.Status;";
+    assert_eq!(
+        chains_missing_from_table(source),
+        ["Overlay.__bindgen_anon_2.__bindgen_anon_1.PacketType"]
     );
 }
 
