@@ -21,6 +21,17 @@ fresh_copy() {
   tar -C "$repo" --exclude=./target --exclude=./.git -cf - . | tar -C "$scratch/tree" -xf -
 }
 
+# The unmutated copy must pass, so that each failure below is the mutation's.
+fresh_copy
+if bash "$repo/scripts/windows-check.sh" --tree "$scratch/tree" --driver-only > "$scratch/baseline.txt" 2>&1; then
+  echo "ok: the unmutated copy passes the check"
+  passed=$((passed + 1))
+else
+  echo "FAIL: the unmutated copy fails the check:"
+  tail -20 "$scratch/baseline.txt"
+  failed=$((failed + 1))
+fi
+
 for m in "${mutations[@]}"; do
   IFS='|' read -r name file expr expected <<<"$m"
   fresh_copy
