@@ -15,7 +15,8 @@
 #                  instead of this repository; used by the mutation test.
 #   --driver-only  check and lint the driver package only (no edudmactl,
 #                  no layout check); used by the mutation test.
-# Then runs crates/wdk-layout-check: the layouts src/ relies on against
+# Then lints the same src/ built for the Linux host (crates/edudma-driver-host)
+# and runs crates/wdk-layout-check: the layouts src/ relies on against
 # windows-sys's WDK metadata, rendered as docs/wdk-names.md.
 # Prints every diagnostic, then the counts; exits 0 only with 0 errors,
 # 0 warnings and a passing layout check.
@@ -28,7 +29,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --tree) tree=$(cd "$2" && pwd); shift 2 ;;
     --driver-only) driver_only=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "windows-check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -69,7 +70,9 @@ wdk-build = { path = "$repo/crates/wdk-build-standin" }
 EOF
 rm -rf "$copy"
 mkdir -p "$copy"
-tar -C "$tree" --exclude=./target --exclude=./.git -cf - . | tar -C "$copy" -xf -
+# -m: every file gets the time of the copy, so cargo never takes a cached
+# result of a different tree (the proof copies mutated trees here) as fresh.
+tar -C "$tree" --exclude=./target --exclude=./.git -cf - . | tar -C "$copy" -xmf -
 export CARGO_TARGET_DIR=$scratch/target
 
 # ---- the checks ----------------------------------------------------------------
@@ -94,6 +97,10 @@ layout_status=0
 if [ "$driver_only" -eq 0 ]; then
   run "$copy" cargo check -p edudmactl "${short[@]}"
   run "$copy" cargo clippy -p edudmactl --all-targets "${short[@]}" -- -D warnings
+  # The same src/ for the Linux host (cfg(edudma_host)), against the host
+  # variant of the stand-in: the build the simulator is to run.
+  run "$tree" cargo clippy --manifest-path "$tree/crates/edudma-driver-host/Cargo.toml" \
+    --all-targets --message-format short -- -D warnings
   # The stand-in's layouts against Microsoft's metadata (host build; renders
   # docs/wdk-names.md, which WDK_NAMES_BLESS=1 rewrites in the checked tree).
   step "layouts and names of src/ against windows-sys's WDK metadata"

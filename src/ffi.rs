@@ -21,6 +21,8 @@
 use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
+#[cfg(windows)]
+use core::sync::atomic::{compiler_fence, fence};
 
 use wdk_sys::ntddk::{
     IoAcquireRemoveLockEx, IoInitializeRemoveLockEx, IoReleaseRemoveLockAndWaitEx,
@@ -518,6 +520,72 @@ pub unsafe fn request_dpc(device: *mut DEVICE_OBJECT) {
     unsafe {
         KeInsertQueueDpc(&raw mut (*device).Dpc, ptr::null_mut(), ptr::null_mut());
     }
+}
+
+// ---- registers ------------------------------------------------------------------
+//
+// The one seam between the Windows build and the simulator's host build. On
+// Windows `READ_REGISTER_ULONG`/`WRITE_REGISTER_ULONG` are wdm.h inlines (on
+// x64 a volatile access between compiler barriers, the write followed by a
+// fence), written out here. On any other host they are calls to symbols of
+// those names, which the simulator's kernel defines so that its edu model
+// sees every MMIO access.
+
+/// `READ_REGISTER_ULONG` (wdm.h inline on x64).
+///
+/// # Safety
+/// `register` must be an aligned register inside a live uncached mapping.
+#[cfg(windows)]
+#[inline(always)]
+pub unsafe fn read_register_ulong(register: *mut u32) -> u32 {
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: forwarded from the caller.
+    let value = unsafe { register.read_volatile() };
+    compiler_fence(Ordering::SeqCst);
+    value
+}
+
+/// `WRITE_REGISTER_ULONG` (wdm.h inline on x64).
+///
+/// # Safety
+/// As [`read_register_ulong`].
+#[cfg(windows)]
+#[inline(always)]
+pub unsafe fn write_register_ulong(register: *mut u32, value: u32) {
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: forwarded from the caller.
+    unsafe { register.write_volatile(value) };
+    fence(Ordering::SeqCst);
+}
+
+#[cfg(not(windows))]
+unsafe extern "C" {
+    /// The simulator's `READ_REGISTER_ULONG` (host build only).
+    #[link_name = "READ_REGISTER_ULONG"]
+    fn host_read_register_ulong(register: *mut u32) -> u32;
+    /// The simulator's `WRITE_REGISTER_ULONG` (host build only).
+    #[link_name = "WRITE_REGISTER_ULONG"]
+    fn host_write_register_ulong(register: *mut u32, value: u32);
+}
+
+/// `READ_REGISTER_ULONG`, served by the simulator on a non-Windows host.
+///
+/// # Safety
+/// `register` must be an aligned register inside a live mapping.
+#[cfg(not(windows))]
+pub unsafe fn read_register_ulong(register: *mut u32) -> u32 {
+    // SAFETY: forwarded from the caller.
+    unsafe { host_read_register_ulong(register) }
+}
+
+/// `WRITE_REGISTER_ULONG`, served by the simulator on a non-Windows host.
+///
+/// # Safety
+/// As [`read_register_ulong`].
+#[cfg(not(windows))]
+pub unsafe fn write_register_ulong(register: *mut u32, value: u32) {
+    // SAFETY: forwarded from the caller.
+    unsafe { host_write_register_ulong(register, value) }
 }
 
 // ---- remove lock ----------------------------------------------------------------

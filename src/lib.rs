@@ -1,6 +1,12 @@
 //! edudma: the Windows WDM driver for QEMU's edu device (glue only; the
-//! decisions live in `edudma-core`). Compiled for Windows only: on any other
-//! host every module is cfg'd out and the package is an empty cdylib.
+//! decisions live in `edudma-core`). Compiled for Windows; on any other host
+//! every module is cfg'd out and the package is an empty cdylib, except in
+//! the simulator's host build (`crates/edudma-driver-host`, which sets
+//! `cfg(edudma_host)`): there the same modules compile against the
+//! generated wdk-sys stand-in. The two builds differ only in `ffi`'s
+//! register accessors (inline MMIO on Windows, calls into the simulator on
+//! the host), and the host build has no kernel panic handler or pool
+//! allocator.
 //!
 //! Modules, one job each:
 //! - [`ffi`]: the only home of bindgen union paths and header-inline helpers;
@@ -22,27 +28,27 @@ extern crate wdk_panic;
 #[global_allocator]
 static GLOBAL_ALLOCATOR: wdk_alloc::WdkAllocator = wdk_alloc::WdkAllocator;
 
-#[cfg(windows)]
+#[cfg(any(windows, edudma_host))]
 mod device;
-#[cfg(windows)]
+#[cfg(any(windows, edudma_host))]
 mod dispatch;
-#[cfg(windows)]
+#[cfg(any(windows, edudma_host))]
 mod dma_ops;
-#[cfg(windows)]
+#[cfg(any(windows, edudma_host))]
 mod driver;
-#[cfg(windows)]
+#[cfg(any(windows, edudma_host))]
 pub mod ffi;
-#[cfg(windows)]
+#[cfg(any(windows, edudma_host))]
 mod isr;
-#[cfg(windows)]
+#[cfg(any(windows, edudma_host))]
 mod pnp;
-#[cfg(windows)]
+#[cfg(any(windows, edudma_host))]
 mod power;
-#[cfg(windows)]
+#[cfg(any(windows, edudma_host))]
 mod registers;
-#[cfg(windows)]
+#[cfg(any(windows, edudma_host))]
 mod registry;
-#[cfg(windows)]
+#[cfg(any(windows, edudma_host))]
 mod startio;
-#[cfg(windows)]
+#[cfg(any(windows, edudma_host))]
 mod strings;

@@ -1,10 +1,11 @@
 //! The edu register file over the mapped BAR0: the core's
-//! [`RegisterFile`] seam with volatile 32-bit accesses.
-
-use core::sync::atomic::{Ordering, compiler_fence, fence};
+//! [`RegisterFile`] seam with 32-bit register accesses
+//! (`READ_REGISTER_ULONG`/`WRITE_REGISTER_ULONG`, see `ffi`).
 
 use edudma_core::regs::{BAR0_SIZE, RegisterFile};
 use wdk_sys::ntddk::KeStallExecutionProcessor;
+
+use crate::ffi;
 
 /// BAR0 as mapped by `MmMapIoSpaceEx` (uncached), or nothing when the device
 /// is not mapped: then reads return all-ones and writes are dropped, exactly
@@ -31,29 +32,24 @@ impl Bar0 {
 }
 
 impl RegisterFile for Bar0 {
-    /// `READ_REGISTER_ULONG`: on x64 a volatile load between compiler barriers.
+    /// `READ_REGISTER_ULONG`.
     fn read32(&mut self, offset: u32) -> u32 {
         let Some(register) = self.register(offset) else {
             return u32::MAX;
         };
-        compiler_fence(Ordering::SeqCst);
         // SAFETY: an aligned register inside the live uncached BAR mapping;
         // the mapping outlives every `Bar0` (it is unmapped only after the
         // interrupt is disconnected and the engine is stopped).
-        let value = unsafe { register.read_volatile() };
-        compiler_fence(Ordering::SeqCst);
-        value
+        unsafe { ffi::read_register_ulong(register) }
     }
 
-    /// `WRITE_REGISTER_ULONG`: on x64 a volatile store followed by a fence.
+    /// `WRITE_REGISTER_ULONG`.
     fn write32(&mut self, offset: u32, value: u32) {
         let Some(register) = self.register(offset) else {
             return;
         };
-        compiler_fence(Ordering::SeqCst);
         // SAFETY: as in `read32`.
-        unsafe { register.write_volatile(value) };
-        fence(Ordering::SeqCst);
+        unsafe { ffi::write_register_ulong(register, value) }
     }
 
     fn stall_us(&mut self, micros: u32) {

@@ -191,7 +191,11 @@ fn apply_patches(mingw_include: &Path, patched: &Path) -> BuildResult {
     for (file, text) in files {
         let target = patched.join(file);
         fs::create_dir_all(target.parent().ok_or("patched header has no parent")?)?;
-        fs::write(target, text)?;
+        // Rewrite only on change: bindgen reports every included header as
+        // a rerun-if-changed input, these copies included.
+        if fs::read_to_string(&target).ok().as_deref() != Some(text.as_str()) {
+            fs::write(target, text)?;
+        }
     }
     Ok(())
 }
