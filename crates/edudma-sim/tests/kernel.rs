@@ -62,6 +62,8 @@ fn interrupts_preempt_queued_dpcs_and_dpc_requests_collapse() {
         c.msi = msi;
         let mut m = Machine::new(&c, Recorder::default());
         let sys = m.sys().clone();
+        // An MSI is a bus-master write: without Bus Master Enable it is lost.
+        sys.set_pci_command(0x0006);
         sys.io_connect_interrupt_ex();
         sys.write_register(REG_IRQ_RAISE, 0x1);
         // Run the first interrupt only: its DPC is queued, not run yet.
@@ -76,6 +78,21 @@ fn interrupts_preempt_queued_dpcs_and_dpc_requests_collapse() {
         );
         assert_eq!(sys.with(|k| k.stats.dpcs_collapsed), 1);
     }
+}
+
+#[test]
+fn an_msi_without_bus_mastering_never_reaches_the_isr() {
+    let mut c = quiet_config(1);
+    c.msi = true;
+    let mut m = Machine::new(&c, Recorder::default());
+    let sys = m.sys().clone();
+    sys.set_pci_command(0x0002);
+    sys.io_connect_interrupt_ex();
+    sys.write_register(REG_IRQ_RAISE, 0x1);
+    m.run_for(1000 * US).unwrap();
+    assert!(m.driver().log.is_empty(), "{:?}", m.driver().log);
+    assert_eq!(sys.with(|k| k.device.msis_lost()), 1);
+    assert_eq!(sys.with(|k| k.device.irq_status()), 0x1);
 }
 
 #[test]
