@@ -12,6 +12,18 @@ use edudma_core::regs;
 pub const EDU_ID: u32 = 0x0100_00ED;
 /// Virtual time a DMA transfer takes, as in QEMU (100 ms).
 pub const DMA_LATENCY_NS: u64 = 100_000_000;
+
+/// One millisecond, the resolution of edu's DMA timer.
+const MS: u64 = 1_000_000;
+
+/// The delay from `now_ns` until QEMU's DMA timer fires: edu arms it with
+/// `timer_mod(&dma_timer, qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) + 100)`, a
+/// millisecond clock truncated before 100 is added, so the copy lands more
+/// than 99 and at most 100 ms after START. (A loaded host delays it
+/// further; the machine adds that.)
+pub fn dma_timer_delay(now_ns: u64) -> u64 {
+    DMA_LATENCY_NS - now_ns % MS
+}
 /// Virtual time the factorial thread takes.
 pub const FACTORIAL_LATENCY_NS: u64 = 20_000;
 
@@ -690,6 +702,19 @@ mod tests {
                 ),
                 "fixed range check: {fixed}: {result:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_dma_timer_has_millisecond_resolution() {
+        assert_eq!(dma_timer_delay(0), DMA_LATENCY_NS);
+        assert_eq!(dma_timer_delay(5 * MS), DMA_LATENCY_NS);
+        assert_eq!(dma_timer_delay(5 * MS + 1), DMA_LATENCY_NS - 1);
+        assert_eq!(dma_timer_delay(6 * MS - 1), 99 * MS + 1);
+        for now in (0..10 * MS).step_by(7_919) {
+            let delay = dma_timer_delay(now);
+            assert!(delay > 99 * MS && delay <= 100 * MS, "{now}: {delay}");
+            assert_eq!((now + delay) % MS, 0, "fires on a millisecond tick");
         }
     }
 

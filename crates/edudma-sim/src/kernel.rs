@@ -150,7 +150,18 @@ impl Kernel {
     pub fn arm_device_timer(&mut self, timer: DeviceTimer) {
         let cpu = self.cpus.current();
         match timer {
-            DeviceTimer::Dma(ns) => self.sched.schedule(ns, cpu, Event::DmaTimer),
+            // The device asks for its nominal 100 ms; QEMU's timer has a
+            // millisecond deadline (`edu::dma_timer_delay`), and under host
+            // load the timer now and then runs a few milliseconds late.
+            DeviceTimer::Dma(_) => {
+                let late = if self.rng.chance(10) {
+                    self.rng.below(3 * MS)
+                } else {
+                    0
+                };
+                let delay = crate::edu::dma_timer_delay(self.sched.now()) + late;
+                self.sched.schedule(delay, cpu, Event::DmaTimer)
+            }
             DeviceTimer::Factorial(ns) => {
                 let jitter = self.rng.below(20 * US);
                 self.sched.schedule(ns + jitter, cpu, Event::FactorialDone)
