@@ -657,9 +657,12 @@ impl Hal {
             .is_some_and(|a| matches!(a.channel, Channel::Waiting { .. }))
     }
 
-    /// The execution routine ran and returned `action`.
+    /// The execution routine ran and returned `action`. A `DeallocateObject*`
+    /// return asks the HAL to free the adapter channel: if the routine already
+    /// freed it with `FreeAdapterChannel`, that is a second free (0x04).
     pub fn routine_returned(
         &mut self,
+        verifier: &mut Verifier,
         id: AdapterId,
         base: MapRegisterBase,
         action: IoAllocationAction,
@@ -671,6 +674,9 @@ impl Hal {
             first,
         } = a.channel
         else {
+            if a.channel == Channel::Free && action != IoAllocationAction::KeepObject {
+                verifier.report(Violation::AdapterChannelFreedTooOften);
+            }
             return;
         };
         if b != base {

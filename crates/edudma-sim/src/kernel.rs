@@ -872,7 +872,10 @@ impl Sys {
         base: MapRegisterBase,
         action: IoAllocationAction,
     ) {
-        self.with(|k| k.hal.routine_returned(adapter, base, action))
+        self.with(|k| {
+            k.hal
+                .routine_returned(&mut k.verifier, adapter, base, action)
+        })
     }
 
     /// `ExAllocatePool` failure injection is not modelled; this reports a

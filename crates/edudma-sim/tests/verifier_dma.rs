@@ -126,6 +126,39 @@ fn keep_registers_only(seed: u64) -> (edudma_sim::machine::Machine<Null>, SimDma
     (m, dma, base)
 }
 
+/// An execution routine that frees the channel itself and then returns
+/// `DeallocateObject` makes the HAL free it a second time.
+#[test]
+fn verifier_0x04_deallocate_object_after_free_adapter_channel() {
+    for (action, fires) in [
+        (IoAllocationAction::DeallocateObject, true),
+        (IoAllocationAction::DeallocateObjectKeepRegisters, true),
+        (IoAllocationAction::KeepObject, false),
+    ] {
+        let mut c = quiet_config(12);
+        c.hal.inline_grant_percent = 0;
+        let (m, mut dma, _) = adapter(&c, &edu_description());
+        dma.initialize_dma_transfer_context().unwrap();
+        assert_eq!(
+            dma.allocate_adapter_channel_ex(2, AllocationMode::Asynchronous),
+            Ok(AllocateOutcome::Queued)
+        );
+        let base = m
+            .sys()
+            .with(|k| k.hal.granting(dma.adapter()))
+            .expect("committed");
+        // Inside the execution routine: FreeAdapterChannel, then the return.
+        dma.free_adapter_channel();
+        assert_eq!(bugcheck(&m), None);
+        m.sys().hal_routine_returned(dma.adapter(), base, action);
+        assert_eq!(
+            bugcheck(&m) == Some(Violation::AdapterChannelFreedTooOften),
+            fires,
+            "{action:?}"
+        );
+    }
+}
+
 #[test]
 fn verifier_0x09_adapter_put_with_map_registers_kept() {
     let (m, mut dma, _) = keep_registers_only(5);
