@@ -8,13 +8,12 @@
 
 use edudma_core::regs;
 
+use crate::sched::MS;
+
 /// Identification register value of the edu device (version 1.0).
 pub const EDU_ID: u32 = 0x0100_00ED;
 /// Virtual time a DMA transfer takes, as in QEMU (100 ms).
 pub const DMA_LATENCY_NS: u64 = 100_000_000;
-
-/// One millisecond, the resolution of edu's DMA timer.
-const MS: u64 = 1_000_000;
 
 /// The delay from `now_ns` until QEMU's DMA timer fires: edu arms it with
 /// `timer_mod(&dma_timer, qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) + 100)`, a
@@ -24,6 +23,7 @@ const MS: u64 = 1_000_000;
 pub fn dma_timer_delay(now_ns: u64) -> u64 {
     DMA_LATENCY_NS - now_ns % MS
 }
+
 /// Virtual time the factorial thread takes.
 pub const FACTORIAL_LATENCY_NS: u64 = 20_000;
 
