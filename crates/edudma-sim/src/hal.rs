@@ -382,8 +382,8 @@ impl Hal {
         true
     }
 
-    /// [`Hal::live`] for a routine that runs exactly at DISPATCH_LEVEL
-    /// (verifier 0x13 below it, like every DMA check).
+    /// [`Hal::live`] for a routine that runs exactly at DISPATCH_LEVEL: below
+    /// it, [`Violation::DmaIrqlTooLow`], reported like every DMA check.
     fn live_at_dispatch(
         &mut self,
         ctx: &mut HalCtx<'_>,
