@@ -62,8 +62,32 @@ const POINTER_ALIGNMENT: &str = "the WDK declares these members POINTER_ALIGNMEN
 /// Why win32metadata's resource lists differ.
 const PACK_4: &str = "the WDK declares the CM_* resource structures between pshpack4.h and poppack.h; win32metadata drops that #pragma pack(4) for them, the stand-in (and mingw) keep it. Public dumps of the kernel's own symbols agree with the stand-in (CM_PARTIAL_RESOURCE_DESCRIPTOR 0x14 bytes, u at 0x4; CM_PARTIAL_RESOURCE_LIST 0x1c), and src/ reads these only through raw pointers and by value, as packed data";
 
+/// Why windows-sys's GUID members are spelled differently.
+const GUID_NAMES: &str = "windows-sys's `core::GUID` spells the C members Data1..Data4 \
+                          in lower case (data1..data4); same offsets";
+
 /// Every difference the test accepts, with its reason. Any other fails.
 pub const KNOWN_DIFFERENCES: &[KnownDifference] = &[
+    KnownDifference {
+        type_name: "GUID",
+        what: "Data1",
+        reason: GUID_NAMES,
+    },
+    KnownDifference {
+        type_name: "GUID",
+        what: "Data2",
+        reason: GUID_NAMES,
+    },
+    KnownDifference {
+        type_name: "GUID",
+        what: "Data3",
+        reason: GUID_NAMES,
+    },
+    KnownDifference {
+        type_name: "GUID",
+        what: "Data4",
+        reason: GUID_NAMES,
+    },
     KnownDifference {
         type_name: "IO_STACK_LOCATION",
         what: "Parameters.DeviceIoControl.IoControlCode",
@@ -380,6 +404,12 @@ pub fn table() -> Vec<TypeRow> {
             FsContext => FsContext;
             FileName => FileName;
         }
+        GUID: wdk_sys::GUID, windows_sys::core::GUID {
+            Data1 => data1;
+            Data2 => data2;
+            Data3 => data3;
+            Data4 => data4;
+        }
         IO_REMOVE_LOCK: wdk_sys::IO_REMOVE_LOCK, ws::IO_REMOVE_LOCK {}
         KDPC: wdk_sys::KDPC, wf::KDPC {}
         KDEVICE_QUEUE: wdk_sys::KDEVICE_QUEUE, wf::KDEVICE_QUEUE {}
@@ -416,6 +446,74 @@ pub fn known(type_name: &str, what: &str) -> Option<&'static KnownDifference> {
     KNOWN_DIFFERENCES
         .iter()
         .find(|d| d.type_name == type_name && d.what == what)
+}
+
+/// A header constant the driver spells out itself (`src/ffi.rs`) or takes
+/// from the stand-in's supplement, beside Microsoft's value.
+#[derive(Debug, Clone)]
+pub struct ConstantRow {
+    /// Where the driver's (or the stand-in's) value comes from.
+    pub name: &'static str,
+    /// That value.
+    pub ours: u128,
+    /// windows-sys's value.
+    pub metadata: u128,
+}
+
+macro_rules! constants {
+    ($( $name:literal : $ours:expr , $metadata:expr ; )*) => {
+        vec![ $( ConstantRow {
+            name: $name,
+            ours: u128::from($ours),
+            metadata: u128::from($metadata),
+        } ),* ]
+    };
+}
+
+fn guid_bits(data1: u32, data2: u16, data3: u16, data4: [u8; 8]) -> u128 {
+    (u128::from(data1) << 96)
+        | (u128::from(data2) << 80)
+        | (u128::from(data3) << 64)
+        | u128::from(u64::from_be_bytes(data4))
+}
+
+/// Every constant of `src/ffi.rs` and the supplement that windows-sys has.
+pub fn constant_table() -> Vec<ConstantRow> {
+    use edudma::ffi;
+    let ours = ffi::GUID_BUS_INTERFACE_STANDARD;
+    let theirs =
+        windows_sys::Win32::Devices::DeviceAndDriverInstallation::GUID_BUS_INTERFACE_STANDARD;
+    let pci_command = offset_of!(ws::PCI_COMMON_HEADER, Command) as u32;
+    let mut rows = constants! {
+        "ffi::DEVICE_DESCRIPTION_VERSION3": ffi::DEVICE_DESCRIPTION_VERSION3, ws::DEVICE_DESCRIPTION_VERSION3;
+        "ffi::DMA_TRANSFER_INFO_VERSION1": ffi::DMA_TRANSFER_INFO_VERSION1, ws::DMA_TRANSFER_INFO_VERSION1;
+        "ffi::DMA_SYNCHRONOUS_CALLBACK": ffi::DMA_SYNCHRONOUS_CALLBACK, ws::DMA_SYNCHRONOUS_CALLBACK;
+        "ffi::DMA_TRANSFER_CONTEXT_SIZE_V1": ffi::DMA_TRANSFER_CONTEXT_SIZE_V1 as u64, ws::DMA_TRANSFER_CONTEXT_SIZE_V1;
+        "ffi::CONNECT_LINE_BASED": ffi::CONNECT_LINE_BASED, ws::CONNECT_LINE_BASED;
+        "ffi::CONNECT_MESSAGE_BASED": ffi::CONNECT_MESSAGE_BASED, ws::CONNECT_MESSAGE_BASED;
+        "ffi::CM_RESOURCE_TYPE_MEMORY": ffi::CM_RESOURCE_TYPE_MEMORY, ws::CmResourceTypeMemory;
+        "ffi::PCI_WHICHSPACE_CONFIG": ffi::PCI_WHICHSPACE_CONFIG, ws::PCI_WHICHSPACE_CONFIG;
+        "ffi::PCI_COMMAND_OFFSET (PCI_COMMON_HEADER.Command)": ffi::PCI_COMMAND_OFFSET, pci_command;
+        "ffi::PCI_ENABLE_BUS_MASTER": ffi::PCI_ENABLE_BUS_MASTER, ws::PCI_ENABLE_BUS_MASTER;
+        "ffi::PAGE_READWRITE": ffi::PAGE_READWRITE, ws::PAGE_READWRITE;
+        "ffi::PAGE_NOCACHE": ffi::PAGE_NOCACHE, ws::PAGE_NOCACHE;
+        "ffi::PLUGPLAY_REGKEY_DEVICE": ffi::PLUGPLAY_REGKEY_DEVICE, ws::PLUGPLAY_REGKEY_DEVICE;
+        "ffi::KEY_READ": ffi::KEY_READ, windows_sys::Win32::System::Registry::KEY_READ;
+        "ffi::REG_DWORD": ffi::REG_DWORD, windows_sys::Win32::System::Registry::REG_DWORD;
+        "wdk_sys::DEVICE_DESCRIPTION_VERSION3 (supplement)": wdk_sys::DEVICE_DESCRIPTION_VERSION3, ws::DEVICE_DESCRIPTION_VERSION3;
+        "wdk_sys::DMA_TRANSFER_INFO_VERSION1 (supplement)": wdk_sys::DMA_TRANSFER_INFO_VERSION1, ws::DMA_TRANSFER_INFO_VERSION1;
+        "wdk_sys::DMA_SYNCHRONOUS_CALLBACK (supplement)": wdk_sys::DMA_SYNCHRONOUS_CALLBACK, ws::DMA_SYNCHRONOUS_CALLBACK;
+        "wdk_sys::DMA_TRANSFER_CONTEXT_SIZE_V1 (supplement)": wdk_sys::DMA_TRANSFER_CONTEXT_SIZE_V1, ws::DMA_TRANSFER_CONTEXT_SIZE_V1;
+        "wdk_sys::DMA_ZERO_BUFFERS (supplement)": wdk_sys::DMA_ZERO_BUFFERS, ws::DMA_ZERO_BUFFERS;
+        "wdk_sys::DMA_FAIL_ON_BOUNCE (supplement)": wdk_sys::DMA_FAIL_ON_BOUNCE, ws::DMA_FAIL_ON_BOUNCE;
+        "wdk_sys::SL_PENDING_RETURNED": wdk_sys::SL_PENDING_RETURNED, ws::SL_PENDING_RETURNED;
+    };
+    rows.push(ConstantRow {
+        name: "ffi::GUID_BUS_INTERFACE_STANDARD",
+        ours: guid_bits(ours.Data1, ours.Data2, ours.Data3, ours.Data4),
+        metadata: guid_bits(theirs.data1, theirs.data2, theirs.data3, theirs.data4),
+    });
+    rows
 }
 
 /// The C path of a stand-in path: anonymous steps removed.
@@ -459,6 +557,20 @@ pub fn render_markdown(rows: &[TypeRow]) -> String {
                 row.name, f.standin_path, f.metadata_path, f.standin_offset, f.metadata_offset
             );
         }
+    }
+    out += "\n## Constants\n\nHeader values the driver spells out in `src/ffi.rs` (and the \
+             supplement's `#define`s), against windows-sys's; any difference fails.\n\n\
+             | constant | ours | windows-sys | verdict |\n|---|---|---|---|\n";
+    for c in constant_table() {
+        let verdict = if c.ours == c.metadata {
+            "same"
+        } else {
+            "DIFFERENT"
+        };
+        out += &format!(
+            "| `{}` | {:#x} | {:#x} | {verdict} |\n",
+            c.name, c.ours, c.metadata
+        );
     }
     if !reasons.is_empty() {
         out += "\n## Known differences\n\n";

@@ -59,6 +59,14 @@ fn every_layout_matches_or_is_explained() {
 }
 
 #[test]
+fn every_constant_matches() {
+    let rows = wdk_layout_check::constant_table();
+    assert!(rows.len() >= 20);
+    let different: Vec<_> = rows.iter().filter(|c| c.ours != c.metadata).collect();
+    assert!(different.is_empty(), "constants differ: {different:?}");
+}
+
+#[test]
 fn nesting_rule_rejects_wrong_anonymous_steps() {
     assert!(nesting_matches(
         "Tail.Overlay.__bindgen_anon_2.__bindgen_anon_1.X",
