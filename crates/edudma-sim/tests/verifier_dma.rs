@@ -104,7 +104,9 @@ fn verifier_0x08_adapter_put_with_channel_held() {
     assert_eq!(bugcheck(&m), Some(Violation::AdapterPutWithChannel));
 }
 
-fn keep_registers_only(seed: u64) -> (edudma_sim::machine::Machine<Null>, SimDma, MapRegisterBase) {
+/// An asynchronous grant of 2 map registers, committed and about to run its
+/// execution routine (whose return the caller reports).
+fn committed_grant(seed: u64) -> (edudma_sim::machine::Machine<Null>, SimDma, MapRegisterBase) {
     let mut c = quiet_config(seed);
     c.hal.inline_grant_percent = 0;
     let (m, mut dma, _) = adapter(&c, &edu_description());
@@ -117,6 +119,11 @@ fn keep_registers_only(seed: u64) -> (edudma_sim::machine::Machine<Null>, SimDma
         .sys()
         .with(|k| k.hal.granting(dma.adapter()))
         .expect("committed");
+    (m, dma, base)
+}
+
+fn keep_registers_only(seed: u64) -> (edudma_sim::machine::Machine<Null>, SimDma, MapRegisterBase) {
+    let (m, dma, base) = committed_grant(seed);
     // An execution routine that returns DeallocateObjectKeepRegisters.
     m.sys().hal_routine_returned(
         dma.adapter(),
@@ -135,18 +142,7 @@ fn verifier_0x04_deallocate_object_after_free_adapter_channel() {
         (IoAllocationAction::DeallocateObjectKeepRegisters, true),
         (IoAllocationAction::KeepObject, false),
     ] {
-        let mut c = quiet_config(12);
-        c.hal.inline_grant_percent = 0;
-        let (m, mut dma, _) = adapter(&c, &edu_description());
-        dma.initialize_dma_transfer_context().unwrap();
-        assert_eq!(
-            dma.allocate_adapter_channel_ex(2, AllocationMode::Asynchronous),
-            Ok(AllocateOutcome::Queued)
-        );
-        let base = m
-            .sys()
-            .with(|k| k.hal.granting(dma.adapter()))
-            .expect("committed");
+        let (m, mut dma, base) = committed_grant(12);
         // Inside the execution routine: FreeAdapterChannel, then the return.
         dma.free_adapter_channel();
         assert_eq!(bugcheck(&m), None);
