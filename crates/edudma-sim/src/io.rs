@@ -14,9 +14,10 @@ use crate::sched::Nanos;
 pub struct IrpId(pub u64);
 
 /// A cancel routine of the driver, as the I/O manager stores it in
-/// `Irp->CancelRoutine` (the driver names its routines by number).
+/// `Irp->CancelRoutine`: the routine's address for a native driver, a
+/// number of its own for a test driver of the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct CancelRoutine(pub u32);
+pub struct CancelRoutine(pub u64);
 
 /// A file object (`IO_STACK_LOCATION.FileObject`): the handle the IRP came on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -40,6 +40,8 @@ pub enum SpinLock {
     Driver(&'static str),
     /// The interrupt spin lock (`KeSynchronizeExecution`).
     Interrupt,
+    /// A `KSPIN_LOCK` of a native driver, by address.
+    Native(u64),
 }
 
 impl SpinLock {
@@ -49,6 +51,7 @@ impl SpinLock {
             SpinLock::Cancel => "cancel spin lock",
             SpinLock::Driver(name) => name,
             SpinLock::Interrupt => "interrupt spin lock",
+            SpinLock::Native(_) => "driver spin lock",
         }
     }
 }

@@ -2,9 +2,8 @@
 //! methods are the DDIs a WDM driver calls. Each DDI checks its IRQL and
 //! locking rules and reports a [`Violation`] when a rule is broken.
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use edudma_core::NtStatus;
 use edudma_core::ioctl::InterruptKind;
@@ -265,17 +264,26 @@ impl DmaBus for Bus<'_> {
 
 /// A handle on the simulated kernel: the DDIs.
 #[derive(Clone, Debug)]
-pub struct Sys(pub(crate) Rc<RefCell<Kernel>>);
+pub struct Sys(pub(crate) Arc<Mutex<Kernel>>);
 
 impl Sys {
     /// Wrap a kernel.
     pub fn new(kernel: Kernel) -> Self {
-        Sys(Rc::new(RefCell::new(kernel)))
+        Sys(Arc::new(Mutex::new(kernel)))
+    }
+
+    /// The kernel state, locked. Only one simulated CPU runs at a time (see
+    /// `native::sched`), so the lock is never contended; it makes the state
+    /// shareable with the threads that carry the simulated CPUs.
+    fn lock(&self) -> MutexGuard<'_, Kernel> {
+        // A poisoned lock means a panic in the model: keep the state, the
+        // panic itself fails the test.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Run `f` on the kernel state.
     pub fn with<T>(&self, f: impl FnOnce(&mut Kernel) -> T) -> T {
-        f(&mut self.0.borrow_mut())
+        f(&mut self.lock())
     }
 
     fn report(&self, v: Violation) {
@@ -579,14 +587,14 @@ impl Sys {
     }
 
     /// `IoStartPacket(DeviceObject, Irp, NULL, CancelRoutine or NULL)`.
-    pub fn io_start_packet(
+    pub fn io_start_packet<D: WdmDriver>(
         &self,
-        drv: &mut dyn WdmDriver,
+        drv: &mut D,
         irp: IrpId,
         cancel: Option<CancelRoutine>,
     ) {
         let (old, start) = {
-            let mut k = self.0.borrow_mut();
+            let mut k = self.lock();
             if !Self::live_irp(&mut k, irp) {
                 return;
             }
@@ -618,12 +626,7 @@ impl Sys {
     }
 
     /// Call StartIo, honouring `DeferredStartIo` and flagging recursion.
-    pub(crate) fn invoke_start_io(
-        &self,
-        drv: &mut dyn WdmDriver,
-        irp: IrpId,
-        from_next_packet: bool,
-    ) {
+    pub fn invoke_start_io<D: WdmDriver>(&self, drv: &mut D, irp: IrpId, from_next_packet: bool) {
         let run_now = self.with(|k| {
             if k.dq.start_io_depth > 0 {
                 if k.dq.deferred_start_io {
@@ -670,7 +673,7 @@ impl Sys {
     }
 
     /// `IoStartNextPacket(DeviceObject, Cancelable)`.
-    pub fn io_start_next_packet(&self, drv: &mut dyn WdmDriver, _cancelable: bool) {
+    pub fn io_start_next_packet<D: WdmDriver>(&self, drv: &mut D, _cancelable: bool) {
         let next = self.with(|k| {
             if let Some(lock) = k.cpus.held_lock() {
                 k.verifier

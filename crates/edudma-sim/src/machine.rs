@@ -9,7 +9,7 @@ use edudma_core::ioctl::{METHOD_BUFFERED, METHOD_IN_DIRECT, method_of};
 use crate::edu::{EduConfig, EduDevice};
 use crate::hal::{Hal, HalConfig};
 use crate::io::{DeviceQueue, Irp, IrpId, IrpTable, Major};
-use crate::irql::{Cpus, Irql, SpinLock};
+use crate::irql::{Cpus, Irql};
 use crate::kernel::{Crash, Kernel, KernelStats, Sys};
 use crate::mdl::{BufferLayout, MdlTable};
 use crate::phys::PhysicalMemory;
@@ -173,176 +173,15 @@ impl<D: WdmDriver> Machine<D> {
         }
     }
 
-    /// Enter a routine on `cpu` at `irql`.
-    fn enter(&self, cpu: usize, irql: Irql) {
-        self.sys.with(|k| {
-            k.cpus.switch_to(cpu);
-            k.cpus.set_irql(irql);
-        })
-    }
-
-    /// Leave a routine: nothing may stay held.
-    fn leave(&self) {
-        self.sys.with(|k| {
-            let locks = std::mem::take(&mut k.cpus.cpu_mut().locks);
-            if let Some((lock, _)) = locks.first() {
-                let v = if *lock == SpinLock::Cancel {
-                    Violation::CancelSpinLockMisuse
-                } else {
-                    Violation::SpinLockHeldAtReturn { lock: lock.name() }
-                };
-                k.verifier.report(v);
-            }
-            k.cpus.set_irql(Irql::Passive);
-        })
-    }
-
     /// Run one event. False when nothing is queued.
     pub fn step(&mut self) -> bool {
-        let Some(ev) = self.sys.with(|k| k.sched.pop()) else {
-            return false;
-        };
-        self.sys.with(|k| k.sched.advance_to(ev.at));
-        match ev.event {
-            Event::DmaTimer => self.sys.with(|k| k.run_dma_timer()),
-            Event::FactorialDone => self.sys.with(|k| {
-                k.device.factorial_done();
-                k.poll_interrupt();
-            }),
-            Event::Interrupt => self.deliver_interrupt(ev.cpu),
-            Event::Dpc(id) => {
-                let (irp, args) = self.sys.with(|k| {
-                    k.dpc_queued.remove(&id);
-                    k.stats.dpcs += 1;
-                    match id {
-                        DpcId::ForIsr => (k.dpc_irp.take(), (0, 0)),
-                        DpcId::Driver(n) => (None, k.dpc_args.remove(&n).unwrap_or((0, 0))),
-                        DpcId::Timer => (None, (0, 0)),
-                    }
-                });
-                self.enter(ev.cpu, Irql::Dispatch);
-                match id {
-                    DpcId::ForIsr => self.driver.dpc_for_isr(&self.sys, irp),
-                    DpcId::Timer => self.driver.timer_dpc(&self.sys),
-                    DpcId::Driver(n) => self.driver.driver_dpc(&self.sys, n, args.0, args.1),
-                }
-                self.leave();
-            }
-            Event::TimerExpired => self.sys.with(|k| {
-                if let Some(period) = k.timer_period {
-                    if k.dpc_queued.insert(DpcId::Timer) {
-                        k.sched.schedule(US, ev.cpu, Event::Dpc(DpcId::Timer));
-                    }
-                    k.sched.schedule(period, ev.cpu, Event::TimerExpired);
-                }
-            }),
-            Event::ExecutionRoutine(adapter, base) => {
-                if self.sys.with(|k| k.hal.granting(adapter)) == Some(base) {
-                    self.sys.with(|k| k.stats.late_grants += 1);
-                    self.enter(ev.cpu, Irql::Dispatch);
-                    let action = self.driver.execution_routine(&self.sys, base);
-                    self.sys.hal_routine_returned(adapter, base, action);
-                    self.leave();
-                }
-            }
-            Event::ContentionEnds(adapter) => self.sys.with(|k| {
-                k.hal.contended = false;
-                k.contention_queued = false;
-                if let Some(base) = k.hal.retry_waiting(&mut k.mem, adapter) {
-                    let delay = k.rng.range(US, 30 * US);
-                    k.sched
-                        .schedule(delay, ev.cpu, Event::ExecutionRoutine(adapter, base));
-                }
-            }),
-            Event::StartIo(irp) => {
-                self.enter(ev.cpu, Irql::Dispatch);
-                self.sys.invoke_start_io(&mut self.driver, irp, false);
-                self.leave();
-            }
-            Event::Cancel(irp) => {
-                self.enter(ev.cpu, Irql::Passive);
-                self.cancel_now(irp);
-                self.leave();
-            }
-        }
-        true
-    }
-
-    fn deliver_interrupt(&mut self, cpu: usize) {
-        let deliver = self.sys.with(|k| {
-            k.interrupt_queued = false;
-            match k.interrupt {
-                None => false,
-                Some(edudma_core::ioctl::InterruptKind::MessageSignaled) => true,
-                Some(_) => k.device.intx_asserted(),
-            }
-        });
-        let lost = deliver
-            && self.sys.with(|k| {
-                k.deliveries += 1;
-                let lost = k.lost_interrupts.contains(&k.deliveries);
-                if lost {
-                    k.suppress_until_write = true;
-                }
-                lost
-            });
-        if lost {
-            return;
-        }
-        if !deliver {
-            return;
-        }
-        self.enter(cpu, Irql::Device);
-        let claimed = self.driver.isr(&self.sys);
-        self.leave();
-        self.sys.with(|k| {
-            k.stats.interrupts += 1;
-            if claimed {
-                k.stats.interrupts_claimed += 1;
-                k.unclaimed_in_a_row = 0;
-            } else if k.device.intx_asserted() {
-                k.unclaimed_in_a_row += 1;
-                if k.unclaimed_in_a_row > 1000 {
-                    k.faults.push(Crash::Hang(
-                        "interrupt storm: INTx asserted, ISR never claims it".into(),
-                    ));
-                    k.interrupt = None;
-                }
-            }
-            k.poll_interrupt();
-        });
-    }
-
-    /// `IoCancelIrp` from the current thread: under the cancel spin lock,
-    /// set `Irp->Cancel`, take the cancel routine and call it (it releases
-    /// the lock to `Irp->CancelIrql`).
-    fn cancel_now(&mut self, irp: IrpId) {
-        let old = self.sys.io_acquire_cancel_spin_lock();
-        let routine = self.sys.io_cancel_irp_take_routine(irp);
-        if let Some(routine) = routine {
-            self.driver.cancel(&self.sys, routine, irp, old);
-            let still = self.sys.with(|k| {
-                k.cpus
-                    .cpu()
-                    .locks
-                    .iter()
-                    .any(|(l, _)| *l == SpinLock::Cancel)
-            });
-            if still {
-                self.sys.report_violation(Violation::CancelSpinLockMisuse);
-                self.sys.io_release_cancel_spin_lock(old);
-            }
-        } else {
-            self.sys.io_release_cancel_spin_lock(old);
-        }
+        step(&self.sys, &mut self.driver)
     }
 
     /// Cancel an IRP now, from a user thread on a random CPU.
     pub fn cancel(&mut self, irp: IrpId) -> Result<(), Crash> {
         let cpu = self.sys.with(|k| k.random_cpu());
-        self.enter(cpu, Irql::Passive);
-        self.cancel_now(irp);
-        self.leave();
+        self.run(cpu, Irql::Passive, move |d, sys| d.io_cancel_irp(sys, irp));
         self.check()
     }
 
@@ -351,10 +190,28 @@ impl<D: WdmDriver> Machine<D> {
     /// `Irp->CancelIrql` is DISPATCH_LEVEL.
     pub fn cancel_at_dispatch(&mut self, irp: IrpId) -> Result<(), Crash> {
         let cpu = self.sys.with(|k| k.random_cpu());
-        self.enter(cpu, Irql::Dispatch);
-        self.cancel_now(irp);
-        self.leave();
+        self.run(cpu, Irql::Dispatch, move |d, sys| d.io_cancel_irp(sys, irp));
         self.check()
+    }
+
+    /// Run a routine to its end (events run meanwhile if it blocks).
+    fn run<R: Send + 'static>(
+        &mut self,
+        cpu: usize,
+        irql: Irql,
+        routine: impl FnOnce(&mut D, &Sys) -> R + Send + 'static,
+    ) -> Option<R> {
+        if let Some(r) = self.driver.run_routine(&self.sys, cpu, irql, routine) {
+            return Some(r);
+        }
+        loop {
+            if let Some(r) = self.driver.poll_blocked(&self.sys) {
+                return r.downcast::<R>().ok().map(|b| *b);
+            }
+            if self.crash().is_some() || !self.step() {
+                return None;
+            }
+        }
     }
 
     /// Hand out freed IRP ids again (as pool reuses a freed IRP's address).
@@ -366,11 +223,9 @@ impl<D: WdmDriver> Machine<D> {
     /// user thread at PASSIVE_LEVEL.
     pub fn cleanup(&mut self, file: crate::io::FileId) -> Result<NtStatus, Crash> {
         let cpu = self.sys.with(|k| k.random_cpu());
-        self.enter(cpu, Irql::Passive);
-        let status = self.driver.cleanup(&self.sys, file);
-        self.leave();
+        let status = self.run(cpu, Irql::Passive, move |d, sys| d.cleanup(sys, file));
         self.check()?;
-        Ok(status)
+        Ok(status.unwrap_or(NtStatus::INVALID_DEVICE_STATE))
     }
 
     /// Cancel an IRP after `delay` of virtual time.
@@ -452,9 +307,9 @@ impl<D: WdmDriver> Machine<D> {
             k.irps.insert(irp)
         });
         let cpu = self.rng.below(self.sys.with(|k| k.cpus.count()) as u64) as usize;
-        self.enter(cpu, Irql::Passive);
-        let status = self.driver.dispatch(&self.sys, irp);
-        self.leave();
+        let status = self
+            .run(cpu, Irql::Passive, move |d, sys| d.dispatch(sys, irp))
+            .unwrap_or(NtStatus::PENDING);
         self.sys.with(|k| {
             let Some(i) = k.irps.get_mut(irp) else { return };
             i.dispatch_returned = Some(status);
@@ -535,7 +390,7 @@ impl<D: WdmDriver> Machine<D> {
 
     /// Take a completed IRP's result, freeing the IRP and its MDL.
     pub fn collect(&mut self, irp: IrpId) -> Option<IrpResult> {
-        self.sys.with(|k| {
+        let result = self.sys.with(|k| {
             if !k.irps.get(irp)?.completed {
                 return None;
             }
@@ -561,7 +416,11 @@ impl<D: WdmDriver> Machine<D> {
                 information,
                 output,
             })
-        })
+        });
+        if result.is_some() {
+            self.driver.irp_freed(&self.sys, irp);
+        }
+        result
     }
 
     /// Send a PnP IRP and wait for the driver to finish it.
@@ -576,9 +435,9 @@ impl<D: WdmDriver> Machine<D> {
         let deadline = self.sys.now().saturating_add(limit);
         loop {
             let cpu = self.sys.with(|k| k.random_cpu());
-            self.enter(cpu, Irql::Passive);
-            let outcome = self.driver.pnp(&self.sys, minor);
-            self.leave();
+            let outcome = self
+                .run(cpu, Irql::Passive, move |d, sys| d.pnp(sys, minor))
+                .unwrap_or(PnpOutcome::Done(NtStatus::INVALID_DEVICE_STATE));
             self.check()?;
             match outcome {
                 PnpOutcome::Done(status) => {
@@ -638,4 +497,119 @@ impl<D: WdmDriver> Machine<D> {
         });
         self.check()
     }
+}
+
+/// Run one event of the machine on `driver`. False when nothing is queued.
+/// A free function so that a native driver's scheduler can run events while
+/// one of its routines is preempted.
+pub fn step<D: WdmDriver>(sys: &Sys, driver: &mut D) -> bool {
+    let Some(ev) = sys.with(|k| k.sched.pop()) else {
+        return false;
+    };
+    sys.with(|k| k.sched.advance_to(ev.at));
+    let cpu = ev.cpu;
+    match ev.event {
+        Event::DmaTimer => sys.with(|k| k.run_dma_timer()),
+        Event::FactorialDone => sys.with(|k| {
+            k.device.factorial_done();
+            k.poll_interrupt();
+        }),
+        Event::Interrupt => deliver_interrupt(sys, driver, cpu),
+        Event::Dpc(id) => {
+            let (irp, args) = sys.with(|k| {
+                k.dpc_queued.remove(&id);
+                k.stats.dpcs += 1;
+                match id {
+                    DpcId::ForIsr => (k.dpc_irp.take(), (0, 0)),
+                    DpcId::Driver(n) => (None, k.dpc_args.remove(&n).unwrap_or((0, 0))),
+                    DpcId::Timer => (None, (0, 0)),
+                }
+            });
+            driver.run_routine(sys, cpu, Irql::Dispatch, move |d, sys| match id {
+                DpcId::ForIsr => d.dpc_for_isr(sys, irp),
+                DpcId::Timer => d.timer_dpc(sys),
+                DpcId::Driver(n) => d.driver_dpc(sys, n, args.0, args.1),
+            });
+        }
+        Event::TimerExpired => sys.with(|k| {
+            if let Some(period) = k.timer_period {
+                if k.dpc_queued.insert(DpcId::Timer) {
+                    k.sched.schedule(US, cpu, Event::Dpc(DpcId::Timer));
+                }
+                k.sched.schedule(period, cpu, Event::TimerExpired);
+            }
+        }),
+        Event::ExecutionRoutine(adapter, base) => {
+            if sys.with(|k| k.hal.granting(adapter)) == Some(base) {
+                sys.with(|k| k.stats.late_grants += 1);
+                driver.run_routine(sys, cpu, Irql::Dispatch, move |d, sys| {
+                    let action = d.execution_routine(sys, base);
+                    sys.hal_routine_returned(adapter, base, action);
+                });
+            }
+        }
+        Event::ContentionEnds(adapter) => sys.with(|k| {
+            k.hal.contended = false;
+            k.contention_queued = false;
+            if let Some(base) = k.hal.retry_waiting(&mut k.mem, adapter) {
+                let delay = k.rng.range(US, 30 * US);
+                k.sched
+                    .schedule(delay, cpu, Event::ExecutionRoutine(adapter, base));
+            }
+        }),
+        Event::StartIo(irp) => {
+            driver.run_routine(sys, cpu, Irql::Dispatch, move |d, sys| {
+                sys.invoke_start_io(d, irp, false)
+            });
+        }
+        Event::Cancel(irp) => {
+            driver.run_routine(sys, cpu, Irql::Passive, move |d, sys| {
+                d.io_cancel_irp(sys, irp)
+            });
+        }
+        Event::Wake => {}
+    }
+    true
+}
+
+fn deliver_interrupt<D: WdmDriver>(sys: &Sys, driver: &mut D, cpu: usize) {
+    let deliver = sys.with(|k| {
+        k.interrupt_queued = false;
+        match k.interrupt {
+            None => false,
+            Some(edudma_core::ioctl::InterruptKind::MessageSignaled) => true,
+            Some(_) => k.device.intx_asserted(),
+        }
+    });
+    let lost = deliver
+        && sys.with(|k| {
+            k.deliveries += 1;
+            let lost = k.lost_interrupts.contains(&k.deliveries);
+            if lost {
+                k.suppress_until_write = true;
+            }
+            lost
+        });
+    if lost || !deliver {
+        return;
+    }
+    driver.run_routine(sys, cpu, Irql::Device, |d, sys| {
+        let claimed = d.isr(sys);
+        sys.with(|k| {
+            k.stats.interrupts += 1;
+            if claimed {
+                k.stats.interrupts_claimed += 1;
+                k.unclaimed_in_a_row = 0;
+            } else if k.device.intx_asserted() {
+                k.unclaimed_in_a_row += 1;
+                if k.unclaimed_in_a_row > 1000 {
+                    k.faults.push(Crash::Hang(
+                        "interrupt storm: INTx asserted, ISR never claims it".into(),
+                    ));
+                    k.interrupt = None;
+                }
+            }
+            k.poll_interrupt();
+        });
+    });
 }

@@ -45,6 +45,8 @@ pub enum Event {
     StartIo(IrpId),
     /// A user thread calls `IoCancelIrp`.
     Cancel(IrpId),
+    /// A thread's wait times out (`KeDelayExecutionThread`): time reaches it.
+    Wake,
 }
 
 impl Event {
@@ -57,7 +59,7 @@ impl Event {
             Event::TimerExpired => 2,
             Event::Dpc(_) | Event::ExecutionRoutine(..) | Event::StartIo(_) => 3,
             Event::ContentionEnds(_) => 4,
-            Event::Cancel(_) => 5,
+            Event::Cancel(_) | Event::Wake => 5,
         }
     }
 

@@ -4,6 +4,7 @@
 //! [`edudma_core::dma::DmaOps`]) and BAR0 ([`SimRegs`], implementing
 //! [`edudma_core::regs::RegisterFile`]).
 
+use std::any::Any;
 use std::rc::Rc;
 
 use edudma_core::NtStatus;
@@ -13,9 +14,11 @@ use edudma_core::regs::RegisterFile;
 
 use crate::hal::{AdapterId, AllocateResult, IoAllocationAction, MapRegisterBase};
 use crate::io::{CancelRoutine, FileId, IrpId};
+use crate::irql::{Irql, SpinLock};
 use crate::kernel::Sys;
 use crate::mdl::MdlId;
 use crate::sched::{Event, US};
+use crate::verifier::Violation;
 
 /// `IRP_MN_*` of `IRP_MJ_PNP` that the driver sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,13 +55,7 @@ pub trait WdmDriver {
     /// The cancel routine `routine` (the one `IoCancelIrp` took out of the
     /// IRP), called holding the cancel spin lock (it must release it to
     /// `cancel_irql`, `Irp->CancelIrql`).
-    fn cancel(
-        &mut self,
-        sys: &Sys,
-        routine: CancelRoutine,
-        irp: IrpId,
-        cancel_irql: crate::irql::Irql,
-    );
+    fn cancel(&mut self, sys: &Sys, routine: CancelRoutine, irp: IrpId, cancel_irql: Irql);
     /// The ISR at DIRQL: true when the interrupt was the device's.
     fn isr(&mut self, sys: &Sys) -> bool;
     /// `DpcForIsr` at DISPATCH_LEVEL.
@@ -80,6 +77,91 @@ pub trait WdmDriver {
         let _ = (sys, file);
         NtStatus::SUCCESS
     }
+
+    /// Run one routine of the driver — an event of the machine or a call of
+    /// a user thread — entered on `cpu` at `irql`. A model driver runs it
+    /// whole on the caller's thread (the default); a native driver runs it
+    /// on a thread of its simulated CPU, where it may be preempted. `None`:
+    /// the routine is blocked in a wait and still running; the machine runs
+    /// events and asks [`WdmDriver::poll_blocked`] for its result.
+    fn run_routine<R: Send + 'static>(
+        &mut self,
+        sys: &Sys,
+        cpu: usize,
+        irql: Irql,
+        routine: impl FnOnce(&mut Self, &Sys) -> R + Send + 'static,
+    ) -> Option<R>
+    where
+        Self: Sized,
+    {
+        enter(sys, cpu, irql);
+        let r = routine(self, sys);
+        leave(sys);
+        Some(r)
+    }
+
+    /// The result of a routine [`WdmDriver::run_routine`] left blocked, once
+    /// it returned (after driving it on); `None` while it still waits.
+    fn poll_blocked(&mut self, sys: &Sys) -> Option<Box<dyn Any + Send>> {
+        let _ = sys;
+        None
+    }
+
+    /// `IoCancelIrp(irp)`, called by the machine for a user thread or a
+    /// DPC: under the cancel spin lock set `Irp->Cancel`, take the cancel
+    /// routine and call it (it releases the lock to `Irp->CancelIrql`).
+    fn io_cancel_irp(&mut self, sys: &Sys, irp: IrpId)
+    where
+        Self: Sized,
+    {
+        let old = sys.io_acquire_cancel_spin_lock();
+        let routine = sys.io_cancel_irp_take_routine(irp);
+        if let Some(routine) = routine {
+            self.cancel(sys, routine, irp, old);
+            let still = sys.with(|k| {
+                k.cpus
+                    .cpu()
+                    .locks
+                    .iter()
+                    .any(|(l, _)| *l == SpinLock::Cancel)
+            });
+            if still {
+                sys.report_violation(Violation::CancelSpinLockMisuse);
+                sys.io_release_cancel_spin_lock(old);
+            }
+        } else {
+            sys.io_release_cancel_spin_lock(old);
+        }
+    }
+
+    /// The machine freed a completed IRP (its sender collected the result).
+    fn irp_freed(&mut self, sys: &Sys, irp: IrpId) {
+        let _ = (sys, irp);
+    }
+}
+
+/// Enter a routine of a model driver on `cpu` at `irql`.
+pub fn enter(sys: &Sys, cpu: usize, irql: Irql) {
+    sys.with(|k| {
+        k.cpus.switch_to(cpu);
+        k.cpus.set_irql(irql);
+    })
+}
+
+/// Leave a routine of a model driver: nothing may stay held.
+pub fn leave(sys: &Sys) {
+    sys.with(|k| {
+        let locks = std::mem::take(&mut k.cpus.cpu_mut().locks);
+        if let Some((lock, _)) = locks.first() {
+            let v = if *lock == SpinLock::Cancel {
+                Violation::CancelSpinLockMisuse
+            } else {
+                Violation::SpinLockHeldAtReturn { lock: lock.name() }
+            };
+            k.verifier.report(v);
+        }
+        k.cpus.set_irql(Irql::Passive);
+    })
 }
 
 /// BAR0 of the edu device, as `READ/WRITE_REGISTER_ULONG` see it.
