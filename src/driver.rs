@@ -81,6 +81,7 @@ unsafe extern "C" fn driver_unload(_driver: *mut DRIVER_OBJECT) {}
 unsafe extern "C" fn add_device(driver: *mut DRIVER_OBJECT, pdo: *mut DEVICE_OBJECT) -> NTSTATUS {
     let config = EngineConfig {
         window: registry::dma_window(pdo),
+        allocation: registry::allocation_policy(pdo),
         ..EngineConfig::default()
     };
     let extension_size = size_of::<DeviceExtension>() as u32;

@@ -1,27 +1,34 @@
-//! The optional `DmaWindow` parameter under the device's hardware key
-//! ("Device Parameters"), written by the INF: 4095 (default) or 4096.
+//! The optional parameters under the device's hardware key ("Device
+//! Parameters"), written by the INF: `DmaWindow` (4095, the default, or
+//! 4096) and `AsyncChannelAllocation` (1: never ask for a synchronous grant).
 
 use core::ptr;
 
-use edudma_core::engine::DEFAULT_WINDOW;
+use edudma_core::engine::{AllocationPolicy, DEFAULT_WINDOW};
 use wdk_sys::ntddk::{IoOpenDeviceRegistryKey, ZwClose, ZwQueryValueKey};
 use wdk_sys::{_KEY_VALUE_INFORMATION_CLASS, DEVICE_OBJECT, HANDLE};
 
 use crate::ffi;
 use crate::strings::{unicode, utf16};
 
-/// The value name.
+/// The value names.
 const DMA_WINDOW: [u16; 9] = utf16("DmaWindow");
+const ASYNC_CHANNEL_ALLOCATION: [u16; 22] = utf16("AsyncChannelAllocation");
 
 /// Read `DmaWindow`; anything missing or other than 4095/4096 gives the
 /// default. PASSIVE_LEVEL.
 pub fn dma_window(pdo: *mut DEVICE_OBJECT) -> u32 {
-    read_dword(pdo)
+    read_dword(pdo, &DMA_WINDOW)
         .filter(|w| *w == DEFAULT_WINDOW || *w == DEFAULT_WINDOW + 1)
         .unwrap_or(DEFAULT_WINDOW)
 }
 
-fn read_dword(pdo: *mut DEVICE_OBJECT) -> Option<u32> {
+/// Read `AsyncChannelAllocation` (the core decides what it means). PASSIVE_LEVEL.
+pub fn allocation_policy(pdo: *mut DEVICE_OBJECT) -> AllocationPolicy {
+    AllocationPolicy::from_registry(read_dword(pdo, &ASYNC_CHANNEL_ALLOCATION))
+}
+
+fn read_dword(pdo: *mut DEVICE_OBJECT, value: &'static [u16]) -> Option<u32> {
     let mut key: HANDLE = ptr::null_mut();
     // SAFETY: PASSIVE_LEVEL in AddDevice with the PDO we were given.
     let status = unsafe {
@@ -30,7 +37,7 @@ fn read_dword(pdo: *mut DEVICE_OBJECT) -> Option<u32> {
     if status < 0 {
         return None;
     }
-    let mut name = unicode(&DMA_WINDOW);
+    let mut name = unicode(value);
     // KEY_VALUE_PARTIAL_INFORMATION: TitleIndex, Type, DataLength, Data[].
     let mut buffer = [0u32; 8];
     let mut result_length = 0u32;

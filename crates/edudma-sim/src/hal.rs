@@ -106,6 +106,10 @@ pub struct HalConfig {
     /// Percent of allocations that find the map registers busy with another
     /// device (sync: `STATUS_INSUFFICIENT_RESOURCES`; async: queued).
     pub contention_percent: u32,
+    /// The platform gives this adapter scatter/gather (false: the HAL treats
+    /// the description's `ScatterGather` as FALSE and maps one contiguous
+    /// run per `MapTransferEx`).
+    pub scatter_gather: bool,
     /// Bytes of scatter/gather buffer the driver's DmaOps gives `MapTransferEx`
     /// (`None`: enough for [`edudma_core::dma::MAX_SG_ELEMENTS`] elements).
     pub sg_buffer_bytes: Option<u32>,
@@ -119,6 +123,7 @@ impl Default for HalConfig {
             double_buffer_all: false,
             inline_grant_percent: 50,
             contention_percent: 10,
+            scatter_gather: true,
             sg_buffer_bytes: None,
         }
     }
@@ -342,7 +347,7 @@ impl Hal {
         let granted = (pages.min(u64::from(self.config.map_registers)) as u32).max(1);
         self.adapters.push(Adapter {
             width,
-            scatter_gather: desc.scatter_gather,
+            scatter_gather: desc.scatter_gather && self.config.scatter_gather,
             granted,
             released: false,
             context: Context::Uninitialized,

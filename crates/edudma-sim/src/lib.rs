@@ -27,10 +27,9 @@
 //! assert!(sim.finish().is_ok()); // removal + leak check
 //! ```
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod driver;
 pub mod edu;
 pub mod hal;
 pub mod io;
@@ -38,6 +37,7 @@ pub mod irql;
 pub mod kernel;
 pub mod machine;
 pub mod mdl;
+pub mod native;
 pub mod phys;
 pub mod rng;
 pub mod sched;

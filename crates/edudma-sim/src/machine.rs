@@ -106,6 +106,11 @@ pub struct Machine<D: WdmDriver> {
 impl<D: WdmDriver> Machine<D> {
     /// Boot a machine for `driver`.
     pub fn new(config: &MachineConfig, driver: D) -> Self {
+        Self::new_with(config, |_| driver)
+    }
+
+    /// Boot a machine for the driver `make` builds on its kernel.
+    pub fn new_with(config: &MachineConfig, make: impl FnOnce(&Sys) -> D) -> Self {
         let mut rng = SimRng::new(config.seed);
         let mut mem = PhysicalMemory::new(config.memory_bytes);
         let hal = Hal::new(config.hal, &mut mem);
@@ -139,11 +144,9 @@ impl<D: WdmDriver> Machine<D> {
             deliveries: 0,
             suppress_until_write: false,
         };
-        Self {
-            sys: Sys::new(kernel),
-            driver,
-            rng,
-        }
+        let sys = Sys::new(kernel);
+        let driver = make(&sys);
+        Self { sys, driver, rng }
     }
 
     /// The kernel handle.
@@ -194,8 +197,9 @@ impl<D: WdmDriver> Machine<D> {
         self.check()
     }
 
-    /// Run a routine to its end (events run meanwhile if it blocks).
-    fn run<R: Send + 'static>(
+    /// Run a routine of the driver on `cpu` at `irql` to its end (events
+    /// run meanwhile if it blocks); `None` if the machine crashed first.
+    pub fn run<R: Send + 'static>(
         &mut self,
         cpu: usize,
         irql: Irql,

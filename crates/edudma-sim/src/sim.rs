@@ -6,18 +6,18 @@ use std::fmt;
 use std::time::Duration;
 
 use edudma_core::NtStatus;
-use edudma_core::engine::{AllocationPolicy, EngineConfig};
 use edudma_core::ioctl::{self, DeviceInfo, DmaHeader, SelfTestReport, Stats};
 use zerocopy::{FromBytes, IntoBytes};
 
-use crate::driver::{DriverConfig, EdudmaDriver};
 pub use crate::edu::CorruptByte;
 use crate::edu::EduConfig;
 use crate::hal::{HalConfig, HalStats};
 use crate::io::IrpId;
+use crate::irql::Irql;
 use crate::kernel::{Crash, KernelStats};
 use crate::machine::{IrpResult, IrpSpec, Machine, MachineConfig};
 use crate::mdl::BufferLayout;
+use crate::native::{NativeConfig, NativeDriver, SchedStats};
 pub use crate::phys::Placement;
 use crate::sched::{MS, Nanos};
 use crate::verifier::Violation;
@@ -72,8 +72,9 @@ pub struct SimConfig {
     pub lose_interrupts: Vec<u64>,
     /// Firmware left Bus Master Enable on.
     pub bus_master_at_boot: bool,
-    /// `IoSetStartIoAttributes(DeferredStartIo)`.
-    pub deferred_start_io: bool,
+    /// Percent of the driver's calls into the kernel at which its CPU is
+    /// preempted (another CPU, an interrupt or a timer runs first).
+    pub preempt_percent: u32,
     /// Virtual time a blocking call may take before it is a hang.
     pub timeout: Duration,
 }
@@ -98,7 +99,7 @@ impl Default for SimConfig {
             inline_grant_percent: 50,
             lose_interrupts: Vec::new(),
             bus_master_at_boot: false,
-            deferred_start_io: true,
+            preempt_percent: 20,
             timeout: Duration::from_secs(30),
         }
     }
@@ -116,6 +117,7 @@ impl SimConfig {
                 double_buffer_all: self.double_buffer_all,
                 inline_grant_percent: self.inline_grant_percent.min(100),
                 contention_percent: self.contention_percent.min(100),
+                scatter_gather: self.scatter_gather,
                 sg_buffer_bytes: None,
             },
             edu: EduConfig {
@@ -133,20 +135,17 @@ impl SimConfig {
         }
     }
 
-    fn driver(&self) -> DriverConfig {
-        DriverConfig {
-            engine: EngineConfig {
-                window: self.window,
-                allocation: match self.allocation {
-                    Allocation::Sync => AllocationPolicy::SyncThenAsync,
-                    Allocation::Async => AllocationPolicy::AsyncOnly,
-                },
-                ..EngineConfig::default()
-            },
-            scatter_gather: self.scatter_gather,
-            dma_address_width: self.dma_mask_bits.clamp(1, 64),
-            deferred_start_io: self.deferred_start_io,
-            ..DriverConfig::default()
+    /// The driver's `Device Parameters` (the INF's `AddReg`) and the
+    /// interleaving.
+    fn native(&self) -> NativeConfig {
+        let mut registry = vec![("DmaWindow".to_string(), self.window)];
+        if self.allocation == Allocation::Async {
+            registry.push(("AsyncChannelAllocation".to_string(), 1));
+        }
+        NativeConfig {
+            seed: self.seed,
+            preempt_percent: self.preempt_percent,
+            registry,
         }
     }
 }
@@ -201,6 +200,8 @@ pub struct SimStats {
     pub device_transfers: u64,
     /// Virtual time since boot.
     pub virtual_time: Duration,
+    /// The interleaving of the driver's routines.
+    pub sched: SchedStats,
     /// Pages double-buffered through map registers.
     pub bounced_pages: u64,
 }
@@ -216,19 +217,37 @@ pub struct VerifierReport {
 
 /// The edudma driver running on the simulated Windows.
 pub struct SimMachine {
-    machine: Machine<EdudmaDriver>,
+    machine: Machine<NativeDriver>,
     config: SimConfig,
     layout: BufferLayout,
     removed: bool,
+    /// The driver's statistics as last read (kept across removal).
+    driver_stats_cached: Stats,
 }
 
 impl SimMachine {
     /// Boot and start the device (`IRP_MN_START_DEVICE`).
     pub fn new(config: SimConfig) -> Result<Self, SimError> {
-        let machine = Machine::new(&config.machine(), EdudmaDriver::new(config.driver()));
+        let native = config.native();
+        let mut machine =
+            Machine::new_with(&config.machine(), |sys| NativeDriver::new(sys, &native));
         machine
             .sys()
             .with(|k| k.lost_interrupts = config.lose_interrupts.clone());
+        // DriverEntry and AddDevice, at PASSIVE_LEVEL.
+        let loaded = machine.run(0, Irql::Passive, |d, sys| d.load(sys));
+        if let Some(c) = machine.crash() {
+            return Err(SimError::Crash(c));
+        }
+        match loaded {
+            Some(s) if s.is_success() => {}
+            Some(s) => return Err(SimError::Status(s)),
+            None => {
+                return Err(SimError::Crash(Crash::Hang(
+                    "DriverEntry never returned".into(),
+                )));
+            }
+        }
         let mut sim = Self {
             layout: BufferLayout {
                 placement: config.placement,
@@ -237,6 +256,7 @@ impl SimMachine {
             machine,
             config,
             removed: false,
+            driver_stats_cached: Stats::default(),
         };
         let status = sim.pnp(PnpMinor::StartDevice)?;
         if !status.is_success() {
@@ -251,7 +271,7 @@ impl SimMachine {
     }
 
     /// The machine underneath (kernel handle, driver, scheduler).
-    pub fn machine(&mut self) -> &mut Machine<EdudmaDriver> {
+    pub fn machine(&mut self) -> &mut Machine<NativeDriver> {
         &mut self.machine
     }
 
@@ -388,9 +408,20 @@ impl SimMachine {
             .map_err(|_| SimError::Status(NtStatus::INFO_LENGTH_MISMATCH))
     }
 
-    /// Counters of every layer (no IRP sent).
-    pub fn stats(&self) -> SimStats {
-        let driver = self.machine.driver().engine().stats();
+    /// Counters of every layer; the driver's own through
+    /// `IOCTL_EDUDMA_GET_STATS` (zero once the device is gone).
+    pub fn stats(&mut self) -> SimStats {
+        let driver = self
+            .device_control(
+                ioctl::IOCTL_EDUDMA_GET_STATS,
+                &[],
+                size_of::<Stats>() as u32,
+            )
+            .ok()
+            .and_then(|out| Stats::read_from_bytes(&out).ok())
+            .unwrap_or(self.driver_stats_cached);
+        self.driver_stats_cached = driver;
+        let sched = self.machine.driver().sched_stats();
         self.machine.sys().with(|k| {
             let hal = k.hal.stats();
             SimStats {
@@ -399,6 +430,7 @@ impl SimMachine {
                 kernel: k.stats,
                 device_transfers: k.device.transfers(),
                 virtual_time: Duration::from_nanos(k.sched.now()),
+                sched,
                 bounced_pages: hal.bounced_pages,
             }
         })
@@ -451,8 +483,24 @@ impl SimMachine {
 
     /// `IRP_MN_REMOVE_DEVICE`: every request must be complete afterwards.
     pub fn remove(&mut self) -> Result<NtStatus, SimError> {
+        if !self.removed {
+            let _ = self.stats();
+        }
         self.removed = true;
-        self.pnp(PnpMinor::RemoveDevice)
+        let status = self.pnp(PnpMinor::RemoveDevice)?;
+        // DriverUnload, then what the driver should have given back.
+        self.machine.run(0, Irql::Passive, |d, sys| d.unload(sys));
+        if let Some(c) = self.machine.crash() {
+            return Err(SimError::Crash(c));
+        }
+        let leaks = self.machine.driver().leaks();
+        if let Some(first) = leaks.first() {
+            return Err(SimError::Crash(Crash::Hang(format!(
+                "after unload: {first} ({} leak(s))",
+                leaks.len()
+            ))));
+        }
+        Ok(status)
     }
 
     /// End the run: settle outstanding work, remove the device and run the

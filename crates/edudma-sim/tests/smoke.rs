@@ -15,3 +15,24 @@ fn write_then_read_back() {
     let stats = sim.finish().expect("finish");
     println!("{stats:#?}");
 }
+
+#[test]
+fn the_driver_that_ships_runs_and_is_preempted() {
+    let mut sim = SimMachine::new(SimConfig {
+        cpus: 4,
+        ..SimConfig::default()
+    })
+    .expect("start");
+    for i in 0..20u32 {
+        let data: Vec<u8> = (0..100u32).map(|b| (b + i) as u8).collect();
+        sim.dma_write(i * 100, &data).unwrap();
+        assert_eq!(sim.dma_read(i * 100, 100).unwrap(), data);
+    }
+    let report = sim.selftest().expect("selftest");
+    let stats = sim.stats();
+    eprintln!("{report:?}\n{stats:#?}");
+    assert!(stats.sched.activities > 40, "{:?}", stats.sched);
+    assert!(stats.sched.preemptions > 0);
+    assert!(stats.driver.requests >= 40, "{:?}", stats.driver);
+    sim.finish().expect("finish");
+}

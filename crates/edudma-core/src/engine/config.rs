@@ -19,6 +19,15 @@ pub enum AllocationPolicy {
 }
 
 impl AllocationPolicy {
+    /// The policy a `AsyncChannelAllocation` registry value selects: 1 is
+    /// asynchronous only; missing or anything else, the default.
+    pub fn from_registry(value: Option<u32>) -> Self {
+        match value {
+            Some(1) => AllocationPolicy::AsyncOnly,
+            _ => AllocationPolicy::SyncThenAsync,
+        }
+    }
+
     /// The code reported in [`DeviceInfo`](crate::ioctl::DeviceInfo).
     pub fn code(self) -> AllocationPolicyCode {
         match self {
@@ -85,5 +94,24 @@ impl AdapterFacts {
     /// addresses as 32-bit register values, so never more than 2^32.
     pub fn address_limit(&self) -> u64 {
         1u64 << self.dma_address_width.clamp(1, 32)
+    }
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use super::AllocationPolicy;
+
+    #[test]
+    fn only_one_selects_asynchronous_allocation() {
+        assert_eq!(
+            AllocationPolicy::from_registry(Some(1)),
+            AllocationPolicy::AsyncOnly
+        );
+        for v in [None, Some(0), Some(2), Some(u32::MAX)] {
+            assert_eq!(
+                AllocationPolicy::from_registry(v),
+                AllocationPolicy::SyncThenAsync
+            );
+        }
     }
 }

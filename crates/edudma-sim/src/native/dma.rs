@@ -1,0 +1,401 @@
+//! `IoGetDmaAdapter` and the `DMA_OPERATIONS` of the adapters it returns:
+#![allow(missing_docs)] // each export is the DDI of the same name on Microsoft Learn
+//! each member translates the driver's pointers to the model's handles and
+//! calls the HAL model, which checks Driver Verifier's DMA rules.
+#![allow(non_snake_case)]
+
+use std::sync::Arc;
+
+use edudma_core::NtStatus;
+use edudma_core::dma::SgList;
+use wdk_sys::{
+    BOOLEAN, DEVICE_DESCRIPTION, DEVICE_OBJECT, DMA_ADAPTER, DMA_OPERATIONS, DMA_TRANSFER_INFO,
+    MDL, NTSTATUS, PDMA_COMPLETION_ROUTINE, PDRIVER_CONTROL, PVOID, SCATTER_GATHER_ELEMENT,
+    SCATTER_GATHER_LIST, ULONG, ULONGLONG,
+};
+
+use super::exports::Call;
+use super::objects::ExecRoutine;
+use super::{Native, action_of};
+use crate::hal::{self, AdapterId, AllocateResult, DeviceDescription, InterfaceType};
+use crate::mdl::MdlId;
+use crate::sched::{Event, US};
+
+/// `CONNECT_MESSAGE_BASED` (wdm.h).
+pub const CONNECT_MESSAGE_BASED: u32 = 3;
+/// `CONNECT_LINE_BASED` (wdm.h).
+pub const CONNECT_LINE_BASED: u32 = 2;
+/// `DMA_SYNCHRONOUS_CALLBACK` (wdm.h).
+const DMA_SYNCHRONOUS_CALLBACK: u32 = 1;
+
+/// Map-register bases as the driver sees them: never NULL, recognisable.
+const BASE_TAG: u64 = 0x0000_6d61_7000_0000;
+
+/// The `PVOID` the driver gets for a model base.
+pub fn base_ptr(base: hal::MapRegisterBase) -> PVOID {
+    (BASE_TAG | base.0) as PVOID
+}
+
+fn base_of(p: PVOID) -> hal::MapRegisterBase {
+    hal::MapRegisterBase((p as u64) & !BASE_TAG)
+}
+
+/// An adapter as the HAL allocates it: the public part, then its table.
+#[repr(C)]
+struct AdapterBlock {
+    adapter: DMA_ADAPTER,
+    operations: DMA_OPERATIONS,
+}
+
+fn operations() -> DMA_OPERATIONS {
+    DMA_OPERATIONS {
+        Size: size_of::<DMA_OPERATIONS>() as u32,
+        PutDmaAdapter: Some(PutDmaAdapter),
+        FreeAdapterChannel: Some(FreeAdapterChannel),
+        FreeMapRegisters: Some(FreeMapRegisters),
+        GetDmaAlignment: Some(GetDmaAlignment),
+        GetDmaTransferInfo: Some(GetDmaTransferInfo),
+        InitializeDmaTransferContext: Some(InitializeDmaTransferContext),
+        AllocateAdapterChannelEx: Some(AllocateAdapterChannelEx),
+        CancelAdapterChannel: Some(CancelAdapterChannel),
+        MapTransferEx: Some(MapTransferEx),
+        FlushAdapterBuffersEx: Some(FlushAdapterBuffersEx),
+        ..Default::default()
+    }
+}
+
+fn adapter_id(c: &Call, adapter: *mut DMA_ADAPTER) -> AdapterId {
+    // An unknown adapter maps to one the HAL never created: it reports it.
+    c.n.objects()
+        .adapters
+        .get(&(adapter as usize))
+        .copied()
+        .unwrap_or(AdapterId(u32::MAX))
+}
+
+fn mdl_id(c: &Call, mdl: *mut MDL) -> MdlId {
+    c.n.objects()
+        .mdls
+        .get(&(mdl as usize))
+        .copied()
+        .unwrap_or(MdlId(u32::MAX))
+}
+
+fn st(r: Result<(), NtStatus>) -> NTSTATUS {
+    match r {
+        Ok(()) => 0,
+        Err(s) => s.0,
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn IoGetDmaAdapter(
+    _PhysicalDeviceObject: *mut DEVICE_OBJECT,
+    DeviceDescription: *mut DEVICE_DESCRIPTION,
+    NumberOfMapRegisters: *mut ULONG,
+) -> *mut DMA_ADAPTER {
+    let c = Call::enter();
+    // SAFETY: the caller's description.
+    let d = unsafe { &*DeviceDescription };
+    let desc = DeviceDescription {
+        version: d.Version,
+        master: d.Master != 0,
+        scatter_gather: d.ScatterGather != 0,
+        dma32_bit_addresses: d.Dma32BitAddresses != 0,
+        dma64_bit_addresses: d.Dma64BitAddresses != 0,
+        interface_type: if d.InterfaceType == wdk_sys::_INTERFACE_TYPE::PCIBus {
+            InterfaceType::Pci
+        } else {
+            InterfaceType::Isa
+        },
+        maximum_length: d.MaximumLength,
+        dma_address_width: d.DmaAddressWidth,
+    };
+    let got =
+        c.n.sys
+            .with(|k| k.hal_call(|hal, ctx| hal.io_get_dma_adapter(ctx, &desc)));
+    let Some((id, granted)) = got else {
+        return std::ptr::null_mut();
+    };
+    let block = Box::new(AdapterBlock {
+        adapter: DMA_ADAPTER {
+            Version: 1,
+            Size: size_of::<DMA_ADAPTER>() as u16,
+            DmaOperations: std::ptr::null_mut(),
+        },
+        operations: operations(),
+    });
+    let block = Box::into_raw(block);
+    // SAFETY: the block just allocated; it lives as long as the machine.
+    unsafe {
+        (*block).adapter.DmaOperations = &raw mut (*block).operations;
+        *NumberOfMapRegisters = granted;
+    }
+    let adapter = block.cast::<DMA_ADAPTER>();
+    c.n.objects().adapters.insert(adapter as usize, id);
+    c.n.objects().adapter_blocks.push(block as usize);
+    adapter
+}
+
+/// Free the adapter blocks of a machine.
+pub(crate) fn free_adapter_block(addr: usize) {
+    // SAFETY: allocated by IoGetDmaAdapter with Box::into_raw, freed once.
+    unsafe { drop(Box::from_raw(addr as *mut AdapterBlock)) };
+}
+
+unsafe extern "C" fn PutDmaAdapter(DmaAdapter: *mut DMA_ADAPTER) {
+    let c = Call::enter();
+    let id = adapter_id(&c, DmaAdapter);
+    c.n.sys
+        .with(|k| k.hal_call(|h, ctx| h.put_dma_adapter(ctx, id)));
+    c.n.objects().adapters_put.insert(DmaAdapter as usize);
+}
+
+unsafe extern "C" fn GetDmaAlignment(DmaAdapter: *mut DMA_ADAPTER) -> ULONG {
+    let c = Call::enter();
+    let id = adapter_id(&c, DmaAdapter);
+    c.n.sys
+        .with(|k| k.hal_call(|h, ctx| h.get_dma_alignment(ctx, id)))
+}
+
+unsafe extern "C" fn GetDmaTransferInfo(
+    DmaAdapter: *mut DMA_ADAPTER,
+    Mdl: *mut MDL,
+    Offset: ULONGLONG,
+    Length: ULONG,
+    WriteOnly: BOOLEAN,
+    TransferInfo: *mut DMA_TRANSFER_INFO,
+) -> NTSTATUS {
+    let c = Call::enter();
+    let (id, mdl) = (adapter_id(&c, DmaAdapter), mdl_id(&c, Mdl));
+    // SAFETY: the caller's info; Version selects the arm.
+    if unsafe { (*TransferInfo).Version } != 1 {
+        return NtStatus::INVALID_PARAMETER.0;
+    }
+    let r = c.n.sys.with(|k| {
+        k.hal_call(|h, ctx| h.get_dma_transfer_info(ctx, id, mdl, Offset, Length, WriteOnly != 0))
+    });
+    match r {
+        Ok(info) => {
+            // SAFETY: the V1 arm of the caller's info.
+            unsafe {
+                let v1 = &mut (*TransferInfo).__bindgen_anon_1.V1;
+                v1.MapRegisterCount = info.map_register_count;
+                v1.ScatterGatherElementCount = info.scatter_gather_element_count;
+                v1.ScatterGatherListSize = info.scatter_gather_list_size;
+            }
+            0
+        }
+        Err(s) => s.0,
+    }
+}
+
+unsafe extern "C" fn InitializeDmaTransferContext(
+    DmaAdapter: *mut DMA_ADAPTER,
+    _DmaTransferContext: PVOID,
+) -> NTSTATUS {
+    let c = Call::enter();
+    let id = adapter_id(&c, DmaAdapter);
+    st(c.n
+        .sys
+        .with(|k| k.hal_call(|h, ctx| h.initialize_dma_transfer_context(ctx, id))))
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn AllocateAdapterChannelEx(
+    DmaAdapter: *mut DMA_ADAPTER,
+    DeviceObject: *mut DEVICE_OBJECT,
+    _DmaTransferContext: PVOID,
+    NumberOfMapRegisters: ULONG,
+    Flags: ULONG,
+    ExecutionRoutine: PDRIVER_CONTROL,
+    ExecutionContext: PVOID,
+    MapRegisterBase: *mut PVOID,
+) -> NTSTATUS {
+    let c = Call::enter();
+    let id = adapter_id(&c, DmaAdapter);
+    let sync = Flags & DMA_SYNCHRONOUS_CALLBACK != 0;
+    let result = c.n.sys.with(|k| {
+        let r =
+            k.hal_call(|h, ctx| h.allocate_adapter_channel_ex(ctx, id, NumberOfMapRegisters, sync));
+        k.schedule_contention_end(id);
+        r
+    });
+    let routine = ExecutionRoutine.map(|f| ExecRoutine {
+        adapter: id,
+        routine: f as usize,
+        context: ExecutionContext as usize,
+        device: DeviceObject as usize,
+    });
+    match result {
+        Err(s) => s.0,
+        Ok(AllocateResult::RunNow(base)) => {
+            match routine {
+                Some(r) => {
+                    // The HAL calls the execution routine inside the call,
+                    // and records the action it actually returns.
+                    objects_push(&c.n);
+                    // SAFETY: the driver's routine with its context.
+                    let action = unsafe { r.call(base) };
+                    objects_pull(&c.n);
+                    c.n.sys.hal_routine_returned(id, base, action_of(action));
+                }
+                None => {
+                    // No routine (sync only): the base comes back in the
+                    // out parameter and the channel stays allocated.
+                    if !MapRegisterBase.is_null() {
+                        // SAFETY: the caller's output.
+                        unsafe { *MapRegisterBase = base_ptr(base) };
+                    }
+                    c.n.sys
+                        .hal_routine_returned(id, base, hal::IoAllocationAction::KeepObject);
+                }
+            }
+            0
+        }
+        Ok(AllocateResult::Committed(base)) => {
+            if let Some(r) = routine {
+                c.n.objects().routines.push(r);
+            }
+            c.n.sys.with(|k| {
+                let cpu = k.random_cpu();
+                let delay = k.rng.range(US, 60 * US);
+                k.sched
+                    .schedule(delay, cpu, Event::ExecutionRoutine(id, base));
+            });
+            0
+        }
+        Ok(AllocateResult::Waiting) => {
+            if let Some(r) = routine {
+                c.n.objects().routines.push(r);
+            }
+            0
+        }
+    }
+}
+
+fn objects_push(n: &Arc<Native>) {
+    super::objects::push(n, &n.sys);
+}
+
+fn objects_pull(n: &Arc<Native>) {
+    super::objects::pull(n, &n.sys);
+}
+
+unsafe extern "C" fn CancelAdapterChannel(
+    DmaAdapter: *mut DMA_ADAPTER,
+    _DeviceObject: *mut DEVICE_OBJECT,
+    _DmaTransferContext: PVOID,
+) -> BOOLEAN {
+    let c = Call::enter();
+    let id = adapter_id(&c, DmaAdapter);
+    let cancelled =
+        c.n.sys
+            .with(|k| k.hal_call(|h, ctx| h.cancel_adapter_channel(ctx, id)));
+    if cancelled {
+        c.n.objects().routines.retain(|r| r.adapter != id);
+    }
+    u8::from(cancelled)
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn MapTransferEx(
+    DmaAdapter: *mut DMA_ADAPTER,
+    Mdl: *mut MDL,
+    MapRegisterBase: PVOID,
+    Offset: ULONGLONG,
+    _DeviceOffset: ULONG,
+    Length: *mut ULONG,
+    WriteToDevice: BOOLEAN,
+    ScatterGatherBuffer: *mut SCATTER_GATHER_LIST,
+    ScatterGatherBufferLength: ULONG,
+    _DmaCompletionRoutine: PDMA_COMPLETION_ROUTINE,
+    _CompletionContext: PVOID,
+) -> NTSTATUS {
+    let c = Call::enter();
+    let (id, mdl) = (adapter_id(&c, DmaAdapter), mdl_id(&c, Mdl));
+    let base = base_of(MapRegisterBase);
+    // SAFETY: the caller's in/out length.
+    let length = unsafe { *Length };
+    let mut sg = SgList::new();
+    let r = c.n.sys.with(|k| {
+        k.hal_call(|h, ctx| {
+            h.map_transfer_ex(
+                ctx,
+                id,
+                mdl,
+                base,
+                Offset,
+                length,
+                WriteToDevice != 0,
+                ScatterGatherBufferLength,
+                &mut sg,
+            )
+        })
+    });
+    match r {
+        Ok(mapped) => {
+            let elements = sg.as_slice();
+            let need = size_of::<SCATTER_GATHER_LIST>()
+                + elements.len().saturating_sub(1) * size_of::<SCATTER_GATHER_ELEMENT>();
+            if need > ScatterGatherBufferLength as usize {
+                // The model already judged the buffer; never write past it.
+                return NtStatus::BUFFER_TOO_SMALL.0;
+            }
+            // SAFETY: the caller's buffer of ScatterGatherBufferLength bytes,
+            // enough for the list (checked above).
+            unsafe {
+                (*ScatterGatherBuffer).NumberOfElements = elements.len() as u32;
+                (*ScatterGatherBuffer).Reserved = 0;
+                let first =
+                    (&raw mut (*ScatterGatherBuffer).Elements).cast::<SCATTER_GATHER_ELEMENT>();
+                for (i, e) in elements.iter().enumerate() {
+                    let slot = first.add(i);
+                    (*slot).Address.QuadPart = e.address as i64;
+                    (*slot).Length = e.length;
+                    (*slot).Reserved = 0;
+                }
+                *Length = mapped;
+            }
+            0
+        }
+        Err(s) => s.0,
+    }
+}
+
+unsafe extern "C" fn FlushAdapterBuffersEx(
+    DmaAdapter: *mut DMA_ADAPTER,
+    Mdl: *mut MDL,
+    MapRegisterBase: PVOID,
+    Offset: ULONGLONG,
+    Length: ULONG,
+    WriteToDevice: BOOLEAN,
+) -> NTSTATUS {
+    let c = Call::enter();
+    let (id, mdl) = (adapter_id(&c, DmaAdapter), mdl_id(&c, Mdl));
+    let base = base_of(MapRegisterBase);
+    st(c.n.sys.with(|k| {
+        k.hal_call(|h, ctx| {
+            h.flush_adapter_buffers_ex(ctx, id, mdl, base, Offset, Length, WriteToDevice != 0)
+        })
+    }))
+}
+
+unsafe extern "C" fn FreeAdapterChannel(DmaAdapter: *mut DMA_ADAPTER) {
+    let c = Call::enter();
+    let id = adapter_id(&c, DmaAdapter);
+    c.n.sys
+        .with(|k| k.hal_call(|h, ctx| h.free_adapter_channel(ctx, id)));
+}
+
+unsafe extern "C" fn FreeMapRegisters(
+    DmaAdapter: *mut DMA_ADAPTER,
+    MapRegisterBase: PVOID,
+    NumberOfMapRegisters: ULONG,
+) {
+    let c = Call::enter();
+    let id = adapter_id(&c, DmaAdapter);
+    let base = base_of(MapRegisterBase);
+    c.n.sys
+        .with(|k| k.hal_call(|h, ctx| h.free_map_registers(ctx, id, base, NumberOfMapRegisters)));
+}

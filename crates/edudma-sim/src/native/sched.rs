@@ -1,0 +1,595 @@
+//! Truly concurrent CPUs, reproducibly: every routine of a native driver
+//! (an *activity*) runs on an OS thread of its own, and a baton lets exactly
+//! one of them — or the controller, the thread that called the machine —
+//! run at a time. Who gets the baton is decided by a seeded RNG, at the
+//! points where the driver calls into the kernel, the HAL or a register
+//! (`yield_point`), so one seed replays one interleaving exactly.
+//!
+//! Each simulated CPU has a stack of activities (a thread, a DPC that
+//! preempted it, the ISR that preempted that): only the top one can run, and
+//! a new activity is placed on a CPU only when the CPU's IRQL is below the
+//! activity's (an interrupt below DIRQL, a DPC below DISPATCH_LEVEL). A
+//! spin lock held by another activity makes the acquirer spin: it gets no
+//! baton until the holder releases the lock. A thread that waits
+//! (`KeDelayExecutionThread`, `KeWaitForSingleObject`, a remove lock,
+//! `KeFlushQueuedDpcs`) leaves its CPU until its condition holds.
+//!
+//! Why not `shuttle`: shuttle runs a whole test inside its own executor and
+//! schedules only at its own synchronisation primitives, while here the
+//! machine must be driven call by call from ordinary code (tests,
+//! `edudmactl --sim`, the HIL's conformance run) and the switch points are
+//! the kernel exports the driver calls, which no crate knows about. What is
+//! needed — a seeded choice at those points between a handful of parked
+//! threads — is this one small file.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::thread;
+
+use crate::irql::{Irql, SpinLock};
+use crate::kernel::Crash;
+use crate::rng::SimRng;
+use crate::sched::{Event, Nanos, US};
+use crate::verifier::Violation;
+
+use super::Native;
+
+/// An activity: one routine of the driver running on a simulated CPU.
+pub type ActId = u64;
+
+/// What a blocked thread waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Virtual time reaches this.
+    Until(Nanos),
+    /// The `LONG` at this address becomes non-zero (a `KEVENT`'s `SignalState`).
+    NonZero(usize),
+    /// The `LONG` at this address becomes zero (a remove lock's `IoCount`).
+    Zero(usize),
+    /// No DPC queued or running (`KeFlushQueuedDpcs`).
+    DpcsFlushed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Created or woken, waiting for the baton.
+    Ready,
+    /// Has the baton.
+    Running,
+    /// Gave the baton up at a switch point.
+    Preempted,
+    /// Spins on the spin lock at this address.
+    Spinning(usize),
+    /// Waits, off its CPU.
+    Blocked(Wait),
+    /// Returned; its result waits for the controller.
+    Finished,
+    /// Stopped for good after a bug check (never resumed, never unwound).
+    Parked,
+}
+
+struct Activity {
+    cpu: usize,
+    irql: Irql,
+    dpc: bool,
+    placed: bool,
+    /// The CPU's IRQL before this activity was placed on it.
+    saved_irql: Irql,
+    /// Spin locks the CPU held when this activity was placed.
+    locks_at_entry: usize,
+    state: State,
+    result: Option<Box<dyn Any + Send>>,
+}
+
+/// Counters of the scheduler.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedStats {
+    /// Activities run.
+    pub activities: u64,
+    /// Times a routine gave the baton up at a switch point.
+    pub preemptions: u64,
+    /// Times a new routine was placed on a CPU above a routine of the
+    /// driver that had not returned (an ISR or DPC preempting it).
+    pub stacked: u64,
+    /// The most CPUs that held a routine of the driver at once.
+    pub max_cpus_in_driver: u64,
+    /// Times an activity spun on a spin lock another one held.
+    pub contended_locks: u64,
+}
+
+/// A routine for a worker thread; it gets the worker's own job sender to
+/// put the worker back on the idle list when it is done.
+struct Job(Box<dyn FnOnce(Sender<Option<Job>>) + Send>);
+
+pub(crate) struct Inner {
+    /// Who has the baton: an activity, or the controller (`None`).
+    holder: Option<ActId>,
+    acts: BTreeMap<ActId, Activity>,
+    next: ActId,
+    stacks: Vec<Vec<ActId>>,
+    rng: SimRng,
+    preempt_percent: u32,
+    idle: Vec<Sender<Option<Job>>>,
+    /// The routine `run_routine` left blocked.
+    pub(crate) blocked_pending: Option<ActId>,
+    pub(crate) stats: SchedStats,
+}
+
+/// The baton and the activities.
+pub struct Sched {
+    m: Mutex<Inner>,
+    cv: Condvar,
+}
+
+/// Events this close to now may start while routines are mid-way.
+const HORIZON: Nanos = 20 * US;
+/// Percent of controller turns that start a due event rather than resume a
+/// routine.
+const EVENT_PERCENT: u32 = 30;
+
+impl Sched {
+    pub(crate) fn new(cpus: usize, seed: u64, preempt_percent: u32) -> Self {
+        Self {
+            m: Mutex::new(Inner {
+                holder: None,
+                acts: BTreeMap::new(),
+                next: 1,
+                stacks: vec![Vec::new(); cpus.max(1)],
+                rng: SimRng::new(seed ^ 0x5eed_ba70_0000_0001),
+                preempt_percent: preempt_percent.min(100),
+                idle: Vec::new(),
+                blocked_pending: None,
+                stats: SchedStats::default(),
+            }),
+            cv: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait_for<'a>(
+        &'a self,
+        mut g: MutexGuard<'a, Inner>,
+        me: Option<ActId>,
+    ) -> MutexGuard<'a, Inner> {
+        while g.holder != me {
+            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        g
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SchedStats {
+        self.lock().stats
+    }
+}
+
+impl Drop for Sched {
+    fn drop(&mut self) {
+        // Idle workers exit; parked ones (after a bug check) stay parked.
+        let g = self.m.get_mut().unwrap_or_else(|e| e.into_inner());
+        for s in g.idle.drain(..) {
+            let _ = s.send(None);
+        }
+    }
+}
+
+impl Native {
+    // ---- the activity's side (worker threads) ------------------------------
+
+    /// A switch point of the running activity `me`: maybe give the baton
+    /// to the controller, which may run another CPU or an interrupt first.
+    pub(crate) fn yield_point(&self, me: ActId) {
+        self.park_if_crashed(me);
+        let mut g = self.sched.lock();
+        let chance = g.preempt_percent;
+        if !g.rng.chance(chance) {
+            return;
+        }
+        g.stats.preemptions += 1;
+        self.give_up(g, me, State::Preempted);
+        self.park_if_crashed(me);
+    }
+
+    /// Give the baton to the controller in `state`, wait to get it back.
+    fn give_up(&self, mut g: MutexGuard<'_, Inner>, me: ActId, state: State) {
+        if let Some(a) = g.acts.get_mut(&me) {
+            a.state = state;
+        }
+        g.holder = None;
+        self.sched.cv.notify_all();
+        let mut g = self.sched.wait_for(g, Some(me));
+        let cpu = g.acts.get(&me).map_or(0, |a| a.cpu);
+        if let Some(a) = g.acts.get_mut(&me) {
+            a.state = State::Running;
+        }
+        drop(g);
+        self.sys.with(|k| k.cpus.switch_to(cpu));
+    }
+
+    /// Block the running thread until `wait` holds.
+    pub(crate) fn block(&self, me: ActId, wait: Wait) {
+        if let Wait::Until(t) = wait {
+            self.sys.with(|k| {
+                let cpu = k.cpus.current();
+                let delay = t.saturating_sub(k.sched.now());
+                k.sched.schedule(delay, cpu, Event::Wake);
+            });
+        }
+        let mut g = self.sched.lock();
+        self.unplace(&mut g, me);
+        self.give_up(g, me, State::Blocked(wait));
+        self.park_if_crashed(me);
+    }
+
+    /// Spin until the `KSPIN_LOCK` at `lock` is free, then take it for `me`.
+    /// False when `me` already holds it (a deadlock on real hardware).
+    pub(crate) fn spin_acquire(&self, me: ActId, lock: usize) -> bool {
+        loop {
+            // SAFETY: the caller passes a live KSPIN_LOCK; only the baton
+            // holder touches lock words.
+            let word = unsafe { *(lock as *const usize) };
+            if word == 0 {
+                // SAFETY: as above.
+                unsafe { *(lock as *mut usize) = me as usize };
+                return true;
+            }
+            if word == me as usize {
+                return false;
+            }
+            let mut g = self.sched.lock();
+            g.stats.contended_locks += 1;
+            self.give_up(g, me, State::Spinning(lock));
+            self.park_if_crashed(me);
+        }
+    }
+
+    /// After a bug check the machine is stopped: the activity never runs
+    /// another instruction of the driver (and nothing unwinds through it).
+    pub(crate) fn park_if_crashed(&self, me: ActId) {
+        if self.sys.with(|k| k.crash().is_none()) {
+            return;
+        }
+        let mut g = self.sched.lock();
+        if let Some(a) = g.acts.get_mut(&me) {
+            a.state = State::Parked;
+        }
+        g.holder = None;
+        self.sched.cv.notify_all();
+        loop {
+            g = self.sched.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn finish(&self, me: ActId, result: Box<dyn Any + Send>, worker: Sender<Option<Job>>) {
+        let mut g = self.sched.lock();
+        g.idle.push(worker);
+        let (cpu, irql, saved, locks_at_entry) = match g.acts.get(&me) {
+            Some(a) => (a.cpu, a.irql, a.saved_irql, a.locks_at_entry),
+            None => return,
+        };
+        self.sys.with(|k| {
+            k.cpus.switch_to(cpu);
+            let held: Vec<(SpinLock, Irql)> = k.cpus.cpu_mut().locks.split_off(locks_at_entry);
+            if let Some((lock, _)) = held.first() {
+                let v = if *lock == SpinLock::Cancel {
+                    Violation::CancelSpinLockMisuse
+                } else {
+                    Violation::SpinLockHeldAtReturn { lock: lock.name() }
+                };
+                k.verifier.report(v);
+            }
+            let now = k.cpus.irql();
+            if now != irql && held.is_empty() {
+                // IrqlReturn: a routine returns at the IRQL it was called at.
+                k.verifier.report(Violation::WrongIrql {
+                    routine: "return of a driver routine (IrqlReturn)",
+                    irql: now,
+                });
+            }
+            k.cpus.set_irql(saved);
+        });
+        g.stacks[cpu].retain(|a| *a != me);
+        if let Some(a) = g.acts.get_mut(&me) {
+            a.state = State::Finished;
+            a.placed = false;
+            a.result = Some(result);
+        }
+        g.holder = None;
+        self.sched.cv.notify_all();
+    }
+
+    /// Take `me` off its CPU (a thread that blocks).
+    fn unplace(&self, g: &mut Inner, me: ActId) {
+        let Some(a) = g.acts.get_mut(&me) else { return };
+        if !a.placed {
+            return;
+        }
+        a.placed = false;
+        let (cpu, saved) = (a.cpu, a.saved_irql);
+        g.stacks[cpu].retain(|x| *x != me);
+        self.sys.with(|k| {
+            k.cpus.switch_to(cpu);
+            k.cpus.set_irql(saved);
+        });
+    }
+
+    // ---- the controller's side -----------------------------------------------
+
+    /// Start a routine on `cpu` at `irql` (not run yet: see [`Native::drive`]).
+    pub(crate) fn spawn(
+        self: &std::sync::Arc<Self>,
+        cpu: usize,
+        irql: Irql,
+        dpc: bool,
+        body: Box<dyn FnOnce() -> Box<dyn Any + Send> + Send>,
+    ) -> ActId {
+        let mut g = self.sched.lock();
+        let id = g.next;
+        g.next += 1;
+        let cpus = g.stacks.len();
+        g.acts.insert(
+            id,
+            Activity {
+                cpu: cpu % cpus,
+                irql,
+                dpc,
+                placed: false,
+                saved_irql: Irql::Passive,
+                locks_at_entry: 0,
+                state: State::Ready,
+                result: None,
+            },
+        );
+        g.stats.activities += 1;
+        let native = std::sync::Arc::clone(self);
+        let job = Job(Box::new(move |worker| {
+            super::set_current(Some((std::sync::Arc::clone(&native), id)));
+            {
+                let g = native.sched.lock();
+                let g = native.sched.wait_for(g, Some(id));
+                drop(g);
+            }
+            native.park_if_crashed(id);
+            let result = body();
+            super::set_current(None);
+            native.finish(id, result, worker);
+        }));
+        match g.idle.pop() {
+            Some(worker) => {
+                if let Err(mpsc::SendError(Some(job))) = worker.send(Some(job)) {
+                    drop(g);
+                    self.new_worker(job);
+                }
+            }
+            None => {
+                drop(g);
+                self.new_worker(job);
+            }
+        }
+        id
+    }
+
+    fn new_worker(&self, first: Job) {
+        let (tx, rx): (Sender<Option<Job>>, Receiver<Option<Job>>) = mpsc::channel();
+        let spawned = thread::Builder::new()
+            .name("edudma-sim cpu".into())
+            .spawn(move || {
+                let mut job = Some(first);
+                while let Some(j) = job.take() {
+                    (j.0)(tx.clone());
+                    job = rx.recv().ok().flatten();
+                }
+            });
+        if spawned.is_err() {
+            self.sys.with(|k| {
+                k.faults.push(Crash::Hang(
+                    "could not start a thread for a simulated CPU".into(),
+                ))
+            });
+        }
+    }
+
+    /// Run activities and events until `target` returns (its result), is
+    /// blocked with nothing else runnable, or the machine crashed (`None`).
+    pub(crate) fn drive(self: &std::sync::Arc<Self>, target: ActId) -> Option<Box<dyn Any + Send>> {
+        loop {
+            if self.sys.with(|k| k.crash().is_some()) {
+                return None;
+            }
+            let (now, next_event) = self.sys.with(|k| (k.sched.now(), k.sched.next_time()));
+            let pick = {
+                let mut g = self.sched.lock();
+                self.wake_blocked(&mut g);
+                match g.acts.get(&target).map(|a| a.state) {
+                    Some(State::Finished) => {
+                        let a = g.acts.remove(&target)?;
+                        return a.result;
+                    }
+                    Some(State::Parked) | None => return None,
+                    _ => {}
+                }
+                let runnable = self.runnable(&mut g);
+                let target_blocked = matches!(
+                    g.acts.get(&target).map(|a| a.state),
+                    Some(State::Blocked(_))
+                );
+                if target_blocked && runnable.is_empty() {
+                    g.blocked_pending = Some(target);
+                    return None;
+                }
+                let soon = next_event.is_some_and(|t| t <= now + HORIZON);
+                if runnable.is_empty() || (soon && g.rng.chance(EVENT_PERCENT)) {
+                    None
+                } else {
+                    let i = g.rng.below(runnable.len() as u64) as usize;
+                    Some(runnable[i])
+                }
+            };
+            match pick {
+                Some(id) => self.resume(id),
+                None => {
+                    let mut d = super::NativeDriver(std::sync::Arc::clone(self));
+                    if !crate::machine::step(&self.sys, &mut d) {
+                        let what = self.describe();
+                        self.sys.with(|k| {
+                            k.faults.push(Crash::Hang(format!(
+                                "every simulated CPU waits and nothing is scheduled: {what}"
+                            )))
+                        });
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        let g = self.sched.lock();
+        let v: Vec<String> = g
+            .acts
+            .iter()
+            .map(|(id, a)| format!("#{id} on CPU {} {:?}", a.cpu, a.state))
+            .collect();
+        v.join(", ")
+    }
+
+    /// Blocked threads whose condition holds become ready (off-CPU).
+    fn wake_blocked(&self, g: &mut Inner) {
+        let (now, dpcs_queued) = self.sys.with(|k| (k.sched.now(), !k.dpc_queued.is_empty()));
+        let dpc_running = g.acts.values().any(|a| {
+            a.dpc && !matches!(a.state, State::Finished | State::Parked | State::Blocked(_))
+        });
+        for a in g.acts.values_mut() {
+            let State::Blocked(w) = a.state else { continue };
+            let done = match w {
+                Wait::Until(t) => now >= t,
+                // SAFETY: the waiting thread's object stays live while it
+                // waits (on its stack or in the device extension).
+                Wait::NonZero(addr) => unsafe { *(addr as *const i32) != 0 },
+                // SAFETY: as above.
+                Wait::Zero(addr) => unsafe { *(addr as *const i32) == 0 },
+                Wait::DpcsFlushed => !dpcs_queued && !dpc_running,
+            };
+            if done {
+                a.state = State::Ready;
+            }
+        }
+    }
+
+    /// Activities that can take the baton now (placing ready ones that fit).
+    fn runnable(&self, g: &mut Inner) -> Vec<ActId> {
+        let ids: Vec<ActId> = g.acts.keys().copied().collect();
+        let mut out = Vec::new();
+        for id in ids {
+            let (state, placed, cpu) = {
+                let a = &g.acts[&id];
+                (a.state, a.placed, a.cpu)
+            };
+            match state {
+                State::Ready if !placed => {
+                    if self.can_place(g, id) {
+                        out.push(id);
+                    }
+                }
+                State::Ready | State::Preempted => {
+                    if g.stacks[cpu].last() == Some(&id) {
+                        out.push(id);
+                    }
+                }
+                State::Spinning(lock) => {
+                    // SAFETY: a live KSPIN_LOCK (the spinner holds a
+                    // pointer to it); only read.
+                    let free = unsafe { *(lock as *const usize) == 0 };
+                    if free && g.stacks[cpu].last() == Some(&id) {
+                        out.push(id);
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn cpu_irql(&self, cpu: usize) -> Irql {
+        self.sys.with(|k| {
+            let cur = k.cpus.current();
+            k.cpus.switch_to(cpu);
+            let irql = k.cpus.irql();
+            k.cpus.switch_to(cur);
+            irql
+        })
+    }
+
+    fn fits(&self, g: &Inner, cpu: usize, irql: Irql) -> bool {
+        if g.stacks[cpu].is_empty() {
+            return true;
+        }
+        let top = self.cpu_irql(cpu);
+        top < irql || (irql == Irql::Passive && top == Irql::Passive)
+    }
+
+    fn can_place(&self, g: &Inner, id: ActId) -> bool {
+        let a = &g.acts[&id];
+        (0..g.stacks.len()).any(|c| self.fits(g, c, a.irql))
+    }
+
+    /// Place `id` on its CPU, or on another one where it fits.
+    fn place(&self, g: &mut Inner, id: ActId) {
+        let (want, irql) = (g.acts[&id].cpu, g.acts[&id].irql);
+        let n = g.stacks.len();
+        let cpu = if self.fits(g, want, irql) {
+            want
+        } else {
+            let start = g.rng.below(n as u64) as usize;
+            match (0..n)
+                .map(|i| (start + i) % n)
+                .find(|c| self.fits(g, *c, irql))
+            {
+                Some(c) => c,
+                None => return,
+            }
+        };
+        if g.stacks[cpu]
+            .iter()
+            .any(|other| g.acts[other].state != State::Finished)
+        {
+            g.stats.stacked += 1;
+        }
+        g.stacks[cpu].push(id);
+        let busy = g.stacks.iter().filter(|s| !s.is_empty()).count() as u64;
+        g.stats.max_cpus_in_driver = g.stats.max_cpus_in_driver.max(busy);
+        let (saved, locks) = self.sys.with(|k| {
+            k.cpus.switch_to(cpu);
+            let saved = k.cpus.set_irql(irql);
+            (saved, k.cpus.cpu().locks.len())
+        });
+        if let Some(a) = g.acts.get_mut(&id) {
+            a.cpu = cpu;
+            a.placed = true;
+            a.saved_irql = saved;
+            a.locks_at_entry = locks;
+        }
+    }
+
+    /// Hand the baton to `id` and wait until it comes back.
+    fn resume(&self, id: ActId) {
+        let mut g = self.sched.lock();
+        if !g.acts[&id].placed {
+            self.place(&mut g, id);
+            if !g.acts[&id].placed {
+                return;
+            }
+        }
+        let cpu = g.acts[&id].cpu;
+        self.sys.with(|k| k.cpus.switch_to(cpu));
+        g.holder = Some(id);
+        self.sched.cv.notify_all();
+        let g = self.sched.wait_for(g, None);
+        drop(g);
+    }
+}
