@@ -29,13 +29,14 @@ pub enum Classified {
     Rejected(NtStatus),
 }
 
-/// True when `mdl` describes at least `length` bytes.
+/// True when the MDL chain at `mdl` describes at least `length` bytes (a
+/// driver above may hand down a chain; the I/O manager builds one MDL).
 ///
 /// # Safety
-/// `mdl` must be null or a live MDL.
+/// `mdl` must be null or a live MDL chain.
 unsafe fn has_buffer(mdl: *mut MDL, length: u32) -> bool {
-    // SAFETY: a non-null MdlAddress of a live IRP is a live MDL.
-    !mdl.is_null() && unsafe { ffi::mdl_byte_count(mdl) } >= length
+    // SAFETY: a non-null MdlAddress of a live IRP is a live MDL chain.
+    !mdl.is_null() && unsafe { ffi::mdl_chain_byte_count(mdl) } >= u64::from(length)
 }
 
 /// Translate an IRP into the core's request types. Pure: StartIo calls it

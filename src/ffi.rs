@@ -373,6 +373,23 @@ pub unsafe fn mdl_byte_count(mdl: *mut MDL) -> u32 {
     unsafe { (*mdl).ByteCount }
 }
 
+/// The bytes an MDL chain describes: `ByteCount` of each MDL, through
+/// `Next` (a named C member, H).
+///
+/// # Safety
+/// `mdl` must be a live MDL whose chain is live.
+pub unsafe fn mdl_chain_byte_count(mut mdl: *mut MDL) -> u64 {
+    let mut total = 0u64;
+    while !mdl.is_null() {
+        // SAFETY: every MDL of a live chain is live.
+        unsafe {
+            total += u64::from(mdl_byte_count(mdl));
+            mdl = (*mdl).Next;
+        }
+    }
+    total
+}
+
 // ---- resources ------------------------------------------------------------------
 
 /// A translated `CmResourceTypeMemory` descriptor: `(start, length)`.

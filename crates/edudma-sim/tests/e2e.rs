@@ -134,7 +134,7 @@ fn buffers_below_and_above_256_mib() {
             placement,
             ..BufferLayout::default()
         };
-        let sim = round_trips(
+        let mut sim = round_trips(
             quiet(100 + i as u64),
             layout,
             &[(0, 4095), (1, 3000), (2000, 2095), (7, 1)],
@@ -184,7 +184,7 @@ fn one_two_and_many_map_registers_with_and_without_scatter_gather() {
                 byte_offset: Some(333),
                 ..BufferLayout::default()
             };
-            let sim = round_trips(config, layout, &[(0, 4095), (100, 3000), (4094, 1)]);
+            let mut sim = round_trips(config, layout, &[(0, 4095), (100, 3000), (4094, 1)]);
             let stats = sim.stats();
             if map_registers == 1 {
                 assert!(stats.driver.partial_maps > 0, "one register forces splits");
@@ -205,7 +205,7 @@ fn both_allocation_modes_under_contention() {
                 seed: 7 + u64::from(inline),
                 ..SimConfig::default()
             };
-            let sim = round_trips(
+            let mut sim = round_trips(
                 config,
                 BufferLayout::default(),
                 &(0..12).map(|i| (i * 300, 200 + i * 10)).collect::<Vec<_>>(),
@@ -384,7 +384,7 @@ fn a_lost_interrupt_is_recovered_by_the_watchdog() {
             msi,
             ..SimConfig::default()
         };
-        let sim = round_trips(config, BufferLayout::default(), &[(0, 100), (200, 3000)]);
+        let mut sim = round_trips(config, BufferLayout::default(), &[(0, 100), (200, 3000)]);
         assert!(sim.stats().driver.lost_interrupts >= 1);
         sim.finish().expect("leak check");
     }
@@ -454,38 +454,32 @@ fn bad_requests_get_clear_statuses_and_count_as_errors() {
 }
 
 #[test]
-fn verifier_edudma_without_deferred_start_io_recurses_at_surprise_removal() {
-    for deferred in [true, false] {
-        let config = SimConfig {
-            deferred_start_io: deferred,
-            seed: 3,
-            ..SimConfig::default()
-        };
-        let mut sim = SimMachine::new(config).expect("start");
-        let irps: Vec<_> = (0..3)
-            .map(|_| {
-                sim.submit(IrpSpec::Read {
-                    offset: 0,
-                    length: 100,
-                })
-                .expect("submit")
+fn surprise_removal_with_queued_packets_fails_them_without_recursing_into_start_io() {
+    // src/ sets DeferredStartIo: failing the queued packets at surprise
+    // removal (StartIo completes each, IoStartNextPacket starts the next)
+    // never recurses. The rule itself fires in verifier_io's test driver.
+    let mut sim = SimMachine::new(SimConfig {
+        seed: 3,
+        ..SimConfig::default()
+    })
+    .expect("start");
+    let irps: Vec<_> = (0..3)
+        .map(|_| {
+            sim.submit(IrpSpec::Read {
+                offset: 0,
+                length: 100,
             })
-            .collect();
-        sim.run_for(Duration::from_millis(20)).expect("run");
-        let r = sim.surprise_remove();
-        if deferred {
-            assert_eq!(r, Ok(NtStatus::SUCCESS));
-            for irp in irps {
-                assert_eq!(sim.wait(irp).unwrap().status, NtStatus::DEVICE_REMOVED);
-            }
-            sim.finish().expect("leak check");
-        } else {
-            assert_eq!(
-                r,
-                Err(SimError::Crash(Crash::BugCheck(
-                    edudma_sim::Violation::StartIoRecursion
-                )))
-            );
-        }
+            .expect("submit")
+        })
+        .collect();
+    sim.run_for(Duration::from_millis(20)).expect("run");
+    assert_eq!(sim.surprise_remove(), Ok(NtStatus::SUCCESS));
+    for irp in irps {
+        let status = sim.wait(irp).unwrap().status;
+        assert!(
+            status == NtStatus::DEVICE_REMOVED || status.is_success(),
+            "{status}"
+        );
     }
+    sim.finish().expect("leak check");
 }

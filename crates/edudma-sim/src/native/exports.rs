@@ -477,10 +477,16 @@ pub unsafe extern "C" fn KeReleaseSpinLock(SpinLock: *mut KSPIN_LOCK, NewIrql: K
     );
 }
 
+/// The address of the cancel spin lock's word (the guard is not kept).
+fn cancel_lock_word(n: &Native) -> usize {
+    let o = n.objects();
+    std::ptr::from_ref::<usize>(&o.cancel_lock) as usize
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn IoAcquireCancelSpinLock(Irql: *mut KIRQL) {
     let c = Call::enter();
-    let word = &raw const *c.n.objects().cancel_lock as usize;
+    let word = cancel_lock_word(&c.n);
     let old = acquire(&c, word, SpinLock::Cancel);
     // SAFETY: the caller's output.
     unsafe { *Irql = kirql(old) };
@@ -489,7 +495,7 @@ pub unsafe extern "C" fn IoAcquireCancelSpinLock(Irql: *mut KIRQL) {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn IoReleaseCancelSpinLock(Irql: KIRQL) {
     let c = Call::enter();
-    let word = &raw const *c.n.objects().cancel_lock as usize;
+    let word = cancel_lock_word(&c.n);
     release(&c, word, SpinLock::Cancel, irql_of(Irql));
 }
 
@@ -1168,7 +1174,7 @@ pub(crate) unsafe fn cancel_irp(n: &Arc<Native>, sys: &crate::kernel::Sys, irp: 
         n: Arc::clone(n),
         me,
     };
-    let word = &raw const *n.objects().cancel_lock as usize;
+    let word = cancel_lock_word(n);
     let old = acquire(&c, word, SpinLock::Cancel);
     let Some(id) = objects::user_id(n, irp) else {
         release(&c, word, SpinLock::Cancel, old);
