@@ -232,7 +232,12 @@ fn a_device_narrower_than_the_drivers_28_bits_has_its_addresses_clamped() {
     );
     let r = sim.dma_write(0, &[5; 100]);
     assert!(
-        matches!(r, Err(edudma_sim::SimError::Crash(Crash::Device(DeviceFault::AddressClamped { .. })))),
+        matches!(
+            r,
+            Err(edudma_sim::SimError::Crash(Crash::Device(
+                DeviceFault::AddressClamped { .. }
+            )))
+        ),
         "{r:?}"
     );
 }

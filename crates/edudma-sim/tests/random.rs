@@ -24,7 +24,8 @@ fn config(r: &mut SimRng, seed: u64) -> SimConfig {
         } else {
             Allocation::Async
         },
-        cpus: r.range(1, 4) as usize,
+        cpus: r.range(1, 8) as usize,
+        preempt_percent: r.below(60) as u32,
         msi: r.chance(40),
         window: if fixed && r.chance(70) { 4096 } else { 4095 },
         qemu_fixed_range_check: fixed,

@@ -20,6 +20,7 @@ fn write_then_read_back() {
 fn the_driver_that_ships_runs_and_is_preempted() {
     let mut sim = SimMachine::new(SimConfig {
         cpus: 4,
+        preempt_percent: 50,
         ..SimConfig::default()
     })
     .expect("start");
@@ -33,6 +34,16 @@ fn the_driver_that_ships_runs_and_is_preempted() {
     eprintln!("{report:?}\n{stats:#?}");
     assert!(stats.sched.activities > 40, "{:?}", stats.sched);
     assert!(stats.sched.preemptions > 0);
+    assert!(
+        stats.sched.max_cpus_in_driver >= 2,
+        "two CPUs held driver code at once: {:?}",
+        stats.sched
+    );
+    assert!(
+        stats.sched.stacked > 0,
+        "a routine (an ISR or a DPC) ran above one that had not returned: {:?}",
+        stats.sched
+    );
     assert!(stats.driver.requests >= 40, "{:?}", stats.driver);
     sim.finish().expect("finish");
 }
