@@ -37,18 +37,7 @@ done
 step() { printf '\n==> %s\n' "$*"; }
 
 # ---- what the generation needs: Debian's headers and libclang --------------
-packages=(mingw-w64-common mingw-w64-x86-64-dev libclang-dev clang)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  step "installing ${missing[*]} (apt, once)"
-  sudo_cmd=""
-  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+bash "$repo/scripts/setup.sh"
 rustup target add x86_64-pc-windows-msvc >/dev/null 2>&1 || true
 
 clang_bin=$(readlink -f "$(command -v clang)")

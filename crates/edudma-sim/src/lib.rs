@@ -4,7 +4,8 @@
 //! Linux: sparse physical memory and MDLs, the HAL's DMA version 3 with map
 //! registers and bounce pages, Driver Verifier's DMA, IRQL and IRP rules,
 //! the I/O manager (IRPs, StartIo queue, cancel, ISR/DPC, timers, PnP) over
-//! a deterministic seeded scheduler in virtual time, and QEMU's `edu` device.
+//! a deterministic seeded scheduler in virtual time, and QEMU's `edu` device
+//! — and the kernel exports through which the real driver (`src/`) runs on it.
 //!
 //! - [`phys`], [`mdl`]: memory and MDLs.
 //! - [`hal`]: `IoGetDmaAdapter` and the DMA operations, with the verifier's checks.
@@ -15,7 +16,13 @@
 //!   DMA operations / register file handed to `edudma-core`.
 //! - [`machine`]: the kernel plus one driver, run event by event (any
 //!   [`wdm::WdmDriver`], including deliberately broken ones in tests).
-//! - [`driver`]: the edudma glue on this Windows, as thin as the real one.
+//! - [`native`]: the kernel the driver that ships runs on — `src/` itself,
+//!   built for this host by `crates/edudma-driver-host` — serving its
+//!   kernel exports and DMA operations over real instances of the generated
+//!   wdk-sys types, on truly concurrent, seeded simulated CPUs. There is no
+//!   copy of the glue: the two builds of `src/` differ only in `src/ffi.rs`'s
+//!   register accessors (`READ/WRITE_REGISTER_ULONG` inline on Windows,
+//!   calls into [`native::exports`] here).
 //! - [`sim`]: [`SimMachine`], the whole driver in-process behind blocking
 //!   calls (`device_control`, `read`, `write`, ...), for tools and tests.
 //!

@@ -1,5 +1,6 @@
 //! `IoGetDmaAdapter` and the `DMA_OPERATIONS` of the adapters it returns:
 #![allow(missing_docs)] // each export is the DDI of the same name on Microsoft Learn
+#![allow(clippy::missing_safety_doc)] // the DDIs' own contracts
 //! each member translates the driver's pointers to the model's handles and
 //! calls the HAL model, which checks Driver Verifier's DMA rules.
 #![allow(non_snake_case)]

@@ -137,6 +137,7 @@ impl ExecRoutine {
         let irp = if device.is_null() {
             std::ptr::null_mut()
         } else {
+            // SAFETY: the driver's live device object.
             unsafe { (*device).CurrentIrp }
         };
         // SAFETY: the driver's routine with the base and its context.

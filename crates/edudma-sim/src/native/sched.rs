@@ -491,15 +491,9 @@ impl Native {
                 (a.state, a.placed, a.cpu)
             };
             match state {
-                State::Ready if !placed => {
-                    if self.can_place(g, id) {
-                        out.push(id);
-                    }
-                }
-                State::Ready | State::Preempted => {
-                    if g.stacks[cpu].last() == Some(&id) {
-                        out.push(id);
-                    }
+                State::Ready if !placed && self.can_place(g, id) => out.push(id),
+                State::Ready | State::Preempted if placed && g.stacks[cpu].last() == Some(&id) => {
+                    out.push(id)
                 }
                 State::Spinning(lock) => {
                     // SAFETY: a live KSPIN_LOCK (the spinner holds a
