@@ -96,7 +96,13 @@ pub trait Backend {
 /// Open the backend the command line asks for.
 pub fn open(cli: &Cli) -> Result<Box<dyn Backend>> {
     if cli.target.sim {
+        // The simulator runs the driver's own sources built for Linux.
+        #[cfg(not(windows))]
         return Ok(Box::new(sim::SimBackend::new(&cli.sim)?));
+        #[cfg(windows)]
+        return Err(Error::Usage(
+            "--sim runs on Linux only (it runs the driver's sources on a simulated Windows)".into(),
+        ));
     }
     let given = cli.sim.given();
     if !given.is_empty() {
