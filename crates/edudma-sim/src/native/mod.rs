@@ -40,7 +40,7 @@ use wdk_sys::{
 use crate::hal::{IoAllocationAction, MapRegisterBase};
 use crate::io::{CancelRoutine, FileId, IrpId};
 use crate::irql::Irql;
-use crate::kernel::{Crash, Sys};
+use crate::kernel::Sys;
 use crate::sched::DpcId;
 use crate::wdm::{PnpMinor, PnpOutcome, WdmDriver};
 
@@ -201,9 +201,9 @@ impl WdmDriver for NativeDriver {
             PnpMinor::RemoveDevice => IRP_MN_REMOVE_DEVICE,
         };
         let irp = objects::build_system_irp(&self.0, sys, IRP_MJ_PNP as u8, code as u8, None);
-        let status = self.call_fdo(irp);
+        // What counts is the status the IRP was completed with.
+        let _ = self.call_fdo(irp);
         let completed = objects::take_system_result(&self.0, irp);
-        let _ = status;
         PnpOutcome::Done(completed.unwrap_or(NtStatus::INVALID_DEVICE_STATE))
     }
 
@@ -396,9 +396,4 @@ fn action_of(a: IO_ALLOCATION_ACTION) -> IoAllocationAction {
         A::DeallocateObject => IoAllocationAction::DeallocateObject,
         _ => IoAllocationAction::DeallocateObjectKeepRegisters,
     }
-}
-
-/// Why a native run could not even start.
-pub fn crash_of(status: NtStatus) -> Crash {
-    Crash::Hang(format!("the driver failed to load: {status}"))
 }
