@@ -54,8 +54,10 @@ mkdir -p "$scratch/.cargo"
 cat > "$scratch/.cargo/config.toml" <<EOF
 # Written by scripts/windows-check.sh; applies to the copy below only.
 [patch.crates-io]
-wdk-sys = { path = "$repo/crates/wdk-sys-standin" }
-wdk-build = { path = "$repo/crates/wdk-build-standin" }
+# The copy's own stand-ins: edudma-sim names the same path, and one
+# package may have only one source in the lockfile.
+wdk-sys = { path = "$copy/crates/wdk-sys-standin" }
+wdk-build = { path = "$copy/crates/wdk-build-standin" }
 EOF
 rm -rf "$copy"
 mkdir -p "$copy"
