@@ -146,6 +146,7 @@ impl SimConfig {
             seed: self.seed,
             preempt_percent: self.preempt_percent,
             registry,
+            ..NativeConfig::default()
         }
     }
 }

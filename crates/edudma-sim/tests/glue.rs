@@ -26,7 +26,7 @@ fn started_with(config: &MachineConfig, preempt_percent: u32) -> Machine<NativeD
     let native = NativeConfig {
         seed: config.seed,
         preempt_percent,
-        registry: Vec::new(),
+        ..NativeConfig::default()
     };
     let mut m = Machine::new_with(config, |sys| NativeDriver::new(sys, &native));
     let loaded = m.run(0, Irql::Passive, |d, sys| d.load(sys));

@@ -44,6 +44,62 @@ fn the_driver_that_ships_runs_and_is_preempted() {
         "a routine (an ISR or a DPC) ran above one that had not returned: {:?}",
         stats.sched
     );
+    assert!(
+        stats.sched.interrupts_mid_routine > 0,
+        "the ISR ran while another routine of the driver was mid-way: {:?}",
+        stats.sched
+    );
     assert!(stats.driver.requests >= 40, "{:?}", stats.driver);
     sim.finish().expect("finish");
+}
+
+/// A run of concurrent requests on 4 CPUs: what it did and how it
+/// interleaved.
+fn concurrent_run(seed: u64) -> (u64, Vec<usize>, Vec<u8>, std::time::Duration, u64) {
+    let mut sim = SimMachine::new(SimConfig {
+        cpus: 4,
+        seed,
+        preempt_percent: 40,
+        ..SimConfig::default()
+    })
+    .expect("start");
+    let irps: Vec<_> = (0..6u32)
+        .map(|i| {
+            let data: Vec<u8> = (0..200u32).map(|b| (b * 3 + i) as u8).collect();
+            sim.submit(edudma_sim::machine::IrpSpec::Write {
+                offset: i64::from(i * 200),
+                data,
+            })
+            .expect("submit")
+        })
+        .collect();
+    let outputs = irps
+        .into_iter()
+        .map(|irp| sim.wait(irp).expect("write").information)
+        .collect();
+    let device = sim.device_buffer().to_vec();
+    let elapsed = sim.elapsed();
+    let stats = sim.stats();
+    sim.finish().expect("finish");
+    (
+        stats.sched.fingerprint,
+        outputs,
+        device,
+        elapsed,
+        stats.sched.preemptions,
+    )
+}
+
+#[test]
+fn the_same_seed_replays_the_same_interleaving() {
+    let first = concurrent_run(7);
+    assert!(first.4 > 0, "the run was preempted");
+    assert_eq!(first.1, vec![200; 6], "every write accepted whole");
+    assert_eq!(concurrent_run(7), first, "seed 7 twice");
+    let others: Vec<u64> = (8..12).map(|s| concurrent_run(s).0).collect();
+    assert!(
+        others.iter().any(|f| *f != first.0),
+        "other seeds interleave differently: {others:x?} vs {:x}",
+        first.0
+    );
 }

@@ -54,6 +54,17 @@ unsafe extern "system" {
     ) -> wdk_sys::NTSTATUS;
 }
 
+/// A driver's `DriverEntry`, as the I/O manager calls it.
+pub type DriverEntryFn = unsafe extern "system" fn(
+    *mut wdk_sys::DRIVER_OBJECT,
+    *const UNICODE_STRING,
+) -> wdk_sys::NTSTATUS;
+
+/// The `DriverEntry` of `src/`, the driver that ships.
+pub fn edudma_driver_entry() -> DriverEntryFn {
+    DriverEntry
+}
+
 // Link the driver: nothing names its items, only its symbols.
 use edudma as _;
 
@@ -66,6 +77,9 @@ pub struct NativeConfig {
     pub preempt_percent: u32,
     /// `DWORD` values under the device's hardware key (`Device Parameters`).
     pub registry: Vec<(String, u32)>,
+    /// The driver to load: `src/`'s by default; a test driver written
+    /// against the same exports for the verifier's negative tests.
+    pub entry: DriverEntryFn,
 }
 
 impl Default for NativeConfig {
@@ -74,6 +88,7 @@ impl Default for NativeConfig {
             seed: 0,
             preempt_percent: 20,
             registry: Vec::new(),
+            entry: DriverEntry,
         }
     }
 }
@@ -81,6 +96,7 @@ impl Default for NativeConfig {
 /// The native side of one machine: the kernel handle, the scheduler of its
 /// CPUs and the objects handed to the driver.
 pub struct Native {
+    pub(crate) entry: DriverEntryFn,
     pub(crate) sys: Sys,
     pub(crate) sched: sched::Sched,
     pub(crate) objects: Mutex<objects::Objects>,
@@ -129,6 +145,7 @@ impl NativeDriver {
     pub fn new(sys: &Sys, config: &NativeConfig) -> Self {
         let cpus = sys.with(|k| k.cpus.count());
         let native = Native {
+            entry: config.entry,
             sys: sys.clone(),
             sched: sched::Sched::new(cpus, config.seed, config.preempt_percent),
             objects: Mutex::new(objects::Objects::new(&config.registry)),
@@ -349,7 +366,7 @@ impl NativeDriver {
         );
         // SAFETY: a fresh driver object with its extension, as the I/O
         // manager builds it, and a registry path that outlives the call.
-        let status = unsafe { DriverEntry(driver, &path.0) };
+        let status = unsafe { (self.0.entry)(driver, &path.0) };
         if status < 0 {
             return NtStatus(status);
         }

@@ -97,6 +97,24 @@ pub struct SchedStats {
     pub max_cpus_in_driver: u64,
     /// Times an activity spun on a spin lock another one held.
     pub contended_locks: u64,
+    /// Times the ISR started while another routine of the driver was
+    /// mid-way on some CPU (on the same one: preempting it).
+    pub interrupts_mid_routine: u64,
+    /// A hash of every scheduling decision, in order: equal for two runs
+    /// exactly when they interleaved the same way.
+    pub fingerprint: u64,
+}
+
+impl SchedStats {
+    /// Fold one decision into the fingerprint (FNV-1a over its words).
+    fn record(&mut self, decision: u64) {
+        if self.fingerprint == 0 {
+            self.fingerprint = 0xcbf2_9ce4_8422_2325;
+        }
+        for byte in decision.to_le_bytes() {
+            self.fingerprint = (self.fingerprint ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
 }
 
 /// A routine for a worker thread; it gets the worker's own job sender to
@@ -430,6 +448,10 @@ impl Native {
                     Some(runnable[i])
                 }
             };
+            self.sched.lock().stats.record(match pick {
+                Some(id) => id << 1,
+                None => (now << 1) | 1,
+            });
             match pick {
                 Some(id) => self.resume(id),
                 None => {
@@ -554,6 +576,10 @@ impl Native {
         {
             g.stats.stacked += 1;
         }
+        if irql == Irql::Device && g.acts.iter().any(|(other, a)| *other != id && a.placed) {
+            g.stats.interrupts_mid_routine += 1;
+        }
+        g.stats.record((id << 8) | cpu as u64);
         g.stacks[cpu].push(id);
         let busy = g.stacks.iter().filter(|s| !s.is_empty()).count() as u64;
         g.stats.max_cpus_in_driver = g.stats.max_cpus_in_driver.max(busy);
