@@ -593,7 +593,7 @@ impl Sys {
         irp: IrpId,
         cancel: Option<CancelRoutine>,
     ) {
-        let (old, start) = {
+        let old = {
             let mut k = self.lock();
             if !Self::live_irp(&mut k, irp) {
                 return;
@@ -607,20 +607,58 @@ impl Sys {
                 return;
             }
             k.cpus.set_irql(Irql::Dispatch);
-            if let Some(i) = k.irps.get_mut(irp) {
-                i.cancel_routine = cancel;
-            }
+            old
+        };
+        // As the I/O manager does it: the cancel routine is set under the
+        // cancel spin lock, and only when one is given (NULL leaves the
+        // routine the driver may have set alone).
+        let cancel_irql = cancel.map(|routine| {
+            let irql = drv.acquire_cancel_lock(self);
+            self.with(|k| {
+                if let Some(i) = k.irps.get_mut(irp) {
+                    i.cancel_routine = Some(routine);
+                }
+            });
+            irql
+        });
+        let start = self.with(|k| {
             if k.dq.busy {
                 k.dq.queue.push_back(irp);
-                (old, false)
+                false
             } else {
                 k.dq.busy = true;
                 k.dq.current = Some(irp);
-                (old, true)
+                true
             }
-        };
+        });
         if start {
+            if let Some(irql) = cancel_irql {
+                self.with(|k| {
+                    if k.dq.non_cancelable
+                        && let Some(i) = k.irps.get_mut(irp)
+                    {
+                        i.cancel_routine = None;
+                    }
+                });
+                drv.release_cancel_lock(self, irql);
+            }
             self.invoke_start_io(drv, irp, false);
+        } else if let Some((routine, irql)) = cancel.zip(cancel_irql) {
+            // Cancelled before it was queued: nobody else will ever call the
+            // routine, so the I/O manager calls it now, lock held.
+            let cancelled = self.with(|k| match k.irps.get_mut(irp) {
+                Some(i) if i.cancel => {
+                    i.cancel_routine = None;
+                    k.stats.cancel_routines += 1;
+                    true
+                }
+                _ => false,
+            });
+            if cancelled {
+                drv.cancel(self, routine, irp, irql);
+            } else {
+                drv.release_cancel_lock(self, irql);
+            }
         }
         self.with(|k| k.cpus.set_irql(old));
     }
@@ -673,8 +711,8 @@ impl Sys {
     }
 
     /// `IoStartNextPacket(DeviceObject, Cancelable)`.
-    pub fn io_start_next_packet<D: WdmDriver>(&self, drv: &mut D, _cancelable: bool) {
-        let next = self.with(|k| {
+    pub fn io_start_next_packet<D: WdmDriver>(&self, drv: &mut D, cancelable: bool) {
+        self.with(|k| {
             if let Some(lock) = k.cpus.held_lock() {
                 k.verifier
                     .report(Violation::StartNextPacketUnderSpinLock { lock: lock.name() });
@@ -685,10 +723,21 @@ impl Sys {
                     irql: k.cpus.irql(),
                 });
             }
+        });
+        // Cancelable: the dequeue is done under the cancel spin lock, so a
+        // cancel routine sees the IRP either queued or current.
+        let cancel_irql = cancelable.then(|| drv.acquire_cancel_lock(self));
+        let next = self.with(|k| {
             k.dq.current = None;
             match k.dq.queue.pop_front() {
                 Some(next) => {
                     k.dq.current = Some(next);
+                    if cancelable
+                        && k.dq.non_cancelable
+                        && let Some(i) = k.irps.get_mut(next)
+                    {
+                        i.cancel_routine = None;
+                    }
                     Some(next)
                 }
                 None => {
@@ -697,6 +746,9 @@ impl Sys {
                 }
             }
         });
+        if let Some(irql) = cancel_irql {
+            drv.release_cancel_lock(self, irql);
+        }
         if let Some(irp) = next {
             self.invoke_start_io(drv, irp, true);
         }

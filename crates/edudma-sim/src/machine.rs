@@ -245,12 +245,29 @@ impl<D: WdmDriver> Machine<D> {
         self.send_on(crate::io::FileId::default(), spec, layout)
     }
 
+    /// [`Machine::send_on`] of an IRP the user cancelled (`CancelIoEx`)
+    /// while the I/O manager was still building it: `Irp->Cancel` is set
+    /// and no cancel routine was there to call.
+    pub fn send_cancelled(&mut self, spec: IrpSpec, layout: &BufferLayout) -> Result<IrpId, Crash> {
+        self.send_with(crate::io::FileId::default(), spec, layout, true)
+    }
+
     /// [`Machine::send`] on the handle (file object) `file`.
     pub fn send_on(
         &mut self,
         file: crate::io::FileId,
         spec: IrpSpec,
         layout: &BufferLayout,
+    ) -> Result<IrpId, Crash> {
+        self.send_with(file, spec, layout, false)
+    }
+
+    fn send_with(
+        &mut self,
+        file: crate::io::FileId,
+        spec: IrpSpec,
+        layout: &BufferLayout,
+        cancelled: bool,
     ) -> Result<IrpId, Crash> {
         let irp = self.sys.with(|k| {
             let now = k.sched.now();
@@ -308,6 +325,10 @@ impl<D: WdmDriver> Machine<D> {
             };
             let mut irp = Irp::new(major, system_buffer, mdl, now);
             irp.file = file;
+            if cancelled {
+                irp.cancel = true;
+                irp.cancelled_at = Some(now);
+            }
             k.irps.insert(irp)
         });
         let cpu = self.rng.below(self.sys.with(|k| k.cpus.count()) as u64) as usize;

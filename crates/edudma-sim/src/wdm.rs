@@ -138,6 +138,18 @@ pub trait WdmDriver {
     fn irp_freed(&mut self, sys: &Sys, irp: IrpId) {
         let _ = (sys, irp);
     }
+
+    /// `IoAcquireCancelSpinLock` as the I/O manager takes it inside
+    /// `IoStartPacket`/`IoStartNextPacket` (a native driver's lock word
+    /// excludes other CPUs for real).
+    fn acquire_cancel_lock(&mut self, sys: &Sys) -> Irql {
+        sys.io_acquire_cancel_spin_lock()
+    }
+
+    /// `IoReleaseCancelSpinLock` as the I/O manager releases it.
+    fn release_cancel_lock(&mut self, sys: &Sys, irql: Irql) {
+        sys.io_release_cancel_spin_lock(irql);
+    }
 }
 
 /// Enter a routine of a model driver on `cpu` at `irql`.

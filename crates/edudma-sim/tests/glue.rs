@@ -252,3 +252,46 @@ fn a_stale_cancel_of_a_reused_irp_is_ignored() {
     assert_eq!(driver_stats(&mut m).cancels, 1);
     m.leak_check().unwrap();
 }
+
+/// `IoStartPacket` of an IRP cancelled before it was queued calls the
+/// cancel routine at once (nobody else ever will); one that starts at once
+/// reaches StartIo with `Irp->Cancel` set, which `src/` completes cancelled.
+#[test]
+fn an_irp_cancelled_before_io_start_packet_is_cancelled_at_once() {
+    let mut m = started(&quiet_config(21));
+    let data = vec![5u8; 64];
+    let idle = m
+        .send_cancelled(
+            IrpSpec::Write {
+                offset: 0,
+                data: data.clone(),
+            },
+            &BufferLayout::default(),
+        )
+        .expect("send");
+    let r = m.wait(idle, 10 * MS).expect("cancelled");
+    assert_eq!(r.status, NtStatus::CANCELLED, "started at once");
+
+    let busy = write(&mut m, 0, 64);
+    let before = m.sys().with(|k| k.device.buffer()[64..128].to_vec());
+    let queued = m
+        .send_cancelled(
+            IrpSpec::Write { offset: 64, data },
+            &BufferLayout::default(),
+        )
+        .expect("send");
+    assert!(
+        m.is_complete(queued),
+        "the queue's cancel routine ran inside IoStartPacket"
+    );
+    assert!(!m.is_complete(busy), "the first write is still on the device");
+    assert_eq!(m.collect(queued).unwrap().status, NtStatus::CANCELLED);
+    let r = m.wait(busy, 1000 * MS).expect("write");
+    assert_eq!(r.status, NtStatus::SUCCESS);
+    assert_eq!(
+        m.sys().with(|k| k.device.buffer()[64..128].to_vec()),
+        before,
+        "nothing of the cancelled write reached the device"
+    );
+    m.leak_check().unwrap();
+}

@@ -483,6 +483,25 @@ fn cancel_lock_word(n: &Native) -> usize {
     std::ptr::from_ref::<usize>(&o.cancel_lock) as usize
 }
 
+/// The cancel spin lock taken by the I/O manager itself (inside an export
+/// such as `IoStartPacket`): the lock word excludes other CPUs for real.
+pub(crate) fn acquire_cancel_lock(n: &Arc<Native>) -> Irql {
+    let c = std::mem::ManuallyDrop::new(Call {
+        n: Arc::clone(n),
+        me: current().1,
+    });
+    acquire(&c, cancel_lock_word(n), SpinLock::Cancel)
+}
+
+/// Release what [`acquire_cancel_lock`] took.
+pub(crate) fn release_cancel_lock(n: &Arc<Native>, irql: Irql) {
+    let c = std::mem::ManuallyDrop::new(Call {
+        n: Arc::clone(n),
+        me: current().1,
+    });
+    release(&c, cancel_lock_word(n), SpinLock::Cancel, irql);
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn IoAcquireCancelSpinLock(Irql: *mut KIRQL) {
     let c = Call::enter();

@@ -354,6 +354,14 @@ impl WdmDriver for NativeDriver {
     fn irp_freed(&mut self, _sys: &Sys, irp: IrpId) {
         self.0.objects().free_user_irp(irp);
     }
+
+    fn acquire_cancel_lock(&mut self, _sys: &Sys) -> Irql {
+        exports::acquire_cancel_lock(&self.0)
+    }
+
+    fn release_cancel_lock(&mut self, _sys: &Sys, irql: Irql) {
+        exports::release_cancel_lock(&self.0, irql);
+    }
 }
 
 impl NativeDriver {
