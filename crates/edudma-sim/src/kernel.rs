@@ -40,6 +40,11 @@ pub struct KernelStats {
     pub cancel_routines: u64,
     /// Execution routines run after the allocating call returned.
     pub late_grants: u64,
+    /// `KeCancelTimer` calls that found the timer's DPC already queued
+    /// (the DPC still runs, after the cancel).
+    pub timer_dpcs_outliving_cancel: u64,
+    /// Timer DPCs run.
+    pub timer_dpcs: u64,
 }
 
 /// Why the machine stopped.
@@ -92,7 +97,10 @@ pub struct Kernel {
     pub dpc_irp: Option<IrpId>,
     /// `SystemArgument1`/`SystemArgument2` of each queued driver DPC.
     pub dpc_args: std::collections::BTreeMap<u32, (u64, u64)>,
-    /// Period of the driver's periodic timer, when set.
+    /// The driver's timer is in the system timer queue (set, and not yet
+    /// expired if it is a one-shot timer).
+    pub timer_in_queue: bool,
+    /// Period of the driver's timer (`None`: one-shot).
     pub timer_period: Option<Nanos>,
     /// The interrupt connected, if any.
     pub interrupt: Option<InterruptKind>,
@@ -823,22 +831,28 @@ impl Sys {
     }
 
     /// `KeSetTimerEx` with a period and the timer DPC.
-    pub fn ke_set_timer_periodic(&self, period: Nanos) {
+    pub fn ke_set_timer(&self, due: Nanos, period: Option<Nanos>) -> bool {
         self.with(|k| {
             k.sched.remove_where(|e| *e == Event::TimerExpired);
-            k.timer_period = Some(period.max(US));
+            let was = std::mem::replace(&mut k.timer_in_queue, true);
+            k.timer_period = period.map(|p| p.max(US));
             let cpu = k.random_cpu();
-            k.sched.schedule(period.max(US), cpu, Event::TimerExpired);
+            k.sched.schedule(due.max(US), cpu, Event::TimerExpired);
+            was
         })
     }
 
-    /// `KeCancelTimer` (and `KeRemoveQueueDpc` of its DPC): true when it was set.
+    /// `KeCancelTimer`: takes the timer out of the timer queue; TRUE when it
+    /// was there. A DPC the timer already queued is not removed: it still
+    /// runs (Learn: "KeCancelTimer returns FALSE if the timer DPC has been
+    /// queued" for a one-shot timer; a periodic one is always in the queue).
     pub fn ke_cancel_timer(&self) -> bool {
         self.with(|k| {
-            k.sched
-                .remove_where(|e| *e == Event::TimerExpired || *e == Event::Dpc(DpcId::Timer));
-            k.dpc_queued.remove(&DpcId::Timer);
-            k.timer_period.take().is_some()
+            k.sched.remove_where(|e| *e == Event::TimerExpired);
+            if k.dpc_queued.contains(&DpcId::Timer) {
+                k.stats.timer_dpcs_outliving_cancel += 1;
+            }
+            std::mem::replace(&mut k.timer_in_queue, false)
         })
     }
 

@@ -132,6 +132,7 @@ impl<D: WdmDriver> Machine<D> {
             dpc_queued: Default::default(),
             dpc_irp: None,
             dpc_args: Default::default(),
+            timer_in_queue: false,
             timer_period: None,
             interrupt: None,
             interrupt_queued: false,
@@ -547,7 +548,10 @@ pub fn step<D: WdmDriver>(sys: &Sys, driver: &mut D) -> bool {
                 match id {
                     DpcId::ForIsr => (k.dpc_irp.take(), (0, 0)),
                     DpcId::Driver(n) => (None, k.dpc_args.remove(&n).unwrap_or((0, 0))),
-                    DpcId::Timer => (None, (0, 0)),
+                    DpcId::Timer => {
+                        k.stats.timer_dpcs += 1;
+                        (None, (0, 0))
+                    }
                 }
             });
             driver.run_routine(sys, cpu, Irql::Dispatch, move |d, sys| match id {
@@ -557,11 +561,15 @@ pub fn step<D: WdmDriver>(sys: &Sys, driver: &mut D) -> bool {
             });
         }
         Event::TimerExpired => sys.with(|k| {
-            if let Some(period) = k.timer_period {
+            if k.timer_in_queue {
                 if k.dpc_queued.insert(DpcId::Timer) {
                     k.sched.schedule(US, cpu, Event::Dpc(DpcId::Timer));
                 }
-                k.sched.schedule(period, cpu, Event::TimerExpired);
+                match k.timer_period {
+                    Some(period) => k.sched.schedule(period, cpu, Event::TimerExpired),
+                    // A one-shot timer leaves the queue when it expires.
+                    None => k.timer_in_queue = false,
+                }
             }
         }),
         Event::ExecutionRoutine(adapter, base) => {

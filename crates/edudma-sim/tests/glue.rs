@@ -284,7 +284,10 @@ fn an_irp_cancelled_before_io_start_packet_is_cancelled_at_once() {
         m.is_complete(queued),
         "the queue's cancel routine ran inside IoStartPacket"
     );
-    assert!(!m.is_complete(busy), "the first write is still on the device");
+    assert!(
+        !m.is_complete(busy),
+        "the first write is still on the device"
+    );
     assert_eq!(m.collect(queued).unwrap().status, NtStatus::CANCELLED);
     let r = m.wait(busy, 1000 * MS).expect("write");
     assert_eq!(r.status, NtStatus::SUCCESS);
@@ -293,5 +296,36 @@ fn an_irp_cancelled_before_io_start_packet_is_cancelled_at_once() {
         before,
         "nothing of the cancelled write reached the device"
     );
+    m.leak_check().unwrap();
+}
+
+/// `KeCancelTimer` does not remove a timer DPC already queued: a stop that
+/// cancels the watchdog just after it expired still sees its DPC run, and
+/// `src/` flushes queued DPCs before it unmaps anything the DPC uses.
+#[test]
+fn a_watchdog_dpc_queued_before_the_stop_still_runs_and_finds_nothing_freed() {
+    let mut m = started(&quiet_config(22));
+    m.run_until(
+        |m| m.sys().with(|k| k.dpc_queued.contains(&DpcId::Timer)),
+        1000 * MS,
+    )
+    .expect("the watchdog expires");
+    let ran_before = m.sys().with(|k| k.stats.timer_dpcs);
+    assert_eq!(m.pnp(PnpMinor::StopDevice, 100 * MS), Ok(NtStatus::SUCCESS));
+    let (outlived, ran) = m
+        .sys()
+        .with(|k| (k.stats.timer_dpcs_outliving_cancel, k.stats.timer_dpcs));
+    assert_eq!(outlived, 1, "KeCancelTimer found the DPC queued");
+    assert_eq!(ran, ran_before + 1, "and the DPC ran anyway");
+    assert!(m.crash().is_none(), "{:?}", m.crash());
+    m.run_for(500 * MS).unwrap();
+    assert_eq!(
+        m.sys().with(|k| k.stats.timer_dpcs),
+        ran,
+        "the timer stays cancelled"
+    );
+    assert_eq!(m.pnp(PnpMinor::StartDevice, MS), Ok(NtStatus::SUCCESS));
+    let irp = write(&mut m, 0, 32);
+    assert_eq!(m.wait(irp, 1000 * MS).unwrap().status, NtStatus::SUCCESS);
     m.leak_check().unwrap();
 }

@@ -587,16 +587,13 @@ pub unsafe extern "C" fn KeSetTimerEx(
     if !Dpc.is_null() {
         c.n.objects().set_timer_dpc(Dpc as usize);
     }
-    let was = c.n.sys.with(|k| k.timer_period.is_some());
     // SAFETY: QuadPart is the 64-bit view of LARGE_INTEGER.
     let due = unsafe { DueTime.QuadPart };
-    let period = if Period > 0 {
-        u64::from(Period.unsigned_abs()) * MS
-    } else {
-        due.unsigned_abs() * 100
-    };
-    c.n.sys.ke_set_timer_periodic(period);
-    u8::from(was)
+    // Negative: relative, in 100 ns units. Positive (absolute system time)
+    // is taken as relative too: the machine's clock starts at zero.
+    let due = due.unsigned_abs() * 100;
+    let period = (Period > 0).then(|| u64::from(Period.unsigned_abs()) * MS);
+    u8::from(c.n.sys.ke_set_timer(due, period))
 }
 
 #[unsafe(no_mangle)]
