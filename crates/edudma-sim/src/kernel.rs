@@ -106,6 +106,9 @@ pub struct Kernel {
     pub interrupt: Option<InterruptKind>,
     /// An interrupt delivery is queued.
     pub interrupt_queued: bool,
+    /// Another device sharing the INTx line asserts it (its own ISR, later
+    /// in the chain, clears it).
+    pub foreign_line_asserted: bool,
     /// Consecutive deliveries the ISR did not claim while INTx stayed asserted.
     pub unclaimed_in_a_row: u32,
     /// Prefer MSI when connecting the interrupt.
@@ -183,7 +186,7 @@ impl Kernel {
         }
         let fire = match self.interrupt {
             Some(InterruptKind::MessageSignaled) => self.device.take_msi(),
-            _ => self.device.intx_asserted(),
+            _ => self.device.intx_asserted() || self.foreign_line_asserted,
         };
         if fire {
             self.interrupt_queued = true;
@@ -894,6 +897,19 @@ impl Sys {
     /// PCI command register through `BUS_INTERFACE_STANDARD` (SetBusData).
     pub fn set_pci_command(&self, value: u16) {
         self.with(|k| k.device.set_bus_master(value & 0x4 != 0))
+    }
+
+    /// Another device on the same (shared, level-triggered) INTx line
+    /// asserts it: every ISR connected to the line is called, ours first;
+    /// the other device's ISR claims it. Nothing reaches a message-signaled
+    /// connection.
+    pub fn assert_foreign_interrupt(&self) {
+        self.with(|k| {
+            if matches!(k.interrupt, Some(InterruptKind::LineBased)) {
+                k.foreign_line_asserted = true;
+                k.poll_interrupt();
+            }
+        })
     }
 
     /// `IoConnectInterruptEx`: message-signaled when the platform offers

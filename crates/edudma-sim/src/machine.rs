@@ -136,6 +136,7 @@ impl<D: WdmDriver> Machine<D> {
             timer_period: None,
             interrupt: None,
             interrupt_queued: false,
+            foreign_line_asserted: false,
             unclaimed_in_a_row: 0,
             msi_available: config.msi,
             contention_queued: false,
@@ -611,7 +612,7 @@ fn deliver_interrupt<D: WdmDriver>(sys: &Sys, driver: &mut D, cpu: usize) {
         match k.interrupt {
             None => false,
             Some(edudma_core::ioctl::InterruptKind::MessageSignaled) => true,
-            Some(_) => k.device.intx_asserted(),
+            Some(_) => k.device.intx_asserted() || k.foreign_line_asserted,
         }
     });
     let lost = deliver
@@ -630,6 +631,8 @@ fn deliver_interrupt<D: WdmDriver>(sys: &Sys, driver: &mut D, cpu: usize) {
         let claimed = d.isr(sys);
         sys.with(|k| {
             k.stats.interrupts += 1;
+            // The other device's ISR, after ours in the chain, takes its own.
+            k.foreign_line_asserted = false;
             if claimed {
                 k.stats.interrupts_claimed += 1;
                 k.unclaimed_in_a_row = 0;

@@ -329,3 +329,42 @@ fn a_watchdog_dpc_queued_before_the_stop_still_runs_and_finds_nothing_freed() {
     assert_eq!(m.wait(irp, 1000 * MS).unwrap().status, NtStatus::SUCCESS);
     m.leak_check().unwrap();
 }
+
+/// Another device asserting the shared INTx line calls our ISR too: `src/`
+/// reads `irq_status`, finds nothing of ours and returns FALSE, queues no
+/// DPC, and the transfer in flight completes when its own interrupt comes.
+#[test]
+fn an_interrupt_of_another_device_on_the_shared_line_is_not_claimed() {
+    let mut m = started(&quiet_config(23));
+    let before = m
+        .sys()
+        .with(|k| (k.stats.interrupts, k.stats.interrupts_claimed, k.stats.dpcs));
+    m.sys().assert_foreign_interrupt();
+    m.run_for(MS).unwrap();
+    let after = m
+        .sys()
+        .with(|k| (k.stats.interrupts, k.stats.interrupts_claimed, k.stats.dpcs));
+    assert_eq!(after.0, before.0 + 1, "our ISR was called");
+    assert_eq!(after.1, before.1, "and did not claim it");
+    assert_eq!(
+        after.2, before.2,
+        "no DPC for an interrupt that is not ours"
+    );
+
+    let irp = write(&mut m, 0, 128);
+    m.run_for(10 * MS).unwrap();
+    m.sys().assert_foreign_interrupt();
+    m.run_for(MS).unwrap();
+    assert!(
+        !m.is_complete(irp),
+        "the foreign interrupt completed nothing"
+    );
+    let r = m.wait(irp, 1000 * MS).unwrap();
+    assert_eq!((r.status, r.information), (NtStatus::SUCCESS, 128));
+    let expected: Vec<u8> = (0..128).map(|i| (i * 7 + 3) as u8).collect();
+    assert_eq!(
+        m.sys().with(|k| k.device.buffer()[..128].to_vec()),
+        expected
+    );
+    assert!(m.crash().is_none(), "{:?}", m.crash());
+}
