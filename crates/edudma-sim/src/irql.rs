@@ -63,6 +63,9 @@ pub struct Cpu {
     pub irql: Irql,
     /// Spin locks held, in acquisition order, with the IRQL to return to.
     pub locks: Vec<(SpinLock, Irql)>,
+    /// The IRQL the running routine was entered at (a DPC's DISPATCH_LEVEL,
+    /// an ISR's DIRQL): it may raise above it, never lower below it.
+    pub floor: Irql,
 }
 
 /// The processors, and which one runs the code being simulated now.
@@ -80,6 +83,7 @@ impl Cpus {
                 Cpu {
                     irql: Irql::Passive,
                     locks: Vec::new(),
+                    floor: Irql::Passive,
                 };
                 n.max(1)
             ],

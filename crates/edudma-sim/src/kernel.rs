@@ -19,6 +19,11 @@ use crate::sched::{DpcId, Event, MS, Nanos, Scheduler, US};
 use crate::verifier::{Verifier, Violation};
 use crate::wdm::WdmDriver;
 
+/// The routine name of a `WrongIrql` for an IRQL lowered below the one
+/// the running DPC or ISR was called at (`KeLowerIrql`, or
+/// `KeReleaseSpinLock` with a lower `NewIrql`).
+pub const LOWERED_BELOW_ENTRY: &str = "IRQL lowered below the routine's entry IRQL (DPC or ISR)";
+
 /// Counters of the kernel model.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelStats {
@@ -331,7 +336,8 @@ impl Sys {
         })
     }
 
-    /// `KeLowerIrql`.
+    /// `KeLowerIrql`. Lowering below the IRQL the running routine was
+    /// entered at (a DPC below DISPATCH_LEVEL) is flagged.
     pub fn ke_lower_irql(&self, to: Irql) {
         self.with(|k| {
             let cur = k.cpus.irql();
@@ -339,6 +345,13 @@ impl Sys {
                 k.verifier.report(Violation::WrongIrql {
                     routine: "KeLowerIrql",
                     irql: cur,
+                });
+                return;
+            }
+            if to < k.cpus.cpu().floor {
+                k.verifier.report(Violation::WrongIrql {
+                    routine: LOWERED_BELOW_ENTRY,
+                    irql: to,
                 });
                 return;
             }
@@ -370,6 +383,22 @@ impl Sys {
     /// `KeReleaseSpinLock`.
     pub fn ke_release_spin_lock(&self, lock: SpinLock, old: Irql) {
         self.with(|k| {
+            let cur = k.cpus.irql();
+            if cur != Irql::Dispatch || old > cur {
+                // KeReleaseSpinLock runs at DISPATCH_LEVEL and lowers.
+                k.verifier.report(Violation::WrongIrql {
+                    routine: "KeReleaseSpinLock",
+                    irql: cur,
+                });
+                return;
+            }
+            if old < k.cpus.cpu().floor {
+                k.verifier.report(Violation::WrongIrql {
+                    routine: LOWERED_BELOW_ENTRY,
+                    irql: old,
+                });
+                return;
+            }
             let locks = &mut k.cpus.cpu_mut().locks;
             match locks.iter().rposition(|(l, _)| *l == lock) {
                 Some(i) => {

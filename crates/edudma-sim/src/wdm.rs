@@ -157,6 +157,7 @@ pub fn enter(sys: &Sys, cpu: usize, irql: Irql) {
     sys.with(|k| {
         k.cpus.switch_to(cpu);
         k.cpus.set_irql(irql);
+        k.cpus.cpu_mut().floor = irql;
     })
 }
 
@@ -173,6 +174,7 @@ pub fn leave(sys: &Sys) {
             k.verifier.report(v);
         }
         k.cpus.set_irql(Irql::Passive);
+        k.cpus.cpu_mut().floor = Irql::Passive;
     })
 }
 

@@ -79,6 +79,8 @@ struct Activity {
     saved_irql: Irql,
     /// Spin locks the CPU held when this activity was placed.
     locks_at_entry: usize,
+    /// The CPU's IRQL floor before this activity was placed on it.
+    saved_floor: Irql,
     state: State,
     result: Option<Box<dyn Any + Send>>,
 }
@@ -286,8 +288,8 @@ impl Native {
     fn finish(&self, me: ActId, result: Box<dyn Any + Send>, worker: Sender<Option<Job>>) {
         let mut g = self.sched.lock();
         g.idle.push(worker);
-        let (cpu, irql, saved, locks_at_entry) = match g.acts.get(&me) {
-            Some(a) => (a.cpu, a.irql, a.saved_irql, a.locks_at_entry),
+        let (cpu, irql, saved, locks_at_entry, floor) = match g.acts.get(&me) {
+            Some(a) => (a.cpu, a.irql, a.saved_irql, a.locks_at_entry, a.saved_floor),
             None => return,
         };
         self.sys.with(|k| {
@@ -310,6 +312,7 @@ impl Native {
                 });
             }
             k.cpus.set_irql(saved);
+            k.cpus.cpu_mut().floor = floor;
         });
         g.stacks[cpu].retain(|a| *a != me);
         if let Some(a) = g.acts.get_mut(&me) {
@@ -328,11 +331,12 @@ impl Native {
             return;
         }
         a.placed = false;
-        let (cpu, saved) = (a.cpu, a.saved_irql);
+        let (cpu, saved, floor) = (a.cpu, a.saved_irql, a.saved_floor);
         g.stacks[cpu].retain(|x| *x != me);
         self.sys.with(|k| {
             k.cpus.switch_to(cpu);
             k.cpus.set_irql(saved);
+            k.cpus.cpu_mut().floor = floor;
         });
     }
 
@@ -359,6 +363,7 @@ impl Native {
                 placed: false,
                 saved_irql: Irql::Passive,
                 locks_at_entry: 0,
+                saved_floor: Irql::Passive,
                 state: State::Ready,
                 result: None,
             },
@@ -583,16 +588,18 @@ impl Native {
         g.stacks[cpu].push(id);
         let busy = g.stacks.iter().filter(|s| !s.is_empty()).count() as u64;
         g.stats.max_cpus_in_driver = g.stats.max_cpus_in_driver.max(busy);
-        let (saved, locks) = self.sys.with(|k| {
+        let (saved, locks, floor) = self.sys.with(|k| {
             k.cpus.switch_to(cpu);
             let saved = k.cpus.set_irql(irql);
-            (saved, k.cpus.cpu().locks.len())
+            let floor = std::mem::replace(&mut k.cpus.cpu_mut().floor, irql);
+            (saved, k.cpus.cpu().locks.len(), floor)
         });
         if let Some(a) = g.acts.get_mut(&id) {
             a.cpu = cpu;
             a.placed = true;
             a.saved_irql = saved;
             a.locks_at_entry = locks;
+            a.saved_floor = floor;
         }
     }
 
