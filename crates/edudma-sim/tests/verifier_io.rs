@@ -1,24 +1,46 @@
-//! The I/O manager's and IRQL rules (SDV rule names): for each, a driver
-//! that breaks it on purpose, and the exact violation it must end with.
+//! The I/O manager's and IRQL rules (SDV rule names): for each, a test
+//! driver that breaks it on purpose, and the exact violation it must end
+//! with. The driver (`Bad`) is written against the kernel exports like a C
+//! WDM driver; its `Mode` comes from the registry.
 
 mod common;
 
-use common::{Null, bugcheck, quiet_config};
+use common::testdriver::{
+    self as kit, DEFERRED_START_IO, DMA_ADAPTER_AT_START, KEEP_ADAPTER_AT_REMOVE, MODE, Probe,
+    STATUS_PENDING, STATUS_SUCCESS, TestDriver,
+};
+use common::{bugcheck, quiet_config};
 use edudma_core::NtStatus;
-use edudma_sim::hal::{IoAllocationAction, MapRegisterBase};
-use edudma_sim::io::{CancelRoutine, IrpId};
+use edudma_core::regs::REG_IRQ_RAISE;
+use edudma_sim::io::IrpId;
 use edudma_sim::irql::{Irql, SpinLock};
-use edudma_sim::kernel::{Crash, Sys};
+use edudma_sim::kernel::Crash;
 use edudma_sim::machine::{IrpSpec, Machine};
 use edudma_sim::mdl::BufferLayout;
+use edudma_sim::native::NativeDriver;
 use edudma_sim::sched::MS;
 use edudma_sim::verifier::{Rule, Violation};
-use edudma_sim::wdm::{PnpMinor, PnpOutcome, WdmDriver};
+use edudma_sim::wdm::PnpMinor;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use wdk_sys::ntddk::{
+    IoReleaseCancelSpinLock, IoStartNextPacket, IoStartPacket, KeAcquireSpinLockRaiseToDpc,
+    KeReleaseSpinLock,
+};
+use wdk_sys::{DEVICE_OBJECT, IRP, KDPC, NTSTATUS, PVOID};
 
-const LOCK: SpinLock = SpinLock::Driver("test lock");
+/// The name the kernel gives every driver `KSPIN_LOCK` in a violation (a
+/// `KSPIN_LOCK` is a word: it has no name of its own).
+fn driver_lock() -> &'static str {
+    SpinLock::Native(0).name()
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u32)]
 enum Mode {
+    /// Queue every request with IoStartPacket; StartIo leaves it for the
+    /// DPC (the default).
+    Queue = 0,
     DoubleComplete,
     CompleteUnderLock,
     PendingWithoutMark,
@@ -38,131 +60,168 @@ enum Mode {
     UseAfterComplete,
 }
 
-struct Bad {
-    mode: Mode,
-    started: Vec<IrpId>,
+const MODES: [Mode; 16] = [
+    Mode::Queue,
+    Mode::DoubleComplete,
+    Mode::CompleteUnderLock,
+    Mode::PendingWithoutMark,
+    Mode::MarkedReturnsSuccess,
+    Mode::ReturnWithoutCompleting,
+    Mode::CompleteWithPending,
+    Mode::StartNextUnderLock,
+    Mode::SyncStartIo,
+    Mode::IgnoreCancel,
+    Mode::LockHeldAtReturn,
+    Mode::CancelLockKept,
+    Mode::CompleteWithCancelRoutine,
+    Mode::StartNextAtPassive,
+    Mode::LockTwice,
+    Mode::UseAfterComplete,
+];
+
+/// The mode of the device (from its registry `Mode`).
+///
+/// # Safety
+/// `device` must be the test driver's live FDO.
+unsafe fn mode(device: *mut DEVICE_OBJECT) -> Mode {
+    // SAFETY: forwarded.
+    let m = unsafe { kit::ext(device) }.mode;
+    MODES.get(m as usize).copied().unwrap_or(Mode::Queue)
 }
 
-impl Bad {
-    fn new(mode: Mode) -> Self {
-        Self {
-            mode,
-            started: Vec::new(),
-        }
-    }
-}
-
-impl WdmDriver for Bad {
-    fn dispatch(&mut self, sys: &Sys, irp: IrpId) -> NtStatus {
-        match self.mode {
+/// The dispatch routine of every request.
+unsafe extern "C" fn dispatch(device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+    // SAFETY: (whole body) our FDO and a request we own at PASSIVE_LEVEL;
+    // what each mode breaks is the point of the test.
+    unsafe {
+        let ext = kit::ext(device);
+        match mode(device) {
             Mode::DoubleComplete => {
-                sys.io_complete_request(irp, NtStatus::SUCCESS, 0);
-                sys.io_complete_request(irp, NtStatus::SUCCESS, 0);
-                NtStatus::SUCCESS
+                kit::complete(irp, STATUS_SUCCESS, 0);
+                kit::complete(irp, STATUS_SUCCESS, 0);
+                STATUS_SUCCESS
             }
             Mode::CompleteUnderLock => {
-                let old = sys.ke_acquire_spin_lock(LOCK);
-                sys.io_complete_request(irp, NtStatus::SUCCESS, 0);
-                sys.ke_release_spin_lock(LOCK, old);
-                NtStatus::SUCCESS
+                let old = KeAcquireSpinLockRaiseToDpc(ext.lock());
+                kit::complete(irp, STATUS_SUCCESS, 0);
+                KeReleaseSpinLock(ext.lock(), old);
+                STATUS_SUCCESS
             }
-            Mode::PendingWithoutMark => NtStatus::PENDING,
+            Mode::PendingWithoutMark => STATUS_PENDING,
             Mode::MarkedReturnsSuccess => {
-                sys.io_mark_irp_pending(irp);
-                sys.io_complete_request(irp, NtStatus::SUCCESS, 0);
-                NtStatus::SUCCESS
+                kit::mark_irp_pending(irp);
+                kit::complete(irp, STATUS_SUCCESS, 0);
+                STATUS_SUCCESS
             }
-            Mode::ReturnWithoutCompleting => NtStatus::SUCCESS,
+            Mode::ReturnWithoutCompleting => STATUS_SUCCESS,
             Mode::CompleteWithPending => {
-                sys.io_mark_irp_pending(irp);
-                sys.io_complete_request(irp, NtStatus::PENDING, 0);
-                NtStatus::PENDING
+                kit::mark_irp_pending(irp);
+                kit::complete(irp, STATUS_PENDING, 0);
+                STATUS_PENDING
             }
             Mode::LockHeldAtReturn => {
-                sys.io_complete_request(irp, NtStatus::SUCCESS, 0);
-                sys.ke_acquire_spin_lock(LOCK);
-                NtStatus::SUCCESS
+                kit::complete(irp, STATUS_SUCCESS, 0);
+                KeAcquireSpinLockRaiseToDpc(ext.lock());
+                STATUS_SUCCESS
             }
             Mode::StartNextAtPassive => {
-                sys.io_mark_irp_pending(irp);
-                sys.io_start_next_packet(self, false);
-                NtStatus::PENDING
+                kit::mark_irp_pending(irp);
+                IoStartNextPacket(device, 0);
+                STATUS_PENDING
             }
             Mode::LockTwice => {
-                let a = sys.ke_acquire_spin_lock(LOCK);
-                sys.ke_acquire_spin_lock(LOCK);
-                sys.ke_release_spin_lock(LOCK, a);
-                sys.io_complete_request(irp, NtStatus::SUCCESS, 0);
-                NtStatus::SUCCESS
+                let old = KeAcquireSpinLockRaiseToDpc(ext.lock());
+                KeAcquireSpinLockRaiseToDpc(ext.lock());
+                KeReleaseSpinLock(ext.lock(), old);
+                kit::complete(irp, STATUS_SUCCESS, 0);
+                STATUS_SUCCESS
             }
             Mode::UseAfterComplete => {
-                sys.io_complete_request(irp, NtStatus::SUCCESS, 0);
-                sys.io_mark_irp_pending(irp);
-                NtStatus::SUCCESS
+                kit::complete(irp, STATUS_SUCCESS, 0);
+                // IoMarkIrpPending is a header inline the kernel never sees
+                // once the IRP is gone; IoStartPacket is an export.
+                IoStartPacket(device, irp, std::ptr::null_mut(), Some(cancel));
+                STATUS_SUCCESS
             }
             _ => {
-                sys.io_mark_irp_pending(irp);
-                sys.io_start_packet(self, irp, Some(CancelRoutine(1)));
-                NtStatus::PENDING
+                kit::mark_irp_pending(irp);
+                IoStartPacket(device, irp, std::ptr::null_mut(), Some(cancel));
+                STATUS_PENDING
             }
         }
     }
+}
 
-    fn pnp(&mut self, _: &Sys, _: PnpMinor) -> PnpOutcome {
-        PnpOutcome::Done(NtStatus::SUCCESS)
-    }
-
-    fn start_io(&mut self, sys: &Sys, irp: IrpId) {
-        self.started.push(irp);
-        match self.mode {
+/// StartIo.
+unsafe extern "C" fn start_io(device: *mut DEVICE_OBJECT, irp: *mut IRP) {
+    // SAFETY: (whole body) our FDO and the current packet, at DISPATCH_LEVEL.
+    unsafe {
+        let ext = kit::ext(device);
+        let started = ext.start_io_calls.fetch_add(1, Ordering::AcqRel) + 1;
+        match mode(device) {
             Mode::StartNextUnderLock => {
-                let old = sys.ke_acquire_spin_lock(LOCK);
-                sys.io_set_cancel_routine(irp, None);
-                sys.io_start_next_packet(self, false);
-                sys.ke_release_spin_lock(LOCK, old);
-                sys.io_complete_request(irp, NtStatus::SUCCESS, 0);
+                let old = KeAcquireSpinLockRaiseToDpc(ext.lock());
+                kit::set_cancel_routine(irp, None);
+                IoStartNextPacket(device, 0);
+                KeReleaseSpinLock(ext.lock(), old);
+                kit::complete(irp, STATUS_SUCCESS, 0);
             }
-            Mode::SyncStartIo if self.started.len() > 1 => {
-                sys.io_set_cancel_routine(irp, None);
-                sys.io_start_next_packet(self, false);
-                sys.io_complete_request(irp, NtStatus::SUCCESS, 0);
+            Mode::SyncStartIo if started > 1 => {
+                kit::set_cancel_routine(irp, None);
+                IoStartNextPacket(device, 0);
+                kit::complete(irp, STATUS_SUCCESS, 0);
             }
             Mode::CompleteWithCancelRoutine => {
-                sys.io_start_next_packet(self, false);
-                sys.io_complete_request(irp, NtStatus::SUCCESS, 0);
+                IoStartNextPacket(device, 0);
+                kit::complete(irp, STATUS_SUCCESS, 0);
             }
             _ => {}
         }
     }
+}
 
-    fn cancel(&mut self, sys: &Sys, _: CancelRoutine, _irp: IrpId, irql: Irql) {
-        if self.mode != Mode::CancelLockKept {
-            sys.io_release_cancel_spin_lock(irql);
+/// The cancel routine of every queued request: releases the cancel spin
+/// lock (unless the mode keeps it) and completes nothing.
+unsafe extern "C" fn cancel(device: *mut DEVICE_OBJECT, irp: *mut IRP) {
+    // SAFETY: called holding the cancel spin lock, with our FDO and the IRP.
+    unsafe {
+        if mode(device) != Mode::CancelLockKept {
+            IoReleaseCancelSpinLock((*irp).CancelIrql);
         }
-    }
-
-    fn isr(&mut self, _: &Sys) -> bool {
-        false
-    }
-
-    fn dpc_for_isr(&mut self, sys: &Sys, _: Option<IrpId>) {
-        // Finish the current packet the way the glue rule says.
-        if let Some(irp) = sys.current_irp() {
-            sys.io_set_cancel_routine(irp, None);
-            sys.io_start_next_packet(self, false);
-            sys.io_complete_request(irp, NtStatus::SUCCESS, 0);
-        }
-    }
-
-    fn timer_dpc(&mut self, _: &Sys) {}
-
-    fn execution_routine(&mut self, _: &Sys, _: MapRegisterBase) -> IoAllocationAction {
-        IoAllocationAction::KeepObject
     }
 }
 
-fn machine(mode: Mode) -> Machine<Bad> {
-    Machine::new(&quiet_config(1), Bad::new(mode))
+/// DpcForIsr: finish the current packet the way the glue rule says.
+unsafe extern "C" fn dpc_for_isr(_dpc: *mut KDPC, context: PVOID, _a1: PVOID, _a2: PVOID) {
+    let device = context.cast::<DEVICE_OBJECT>();
+    // SAFETY: the DPC's context is our FDO; CurrentIrp is the I/O manager's.
+    unsafe {
+        let irp = (*device).CurrentIrp;
+        if !irp.is_null() {
+            kit::set_cancel_routine(irp, None);
+            IoStartNextPacket(device, 0);
+            kit::complete(irp, STATUS_SUCCESS, 0);
+        }
+    }
+}
+
+/// The misbehaving driver.
+struct Bad;
+
+impl TestDriver for Bad {
+    const DISPATCH: kit::DispatchRoutine = dispatch;
+    const START_IO: Option<kit::StartIoRoutine> = Some(start_io);
+    const DPC_FOR_ISR: kit::DeferredRoutine = dpc_for_isr;
+}
+
+fn machine_with(mode: Mode, extra: &[(&str, u32)]) -> (Machine<NativeDriver>, Arc<Probe>) {
+    let mut registry = vec![(MODE, mode as u32)];
+    registry.extend_from_slice(extra);
+    kit::boot::<Bad>(&quiet_config(1), &registry)
+}
+
+fn machine(mode: Mode) -> Machine<NativeDriver> {
+    machine_with(mode, &[]).0
 }
 
 fn info_irp() -> IrpSpec {
@@ -174,7 +233,7 @@ fn info_irp() -> IrpSpec {
     }
 }
 
-fn send(m: &mut Machine<Bad>) -> Result<IrpId, Crash> {
+fn send(m: &mut Machine<NativeDriver>) -> Result<IrpId, Crash> {
     m.send(info_irp(), &BufferLayout::default())
 }
 
@@ -198,7 +257,9 @@ fn verifier_sdv_double_completion() {
 fn verifier_sdv_spin_lock_safe_complete_under_lock() {
     expect(
         Mode::CompleteUnderLock,
-        Violation::CompletedUnderSpinLock { lock: "test lock" },
+        Violation::CompletedUnderSpinLock {
+            lock: driver_lock(),
+        },
     );
 }
 
@@ -238,7 +299,9 @@ fn verifier_sdv_complete_with_status_pending() {
 fn verifier_sdv_spin_lock_held_at_return() {
     expect(
         Mode::LockHeldAtReturn,
-        Violation::SpinLockHeldAtReturn { lock: "test lock" },
+        Violation::SpinLockHeldAtReturn {
+            lock: driver_lock(),
+        },
     );
 }
 
@@ -257,7 +320,9 @@ fn verifier_irql_start_next_packet_at_passive() {
 fn verifier_sdv_spin_lock_acquired_twice() {
     expect(
         Mode::LockTwice,
-        Violation::SpinLockDeadlock { lock: "test lock" },
+        Violation::SpinLockDeadlock {
+            lock: driver_lock(),
+        },
     );
 }
 
@@ -273,7 +338,9 @@ fn verifier_sdv_irp_used_after_completion() {
 fn verifier_sdv_spin_lock_safe_start_next_packet_under_lock() {
     expect(
         Mode::StartNextUnderLock,
-        Violation::StartNextPacketUnderSpinLock { lock: "test lock" },
+        Violation::StartNextPacketUnderSpinLock {
+            lock: driver_lock(),
+        },
     );
 }
 
@@ -286,18 +353,22 @@ fn verifier_sdv_cancel_routine_still_set_at_completion() {
 }
 
 /// Three packets: the first waits for a DPC, the next two complete inside
-/// StartIo, so the second's IoStartNextPacket re-enters StartIo.
-fn recursion(deferred: bool) -> Machine<Bad> {
-    let mut m = machine(Mode::SyncStartIo);
-    m.sys().io_set_start_io_attributes(deferred, false);
+/// StartIo, so the second's IoStartNextPacket re-enters StartIo. The DPC
+/// comes from the device's interrupt (edu's IRQ_RAISE register).
+fn recursion(deferred: bool) -> Machine<NativeDriver> {
+    let (mut m, probe) = machine_with(
+        Mode::SyncStartIo,
+        &[(DEFERRED_START_IO, u32::from(deferred))],
+    );
     let a = send(&mut m).unwrap();
     let b = send(&mut m).unwrap();
     let c = send(&mut m).unwrap();
-    let sys = m.sys().clone();
-    let old = sys.ke_raise_irql(Irql::Device);
-    sys.io_request_dpc(None);
-    sys.ke_lower_irql(old);
+    kit::write_register(&mut m, &probe, REG_IRQ_RAISE, 0x1);
     let _ = m.run_until(|m| [a, b, c].iter().all(|i| m.is_complete(*i)), 100 * MS);
+    assert_eq!(
+        probe.log().first().map(String::as_str),
+        Some("isr 0x1 queued=true")
+    );
     m
 }
 
@@ -352,13 +423,22 @@ fn verifier_sdv_request_incomplete_at_removal() {
 
 #[test]
 fn verifier_leak_check_catches_an_adapter_never_put() {
-    let mut m = Machine::new(&quiet_config(3), Null);
-    let _ = m
-        .sys()
-        .io_get_dma_adapter(&common::edu_description())
-        .unwrap();
+    // The driver gets its adapter at start and forgets to put it at removal.
+    let (mut m, _) = kit::boot::<Bad>(
+        &quiet_config(3),
+        &[(DMA_ADAPTER_AT_START, 1), (KEEP_ADAPTER_AT_REMOVE, 1)],
+    );
     assert_eq!(
         m.pnp(PnpMinor::RemoveDevice, MS),
         Err(Crash::BugCheck(Violation::AdapterLeaked))
     );
+}
+
+#[test]
+fn verifier_removal_that_puts_the_adapter_leaks_nothing() {
+    // The same driver, putting its adapter: removal and the leak check pass.
+    let (mut m, _) = kit::boot::<Bad>(&quiet_config(3), &[(DMA_ADAPTER_AT_START, 1)]);
+    assert_eq!(m.pnp(PnpMinor::RemoveDevice, MS), Ok(NtStatus::SUCCESS));
+    m.leak_check().unwrap();
+    assert!(m.driver().leaks().is_empty(), "{:?}", m.driver().leaks());
 }

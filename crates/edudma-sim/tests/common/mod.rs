@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests.
 #![allow(dead_code)]
 
+pub mod testdriver;
+
 use edudma_core::NtStatus;
 use edudma_sim::hal::{
     DEVICE_DESCRIPTION_VERSION3, DeviceDescription, IoAllocationAction, MapRegisterBase,
