@@ -98,8 +98,9 @@ pub struct HalConfig {
     pub map_registers: u32,
     /// Size of the bounce pool (the HAL's absolute maximum per request).
     pub pool_registers: u32,
-    /// Bounce every page, as Driver Verifier's double buffering does.
-    pub double_buffer_all: bool,
+    /// Bounce every page, as Driver Verifier's double buffering does
+    /// (`None`: whenever DMA verification is on, as Driver Verifier does).
+    pub double_buffer_all: Option<bool>,
     /// Percent of free-resource asynchronous allocations whose execution
     /// routine runs inside `AllocateAdapterChannelEx`.
     pub inline_grant_percent: u32,
@@ -120,7 +121,7 @@ impl Default for HalConfig {
         Self {
             map_registers: 16,
             pool_registers: 64,
-            double_buffer_all: false,
+            double_buffer_all: None,
             inline_grant_percent: 50,
             contention_percent: 10,
             scatter_gather: true,
@@ -152,6 +153,8 @@ pub struct HalStats {
     pub partial_maps: u64,
     /// Pages double-buffered through map registers.
     pub bounced_pages: u64,
+    /// Pages the device was given directly (not double-buffered).
+    pub direct_pages: u64,
     /// `FlushAdapterBuffersEx` calls that ended a mapping.
     pub flushes: u64,
 }
@@ -810,7 +813,7 @@ impl Hal {
             / SG_ELEMENT_BYTES) as usize)
             .min(edudma_core::dma::MAX_SG_ELEMENTS);
         let limit = if width >= 64 { u64::MAX } else { 1u64 << width };
-        let double_all = self.config.double_buffer_all;
+        let double_all = self.config.double_buffer_all.unwrap_or(false);
         sg.clear();
         let mut mapping = Mapping {
             mdl,
@@ -862,6 +865,8 @@ impl Hal {
                     ctx.mem.write(bus, &data);
                 }
                 mapping.bounced.push((bus, seg));
+            } else {
+                self.stats.direct_pages += 1;
             }
             mapping.length += seg.len;
         }

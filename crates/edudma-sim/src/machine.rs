@@ -113,7 +113,14 @@ impl<D: WdmDriver> Machine<D> {
     pub fn new_with(config: &MachineConfig, make: impl FnOnce(&Sys) -> D) -> Self {
         let mut rng = SimRng::new(config.seed);
         let mut mem = PhysicalMemory::new(config.memory_bytes);
-        let hal = Hal::new(config.hal, &mut mem);
+        let mut hal_config = config.hal;
+        // Driver Verifier's DMA verification double-buffers every transfer.
+        hal_config.double_buffer_all = Some(
+            hal_config
+                .double_buffer_all
+                .unwrap_or(config.dma_verification),
+        );
+        let hal = Hal::new(hal_config, &mut mem);
         let mut device = EduDevice::new(config.edu, rng.next_u64());
         device.set_bus_master(config.bus_master_at_boot);
         let mut verifier = Verifier::new();

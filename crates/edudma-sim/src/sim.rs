@@ -62,8 +62,9 @@ pub struct SimConfig {
     pub corrupt_byte_injection: Option<CorruptByte>,
     /// Where user buffers' pages come from.
     pub placement: Placement,
-    /// Bounce every page (Driver Verifier's double buffering).
-    pub double_buffer_all: bool,
+    /// Bounce every page (`None`: as Driver Verifier's DMA verification,
+    /// which is on, does; `Some(false)`: only pages the device cannot reach).
+    pub double_buffer_all: Option<bool>,
     /// Percent of allocations that find the map registers busy.
     pub contention_percent: u32,
     /// Percent of free asynchronous grants run inside the allocate call.
@@ -94,7 +95,7 @@ impl Default for SimConfig {
             qemu_fixed_range_check: false,
             corrupt_byte_injection: None,
             placement: Placement::Any,
-            double_buffer_all: false,
+            double_buffer_all: None,
             contention_percent: 10,
             inline_grant_percent: 50,
             lose_interrupts: Vec::new(),
@@ -205,6 +206,8 @@ pub struct SimStats {
     pub sched: SchedStats,
     /// Pages double-buffered through map registers.
     pub bounced_pages: u64,
+    /// Pages mapped for the device directly.
+    pub direct_pages: u64,
 }
 
 /// What the verifier saw.
@@ -433,6 +436,7 @@ impl SimMachine {
                 virtual_time: Duration::from_nanos(k.sched.now()),
                 sched,
                 bounced_pages: hal.bounced_pages,
+                direct_pages: hal.direct_pages,
             }
         })
     }

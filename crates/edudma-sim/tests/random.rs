@@ -35,7 +35,7 @@ fn config(r: &mut SimRng, seed: u64) -> SimConfig {
             Placement::High,
             Placement::Mixed,
         ][r.below(4) as usize],
-        double_buffer_all: r.chance(10),
+        double_buffer_all: [None, Some(false), Some(true)][r.below(3) as usize],
         contention_percent: r.below(60) as u32,
         inline_grant_percent: r.below(101) as u32,
         lose_interrupts: if r.chance(10) {
