@@ -147,6 +147,8 @@ pub struct HalStats {
     pub cancels_true: u64,
     /// `CancelAdapterChannel` that returned FALSE.
     pub cancels_false: u64,
+    /// Allocations cancelled by a `CancelAdapterChannel` made before them.
+    pub pre_cancelled: u64,
     /// `MapTransferEx` calls that mapped something.
     pub maps: u64,
     /// Maps shorter than asked.
@@ -202,7 +204,7 @@ struct Adapter {
     context: Context,
     channel: Channel,
     /// Registers kept after `DeallocateObjectKeepRegisters`: (base, count, first).
-    registers_only: Option<(MapRegisterBase, u32, u32)>,
+    registers_only: Vec<(MapRegisterBase, u32, u32)>,
     mappings: Vec<Mapping>,
     /// Registers of the current channel in use by a mapping.
     used: Vec<bool>,
@@ -213,6 +215,9 @@ enum Context {
     Uninitialized,
     Initialized,
     InUse,
+    /// `CancelAdapterChannel` found no request pending on an initialized
+    /// context: the next allocation with it is cancelled.
+    Cancelled,
 }
 
 /// What the caller of the HAL brings: the machine's state it may touch.
@@ -355,7 +360,7 @@ impl Hal {
             released: false,
             context: Context::Uninitialized,
             channel: Channel::Free,
-            registers_only: None,
+            registers_only: Vec::new(),
             mappings: Vec::new(),
             used: Vec::new(),
         });
@@ -571,7 +576,9 @@ impl Hal {
         let Some(a) = self.adapter(id) else {
             return Err(NtStatus::INVALID_PARAMETER);
         };
-        if a.channel != Channel::Free || a.registers_only.is_some() {
+        // Registers kept by DeallocateObjectKeepRegisters do not hold the
+        // channel: a new allocation is legal.
+        if a.channel != Channel::Free {
             return dma_fail(
                 ctx,
                 Violation::TooManyAdapterChannels,
@@ -598,6 +605,11 @@ impl Hal {
                 },
                 NtStatus::INSUFFICIENT_RESOURCES,
             );
+        }
+        if a.context == Context::Cancelled {
+            a.context = Context::Uninitialized;
+            self.stats.pre_cancelled += 1;
+            return Err(NtStatus::CANCELLED);
         }
         if a.context != Context::Initialized {
             return dma_fail(
@@ -695,7 +707,7 @@ impl Hal {
             IoAllocationAction::DeallocateObjectKeepRegisters => {
                 a.channel = Channel::Free;
                 a.context = Context::Uninitialized;
-                a.registers_only = Some((base, count, first));
+                a.registers_only.push((base, count, first));
             }
             IoAllocationAction::DeallocateObject => {
                 a.channel = Channel::Free;
@@ -713,7 +725,9 @@ impl Hal {
         }
     }
 
-    /// `CancelAdapterChannel`: TRUE when the request was still queued.
+    /// `CancelAdapterChannel`: TRUE when the request was still queued (it
+    /// is dropped, the routine never runs), or when none was made yet on an
+    /// initialized context (the next allocation with it is cancelled).
     pub fn cancel_adapter_channel(&mut self, ctx: &mut HalCtx<'_>, id: AdapterId) -> bool {
         if !self.live(ctx, id, "CancelAdapterChannel", Irql::Dispatch) {
             return false;
@@ -724,6 +738,10 @@ impl Hal {
         if matches!(a.channel, Channel::Waiting { .. }) {
             a.channel = Channel::Free;
             a.context = Context::Uninitialized;
+            self.stats.cancels_true += 1;
+            true
+        } else if a.channel == Channel::Free && a.context == Context::Initialized {
+            a.context = Context::Cancelled;
             self.stats.cancels_true += 1;
             true
         } else {
@@ -745,10 +763,11 @@ impl Hal {
                 count,
                 first,
             } if b == base => Some((count, first)),
-            _ => match a.registers_only {
-                Some((b, count, first)) if b == base => Some((count, first)),
-                _ => None,
-            },
+            _ => a
+                .registers_only
+                .iter()
+                .find(|(b, _, _)| *b == base)
+                .map(|&(_, count, first)| (count, first)),
         }
     }
 
@@ -1046,21 +1065,65 @@ impl Hal {
             return;
         }
         let a = &self.adapters[id.0 as usize];
-        match a.registers_only {
-            Some((b, held, first)) if b == base && held == count => {
+        match a.registers_only.iter().position(|(b, _, _)| *b == base) {
+            Some(i) if a.registers_only[i].1 == count => {
                 if !a.mappings.is_empty() {
                     ctx.verifier.report(Violation::MapRegistersFreedWhileMapped);
                     return;
                 }
+                let (_, held, first) = a.registers_only[i];
                 self.release_registers(first, held);
-                self.adapters[id.0 as usize].registers_only = None;
+                self.adapters[id.0 as usize].registers_only.remove(i);
             }
-            Some((_, held, _)) => ctx
-                .verifier
-                .report(Violation::MapRegistersFreedTooOften { count, held }),
+            Some(i) => ctx.verifier.report(Violation::MapRegistersFreedTooOften {
+                count,
+                held: a.registers_only[i].1,
+            }),
             None => ctx
                 .verifier
                 .report(Violation::MapRegistersFreedTooOften { count, held: 0 }),
+        }
+    }
+
+    /// `FreeAdapterObject` (DISPATCH_LEVEL): the end of a channel a
+    /// synchronous `AllocateAdapterChannelEx` without an execution routine
+    /// granted. `DeallocateObject` frees the channel and its map registers,
+    /// `DeallocateObjectKeepRegisters` the channel only.
+    pub fn free_adapter_object(
+        &mut self,
+        ctx: &mut HalCtx<'_>,
+        id: AdapterId,
+        action: IoAllocationAction,
+    ) {
+        if !self.live_at_dispatch(ctx, id, "FreeAdapterObject") {
+            return;
+        }
+        let a = &self.adapters[id.0 as usize];
+        let Channel::Held { base, count, first } = a.channel else {
+            ctx.verifier.report(Violation::AdapterChannelFreedTooOften);
+            return;
+        };
+        match action {
+            // Not a way to free anything: the channel stays held.
+            IoAllocationAction::KeepObject => {}
+            IoAllocationAction::DeallocateObjectKeepRegisters => {
+                let a = &mut self.adapters[id.0 as usize];
+                a.channel = Channel::Free;
+                a.context = Context::Uninitialized;
+                a.registers_only.push((base, count, first));
+            }
+            IoAllocationAction::DeallocateObject => {
+                if !a.mappings.is_empty() {
+                    ctx.verifier.report(Violation::MapRegistersFreedWhileMapped);
+                    return;
+                }
+                self.check_guards(ctx, first, count);
+                self.release_registers(first, count);
+                let a = &mut self.adapters[id.0 as usize];
+                a.channel = Channel::Free;
+                a.context = Context::Uninitialized;
+                a.used.clear();
+            }
         }
     }
 
@@ -1074,9 +1137,10 @@ impl Hal {
             ctx.verifier.report(Violation::AdapterPutWithChannel);
             return;
         }
-        if let Some((_, count, _)) = a.registers_only {
+        if !a.registers_only.is_empty() {
+            let outstanding = a.registers_only.iter().map(|(_, count, _)| count).sum();
             ctx.verifier
-                .report(Violation::AdapterPutWithMapRegisters { outstanding: count });
+                .report(Violation::AdapterPutWithMapRegisters { outstanding });
             return;
         }
         self.adapters[id.0 as usize].released = true;
@@ -1090,7 +1154,7 @@ impl Hal {
     /// True when the adapter holds or waits for nothing.
     pub fn idle(&self, id: AdapterId) -> bool {
         self.adapters.get(id.0 as usize).is_none_or(|a| {
-            a.channel == Channel::Free && a.registers_only.is_none() && a.mappings.is_empty()
+            a.channel == Channel::Free && a.registers_only.is_empty() && a.mappings.is_empty()
         })
     }
 

@@ -241,3 +241,107 @@ fn a_device_narrower_than_the_drivers_28_bits_has_its_addresses_clamped() {
         "{r:?}"
     );
 }
+
+/// The HAL's own calls on the machine of `m` (at its current IRQL).
+fn hal<T>(
+    m: &Machine<Null>,
+    f: impl FnOnce(&mut edudma_sim::hal::Hal, &mut edudma_sim::hal::HalCtx<'_>) -> T,
+) -> T {
+    m.sys().with(|k| k.hal_call(f))
+}
+
+/// `DeallocateObjectKeepRegisters` gives the channel back and keeps only
+/// the map registers: the adapter may allocate again before they are freed.
+#[test]
+fn a_new_allocation_after_deallocate_object_keep_registers_is_legal() {
+    let mut c = quiet_config(31);
+    c.hal.inline_grant_percent = 0;
+    let (m, mut dma, _) = adapter(&c, &edu_description());
+    let id = dma.adapter();
+    dma.initialize_dma_transfer_context().unwrap();
+    assert_eq!(
+        dma.allocate_adapter_channel_ex(1, AllocationMode::Asynchronous),
+        Ok(AllocateOutcome::Queued)
+    );
+    let kept = m.sys().with(|k| k.hal.granting(id)).expect("committed");
+    m.sys().hal_routine_returned(
+        id,
+        kept,
+        edudma_sim::hal::IoAllocationAction::DeallocateObjectKeepRegisters,
+    );
+    dma.initialize_dma_transfer_context().unwrap();
+    let second = match dma.allocate_adapter_channel_ex(1, AllocationMode::Synchronous) {
+        Ok(AllocateOutcome::Granted(b)) => b,
+        other => panic!("a second channel while registers are kept: {other:?}"),
+    };
+    assert_ne!(second, kept);
+    dma.free_adapter_channel();
+    dma.free_map_registers(kept, 1);
+    dma.put_dma_adapter();
+    assert_eq!(bugcheck(&m), None);
+}
+
+/// A `CancelAdapterChannel` that finds no request pending on an initialized
+/// context returns TRUE and cancels the allocation that follows.
+#[test]
+fn a_cancel_before_the_allocation_cancels_the_allocation() {
+    let (m, mut dma, _) = adapter(&quiet_config(32), &edu_description());
+    dma.initialize_dma_transfer_context().unwrap();
+    assert!(dma.cancel_adapter_channel(), "nothing pending yet: TRUE");
+    assert_eq!(
+        dma.allocate_adapter_channel_ex(1, AllocationMode::Asynchronous),
+        Err(NtStatus::CANCELLED)
+    );
+    assert_eq!(m.sys().with(|k| k.hal.stats().pre_cancelled), 1);
+    // Re-initialized, the context allocates normally.
+    dma.initialize_dma_transfer_context().unwrap();
+    assert!(matches!(
+        dma.allocate_adapter_channel_ex(1, AllocationMode::Synchronous),
+        Ok(AllocateOutcome::Granted(_))
+    ));
+    dma.free_adapter_channel();
+    dma.put_dma_adapter();
+    assert_eq!(bugcheck(&m), None);
+}
+
+/// A synchronous `AllocateAdapterChannelEx` with no execution routine hands
+/// the base back and keeps the channel (as KeepObject) until
+/// `FreeAdapterObject`; freeing it twice is the double free 0x04.
+#[test]
+fn a_synchronous_grant_without_a_routine_ends_with_free_adapter_object() {
+    use edudma_sim::hal::{AllocateResult, IoAllocationAction};
+    let (m, mut dma, _) = adapter(&quiet_config(33), &edu_description());
+    let id = dma.adapter();
+    dma.initialize_dma_transfer_context().unwrap();
+    let base = match hal(&m, |h, ctx| h.allocate_adapter_channel_ex(ctx, id, 2, true)) {
+        Ok(AllocateResult::RunNow(b)) => b,
+        other => panic!("no synchronous grant: {other:?}"),
+    };
+    // What the export does when ExecutionRoutine is NULL.
+    m.sys()
+        .hal_routine_returned(id, base, IoAllocationAction::KeepObject);
+    let layout = BufferLayout::default();
+    let mdl = buffer(&m, 600, &layout, |i| i as u8);
+    let mut sg = SgList::new();
+    assert_eq!(
+        dma.map_transfer_ex(mdl, base, 0, 600, true, &mut sg),
+        Ok(600)
+    );
+    dma.flush_adapter_buffers_ex(mdl, base, 0, 600, true)
+        .unwrap();
+    hal(&m, |h, ctx| {
+        h.free_adapter_object(ctx, id, IoAllocationAction::DeallocateObject)
+    });
+    assert_eq!(bugcheck(&m), None);
+    assert!(
+        m.sys().with(|k| k.hal.idle(id)),
+        "channel and registers freed"
+    );
+    hal(&m, |h, ctx| {
+        h.free_adapter_object(ctx, id, IoAllocationAction::DeallocateObject)
+    });
+    assert_eq!(
+        bugcheck(&m),
+        Some(edudma_sim::verifier::Violation::AdapterChannelFreedTooOften)
+    );
+}

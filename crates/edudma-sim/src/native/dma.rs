@@ -61,6 +61,7 @@ fn operations() -> DMA_OPERATIONS {
         CancelAdapterChannel: Some(CancelAdapterChannel),
         MapTransferEx: Some(MapTransferEx),
         FlushAdapterBuffersEx: Some(FlushAdapterBuffersEx),
+        FreeAdapterObject: Some(FreeAdapterObject),
         ..Default::default()
     }
 }
@@ -387,6 +388,17 @@ unsafe extern "C" fn FreeAdapterChannel(DmaAdapter: *mut DMA_ADAPTER) {
     let id = adapter_id(&c, DmaAdapter);
     c.n.sys
         .with(|k| k.hal_call(|h, ctx| h.free_adapter_channel(ctx, id)));
+}
+
+unsafe extern "C" fn FreeAdapterObject(
+    DmaAdapter: *mut DMA_ADAPTER,
+    AllocationAction: wdk_sys::IO_ALLOCATION_ACTION,
+) {
+    let c = Call::enter();
+    let id = adapter_id(&c, DmaAdapter);
+    let action = action_of(AllocationAction);
+    c.n.sys
+        .with(|k| k.hal_call(|h, ctx| h.free_adapter_object(ctx, id, action)));
 }
 
 unsafe extern "C" fn FreeMapRegisters(
