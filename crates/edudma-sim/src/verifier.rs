@@ -17,6 +17,9 @@ pub enum Rule {
     Irql(&'static str),
     /// A leak found when the driver is unloaded (0xC4 / 0xE6 at PutDmaAdapter time).
     Leak(&'static str),
+    /// A check of the simulator's own, for misuse Driver Verifier's
+    /// documented table has no subcode for: named, never a borrowed 0xE6 code.
+    Own(&'static str),
 }
 
 impl fmt::Display for Rule {
@@ -26,6 +29,7 @@ impl fmt::Display for Rule {
             Rule::Sdv(name) => write!(f, "SDV {name}"),
             Rule::Irql(name) => write!(f, "IRQL {name}"),
             Rule::Leak(name) => write!(f, "leak {name}"),
+            Rule::Own(name) => write!(f, "edudma-sim {name}"),
         }
     }
 }
@@ -128,10 +132,10 @@ pub enum Violation {
         /// The version given.
         version: u32,
     },
-    /// 0x00: `AllocateAdapterChannelEx` without `InitializeDmaTransferContext`
+    /// Our own (no documented subcode): `AllocateAdapterChannelEx` without `InitializeDmaTransferContext`
     /// first (or with a context already in use).
     TransferContextNotInitialized,
-    /// 0x00: a map-register base that this adapter did not hand out, or
+    /// Our own (no documented subcode): a map-register base that this adapter did not hand out, or
     /// used after its channel was freed.
     InvalidMapRegisterBase,
     /// SDV DoubleCompletion: an IRP completed twice.
@@ -252,7 +256,8 @@ impl Violation {
             FlushedChannelNotCompleted => Rule::Dma(0x23),
             ScatterGatherBufferTooSmall { .. } => Rule::Dma(0x24),
             UnknownDeviceDescriptionVersion { .. } => Rule::Dma(0x25),
-            TransferContextNotInitialized | InvalidMapRegisterBase => Rule::Dma(0x00),
+            TransferContextNotInitialized => Rule::Own("DmaTransferContextNotInitialized"),
+            InvalidMapRegisterBase => Rule::Own("UnknownMapRegisterBase"),
             DoubleCompletion { .. } => Rule::Sdv("DoubleCompletion"),
             CompletedUnderSpinLock { .. } | StartNextPacketUnderSpinLock { .. } => {
                 Rule::Sdv("SpinLockSafe")
@@ -344,6 +349,30 @@ mod tests {
             Rule::Sdv("StartIoRecursion")
         );
         assert_eq!(format!("{}", Rule::Dma(0x1d)), "0xE6/0x1D");
+        // One subcode per direction of a wrong IRQL, whatever the routine.
+        let high = Violation::DmaIrqlTooHigh {
+            routine: "GetDmaAlignment",
+            irql: Irql::Dispatch,
+        };
+        let low = Violation::DmaIrqlTooLow {
+            routine: "MapTransferEx",
+            irql: Irql::Passive,
+        };
+        assert_eq!(
+            (high.dma_subcode(), low.dma_subcode()),
+            (Some(0x13), Some(0x14))
+        );
+    }
+
+    #[test]
+    fn verifier_checks_of_our_own_borrow_no_0xe6_subcode() {
+        for v in [
+            Violation::TransferContextNotInitialized,
+            Violation::InvalidMapRegisterBase,
+        ] {
+            assert_eq!(v.dma_subcode(), None, "{v}");
+            assert!(matches!(v.rule(), Rule::Own(_)), "{v}");
+        }
     }
 
     #[test]
