@@ -41,6 +41,7 @@ pub mod edu;
 pub mod hal;
 pub mod io;
 pub mod irql;
+pub mod isolate;
 pub mod kernel;
 pub mod machine;
 pub mod mdl;
