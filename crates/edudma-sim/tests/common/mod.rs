@@ -15,7 +15,9 @@ use edudma_sim::mdl::{BufferLayout, MdlId};
 use edudma_sim::verifier::Violation;
 use edudma_sim::wdm::{PnpMinor, PnpOutcome, SimDma, WdmDriver};
 
-/// A driver that does nothing (for tests that call DDIs by hand).
+/// A model driver that does nothing, for the HAL model's own tests
+/// (`tests/hal.rs`), which call the model's DMA routines by hand. Driver
+/// behaviour is tested with the native test drivers of [`testdriver`].
 pub struct Null;
 
 impl WdmDriver for Null {

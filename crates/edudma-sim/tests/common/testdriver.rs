@@ -51,7 +51,7 @@ use wdk_sys::{
     DRIVER_OBJECT, HANDLE, IO_CONNECT_INTERRUPT_PARAMETERS, IO_DISCONNECT_INTERRUPT_PARAMETERS,
     IO_NO_INCREMENT, IO_STACK_LOCATION, IRP, IRP_MJ_CLOSE, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL,
     IRP_MJ_PNP, IRP_MJ_READ, IRP_MJ_WRITE, IRP_MN_REMOVE_DEVICE, IRP_MN_START_DEVICE,
-    IRP_MN_STOP_DEVICE, IRP_MN_SURPRISE_REMOVAL, KDPC, KSPIN_LOCK, MDL, NTSTATUS, PDRIVER_CANCEL,
+    IRP_MN_STOP_DEVICE, IRP_MN_SURPRISE_REMOVAL, KDPC, KSPIN_LOCK, NTSTATUS, PDRIVER_CANCEL,
     PHYSICAL_ADDRESS, PKINTERRUPT, PVOID, SIZE_T, SL_PENDING_RETURNED, ULONG, ULONG_PTR,
     UNICODE_STRING,
 };
@@ -149,7 +149,10 @@ impl Probe {
     }
 
     /// Keep a pended IRP (driver side).
-    pub fn keep(&self, irp: *mut IRP) {
+    ///
+    /// # Safety
+    /// `irp` must be a live IRP the caller owns.
+    pub unsafe fn keep(&self, irp: *mut IRP) {
         // SAFETY: the caller's live IRP; MdlAddress is a plain field.
         let mdl = unsafe { (*irp).MdlAddress } as usize;
         locked(&self.pended).push(Pended {
@@ -570,7 +573,7 @@ unsafe fn start_device(ext: &Ext, irp: *mut IRP) -> NTSTATUS {
     ext.bar0.store(va.cast(), Ordering::Release);
     connect_interrupt(ext);
     if ext.want_adapter {
-        let mut description = device_description(&edu_adapter_description());
+        let mut description = device_description(&super::edu_description());
         let mut map_registers = 0u32;
         // SAFETY: PASSIVE_LEVEL with our PDO and a filled description.
         let adapter = unsafe { IoGetDmaAdapter(ext.pdo, &mut description, &mut map_registers) };
@@ -730,11 +733,6 @@ pub unsafe extern "C" fn log_dpc(_dpc: *mut KDPC, context: PVOID, _a1: PVOID, _a
 
 // ---- DMA ---------------------------------------------------------------------------------
 
-/// The edu device's adapter description as the model states it.
-fn edu_adapter_description() -> DeviceDescription {
-    super::edu_description()
-}
-
 /// A `DEVICE_DESCRIPTION` of a model description (PCI, 32-bit width).
 pub fn device_description(d: &DeviceDescription) -> DEVICE_DESCRIPTION {
     // SAFETY: all-zero is what the DDI asks to start from.
@@ -750,11 +748,6 @@ pub fn device_description(d: &DeviceDescription) -> DEVICE_DESCRIPTION {
     out.MaximumLength = d.maximum_length;
     out.DmaAddressWidth = d.dma_address_width;
     out
-}
-
-/// The MDL of a pended request, as `*mut MDL`.
-pub fn mdl_ptr(p: Pended) -> *mut MDL {
-    p.mdl as *mut MDL
 }
 
 // ---- the harness side -------------------------------------------------------------------
