@@ -941,6 +941,14 @@ impl Sys {
         })
     }
 
+    /// [`Sys::assert_foreign_interrupt`] after `delay` of virtual time.
+    pub fn schedule_foreign_interrupt(&self, delay: Nanos) {
+        self.with(|k| {
+            let cpu = k.random_cpu();
+            k.sched.schedule(delay, cpu, Event::ForeignInterrupt);
+        })
+    }
+
     /// `IoConnectInterruptEx`: message-signaled when the platform offers
     /// it, line-based otherwise. The ISR may run as soon as this returns.
     pub fn io_connect_interrupt_ex(&self) -> InterruptKind {

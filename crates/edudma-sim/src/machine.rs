@@ -609,6 +609,7 @@ pub fn step<D: WdmDriver>(sys: &Sys, driver: &mut D) -> bool {
             });
         }
         Event::Wake => {}
+        Event::ForeignInterrupt => sys.assert_foreign_interrupt(),
     }
     true
 }

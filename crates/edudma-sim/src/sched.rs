@@ -47,6 +47,8 @@ pub enum Event {
     Cancel(IrpId),
     /// A thread's wait times out (`KeDelayExecutionThread`): time reaches it.
     Wake,
+    /// Another device on the shared INTx line asserts it.
+    ForeignInterrupt,
 }
 
 impl Event {
@@ -54,7 +56,7 @@ impl Event {
     /// preempt DPCs, DPCs run before threads.
     fn priority(&self) -> u8 {
         match self {
-            Event::DmaTimer | Event::FactorialDone => 0,
+            Event::DmaTimer | Event::FactorialDone | Event::ForeignInterrupt => 0,
             Event::Interrupt => 1,
             Event::TimerExpired => 2,
             Event::Dpc(_) | Event::ExecutionRoutine(..) | Event::StartIo(_) => 3,

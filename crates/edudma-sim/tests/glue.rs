@@ -13,7 +13,7 @@ use edudma_sim::irql::Irql;
 use edudma_sim::machine::{IrpSpec, Machine, MachineConfig};
 use edudma_sim::mdl::BufferLayout;
 use edudma_sim::native::{NativeConfig, NativeDriver};
-use edudma_sim::sched::{DpcId, Event, MS};
+use edudma_sim::sched::{DpcId, Event, MS, US};
 use edudma_sim::wdm::PnpMinor;
 use zerocopy::FromBytes;
 
@@ -367,4 +367,35 @@ fn an_interrupt_of_another_device_on_the_shared_line_is_not_claimed() {
         expected
     );
     assert!(m.crash().is_none(), "{:?}", m.crash());
+}
+
+/// `IoDisconnectInterruptEx` takes the interrupt's spin lock at its IRQL:
+/// an ISR mid-way on another CPU finishes first, one delivered later finds
+/// nothing connected. So the stop that disconnects and then unmaps BAR0
+/// never has the ISR read a register of an unmapped BAR.
+#[test]
+fn a_stop_waits_for_an_isr_running_on_another_cpu() {
+    let mut isr_mid_stop = 0;
+    for seed in 0..40 {
+        let mut c = quiet_config(300 + seed);
+        c.cpus = 4;
+        let mut m = started_with(&c, 70);
+        // Another device on the shared line interrupts all through the stop.
+        for us in 0..200 {
+            m.sys().schedule_foreign_interrupt(us * US);
+        }
+        let before = m.driver().sched_stats().interrupts_mid_routine;
+        let stopped = m.pnp(PnpMinor::StopDevice, 100 * MS);
+        assert_eq!(
+            stopped,
+            Ok(NtStatus::SUCCESS),
+            "seed {seed}: {:?}",
+            m.crash()
+        );
+        isr_mid_stop += u64::from(m.driver().sched_stats().interrupts_mid_routine > before);
+    }
+    assert!(
+        isr_mid_stop > 0,
+        "some seed ran the ISR while the stop was mid-way"
+    );
 }

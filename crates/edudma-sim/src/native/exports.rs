@@ -829,8 +829,32 @@ pub unsafe extern "C" fn IoDisconnectInterruptEx(
     _Parameters: *mut IO_DISCONNECT_INTERRUPT_PARAMETERS,
 ) {
     let c = Call::enter();
+    // As KeDisconnectInterrupt: at the interrupt's IRQL (no ISR preempts
+    // us here) and holding its spin lock (an ISR running on another CPU
+    // finishes first; one delivered later finds nothing connected).
+    let old = c.n.sys.with(|k| k.cpus.set_irql(Irql::Device));
+    let word = interrupt_lock_word(&c.n);
+    let _ = c.n.spin_acquire(c.me, word);
     c.n.sys.io_disconnect_interrupt_ex();
     c.n.objects().interrupt = None;
+    release_word(&c.n, c.me, word);
+    c.n.sys.with(|k| k.cpus.set_irql(old));
+}
+
+/// The address of the interrupt spin lock's word (the guard is not kept).
+pub(crate) fn interrupt_lock_word(n: &Native) -> usize {
+    let o = n.objects();
+    std::ptr::from_ref::<usize>(&o.interrupt_lock) as usize
+}
+
+/// Release a lock word `me` holds.
+pub(crate) fn release_word(_n: &Native, me: super::sched::ActId, word: usize) {
+    // SAFETY: a live lock word; only the baton holder touches it.
+    unsafe {
+        if *(word as *const usize) == me as usize {
+            *(word as *mut usize) = 0;
+        }
+    }
 }
 
 #[unsafe(no_mangle)]
@@ -889,7 +913,10 @@ pub unsafe extern "C" fn READ_REGISTER_ULONG(Register: *mut u32) -> u32 {
     match register_offset(&c, Register) {
         Some(offset) => c.n.sys.read_register(offset),
         None => {
-            c.fault("READ_REGISTER_ULONG outside any mapping of BAR0".into());
+            c.fault(format!(
+                "READ_REGISTER_ULONG outside any mapping of BAR0, by {}",
+                c.n.activity_label(c.me)
+            ));
             u32::MAX
         }
     }
@@ -900,7 +927,10 @@ pub unsafe extern "C" fn WRITE_REGISTER_ULONG(Register: *mut u32, Value: u32) {
     let c = Call::enter();
     match register_offset(&c, Register) {
         Some(offset) => c.n.sys.write_register(offset, Value),
-        None => c.fault("WRITE_REGISTER_ULONG outside any mapping of BAR0".into()),
+        None => c.fault(format!(
+            "WRITE_REGISTER_ULONG outside any mapping of BAR0, by {}",
+            c.n.activity_label(c.me)
+        )),
     }
 }
 

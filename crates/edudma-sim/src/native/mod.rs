@@ -253,13 +253,24 @@ impl WdmDriver for NativeDriver {
     }
 
     fn isr(&mut self, sys: &Sys) -> bool {
+        // The interrupt dispatcher calls the ISR holding the interrupt
+        // object's spin lock, and only while the ISR is connected.
+        let me = current().1;
+        let word = exports::interrupt_lock_word(&self.0);
+        let _ = self.0.spin_acquire(me, word);
         let isr = self.0.objects().interrupt;
-        let Some(isr) = isr else { return false };
-        objects::push(&self.0, sys);
-        // SAFETY: the routine and context IoConnectInterruptEx registered;
-        // the interrupt object is the connection's.
-        let claimed = unsafe { isr.call() };
-        objects::pull(&self.0, sys);
+        let claimed = match isr {
+            Some(isr) => {
+                objects::push(&self.0, sys);
+                // SAFETY: the routine and context IoConnectInterruptEx
+                // registered; the interrupt object is the connection's.
+                let claimed = unsafe { isr.call() };
+                objects::pull(&self.0, sys);
+                claimed
+            }
+            None => false,
+        };
+        exports::release_word(&self.0, me, word);
         claimed
     }
 

@@ -243,6 +243,10 @@ pub struct Objects {
     pub cancel_lock: Box<usize>,
     /// The interrupt object handed to the ISR.
     pub interrupt_object: Box<[u64; 16]>,
+    /// The interrupt object's spin lock: the ISR runs holding it, and
+    /// `IoDisconnectInterruptEx` takes it, so no ISR is mid-way when the
+    /// connection goes.
+    pub interrupt_lock: Box<usize>,
     /// Objects to free with the machine.
     owned: Vec<(usize, usize)>,
 }
@@ -317,6 +321,7 @@ impl Objects {
             fdo_deleted: false,
             cancel_lock: Box::new(0),
             interrupt_object: Box::new([0; 16]),
+            interrupt_lock: Box::new(0),
             owned: vec![(pdo, pdo_words)],
         }
     }

@@ -475,6 +475,24 @@ impl Native {
         }
     }
 
+    /// What the activity `me` is, for a fault message ("a DPC at Dispatch
+    /// on CPU 1").
+    pub(crate) fn activity_label(&self, me: ActId) -> String {
+        let g = self.sched.lock();
+        match g.acts.get(&me) {
+            Some(a) => {
+                let kind = match (a.dpc, a.irql) {
+                    (true, _) => "a DPC",
+                    (false, Irql::Device) => "the ISR",
+                    (false, Irql::Passive) => "a thread",
+                    _ => "a routine",
+                };
+                format!("{kind} at {:?} on CPU {}", a.irql, a.cpu)
+            }
+            None => format!("activity #{me}"),
+        }
+    }
+
     fn describe(&self) -> String {
         let g = self.sched.lock();
         let v: Vec<String> = g
