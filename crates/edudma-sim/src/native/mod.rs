@@ -246,7 +246,7 @@ impl WdmDriver for NativeDriver {
         // SAFETY: `routine` is the address of the driver's cancel routine,
         // taken out of `Irp->CancelRoutine` (never anything else).
         let f: unsafe extern "C" fn(*mut DEVICE_OBJECT, *mut wdk_sys::IRP) =
-            unsafe { std::mem::transmute(routine.0 as usize) };
+            unsafe { objects::fn_at(routine.0 as usize) };
         // SAFETY: called as IoCancelIrp calls it, holding the cancel spin lock.
         unsafe { f(self.fdo(), addr as *mut wdk_sys::IRP) };
         objects::pull(&self.0, sys);

@@ -82,6 +82,20 @@ pub struct Isr {
     pub object: usize,
 }
 
+/// The function pointer at `addr`, an address taken with `f as usize` from
+/// a function pointer of type `F` (which exposed its provenance): rebuilt
+/// from that exposed provenance, so that it stays a valid function pointer
+/// (under Miri too), unlike a transmute of the bare integer.
+///
+/// # Safety
+/// `addr` must have come from a function pointer of type `F`.
+pub unsafe fn fn_at<F: Copy>(addr: usize) -> F {
+    const { assert!(size_of::<F>() == size_of::<*const ()>()) };
+    let ptr = std::ptr::with_exposed_provenance::<()>(addr);
+    // SAFETY: same size; a pointer to the function with its provenance.
+    unsafe { std::mem::transmute_copy::<*const (), F>(&ptr) }
+}
+
 impl Isr {
     /// Call the routine.
     ///
@@ -93,13 +107,13 @@ impl Isr {
         if self.message {
             // SAFETY: stored from a KMESSAGE_SERVICE_ROUTINE.
             let f: unsafe extern "C" fn(wdk_sys::PKINTERRUPT, wdk_sys::PVOID, u32) -> u8 =
-                unsafe { std::mem::transmute(self.routine) };
+                unsafe { fn_at(self.routine) };
             // SAFETY: the routine with its context; message 0 (edu has one).
             unsafe { f(object, context, 0) != 0 }
         } else {
             // SAFETY: stored from a KSERVICE_ROUTINE.
             let f: unsafe extern "C" fn(wdk_sys::PKINTERRUPT, wdk_sys::PVOID) -> u8 =
-                unsafe { std::mem::transmute(self.routine) };
+                unsafe { fn_at(self.routine) };
             // SAFETY: as above.
             unsafe { f(object, context) != 0 }
         }
@@ -131,7 +145,7 @@ impl ExecRoutine {
             *mut IRP,
             wdk_sys::PVOID,
             wdk_sys::PVOID,
-        ) -> wdk_sys::IO_ALLOCATION_ACTION = unsafe { std::mem::transmute(self.routine) };
+        ) -> wdk_sys::IO_ALLOCATION_ACTION = unsafe { fn_at(self.routine) };
         let device = self.device as *mut DEVICE_OBJECT;
         // SAFETY: `Irp` is DeviceObject->CurrentIrp, as for AllocateAdapterChannel.
         let irp = if device.is_null() {
@@ -793,7 +807,7 @@ pub fn push(native: &Native, sys: &Sys) {
                 (*irp).Cancel = u8::from(m.cancel);
                 let routine: wdk_sys::PDRIVER_CANCEL = m
                     .cancel_routine
-                    .map(|r| std::mem::transmute::<usize, _>(r.0 as usize));
+                    .map(|r| fn_at(r.0 as usize));
                 std::ptr::write_volatile(&raw mut (*irp).CancelRoutine, routine);
                 let queued = k.dq.queue.contains(id);
                 (*irp)
