@@ -6,8 +6,8 @@
 mod common;
 
 use common::testdriver::{
-    self as kit, DEFERRED_START_IO, DMA_ADAPTER_AT_START, KEEP_ADAPTER_AT_REMOVE, MODE, Probe,
-    STATUS_PENDING, STATUS_SUCCESS, TestDriver,
+    self as kit, DEFERRED_START_IO, DMA_ADAPTER_AT_START, KEEP_ADAPTER_AT_REMOVE, MODE,
+    NON_CANCELABLE, Probe, STATUS_PENDING, STATUS_SUCCESS, TestDriver,
 };
 use common::{bugcheck, quiet_config};
 use edudma_core::NtStatus;
@@ -27,7 +27,7 @@ use wdk_sys::ntddk::{
     IoReleaseCancelSpinLock, IoStartNextPacket, IoStartPacket, KeAcquireSpinLockRaiseToDpc,
     KeReleaseSpinLock,
 };
-use wdk_sys::{DEVICE_OBJECT, IRP, KDPC, NTSTATUS, PVOID};
+use wdk_sys::{DEVICE_OBJECT, IRP, KDPC, KSPIN_LOCK, NTSTATUS, PVOID};
 
 /// The name the kernel gives every driver `KSPIN_LOCK` in a violation (a
 /// `KSPIN_LOCK` is a word: it has no name of its own).
@@ -58,9 +58,20 @@ enum Mode {
     StartNextAtPassive,
     LockTwice,
     UseAfterComplete,
+    /// The dispatch routine sets its own cancel routine and queues with
+    /// `IoStartPacket(…, CancelFunction = NULL)`.
+    OwnCancelRoutine,
+    /// StartIo logs whether the IRP still has a cancel routine; the DPC
+    /// starts the next packet with `Cancelable = TRUE`.
+    LogCancelRoutine,
+    /// DpcForIsr releases a spin lock to PASSIVE_LEVEL.
+    LowerBelowDpc,
+    /// Two spin locks released out of order: the second release runs at
+    /// PASSIVE_LEVEL.
+    ReleaseOutOfOrder,
 }
 
-const MODES: [Mode; 16] = [
+const MODES: [Mode; 20] = [
     Mode::Queue,
     Mode::DoubleComplete,
     Mode::CompleteUnderLock,
@@ -77,6 +88,10 @@ const MODES: [Mode; 16] = [
     Mode::StartNextAtPassive,
     Mode::LockTwice,
     Mode::UseAfterComplete,
+    Mode::OwnCancelRoutine,
+    Mode::LogCancelRoutine,
+    Mode::LowerBelowDpc,
+    Mode::ReleaseOutOfOrder,
 ];
 
 /// The mode of the device (from its registry `Mode`).
@@ -136,6 +151,21 @@ unsafe extern "C" fn dispatch(device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTST
                 kit::complete(irp, STATUS_SUCCESS, 0);
                 STATUS_SUCCESS
             }
+            Mode::OwnCancelRoutine => {
+                kit::mark_irp_pending(irp);
+                kit::set_cancel_routine(irp, Some(cancel));
+                IoStartPacket(device, irp, std::ptr::null_mut(), None);
+                STATUS_PENDING
+            }
+            Mode::ReleaseOutOfOrder => {
+                let mut second: KSPIN_LOCK = 0;
+                let a = KeAcquireSpinLockRaiseToDpc(ext.lock());
+                let b = KeAcquireSpinLockRaiseToDpc(&mut second);
+                KeReleaseSpinLock(ext.lock(), a);
+                KeReleaseSpinLock(&mut second, b);
+                kit::complete(irp, STATUS_SUCCESS, 0);
+                STATUS_SUCCESS
+            }
             Mode::UseAfterComplete => {
                 kit::complete(irp, STATUS_SUCCESS, 0);
                 // IoMarkIrpPending is a header inline the kernel never sees
@@ -175,6 +205,14 @@ unsafe extern "C" fn start_io(device: *mut DEVICE_OBJECT, irp: *mut IRP) {
                 IoStartNextPacket(device, 0);
                 kit::complete(irp, STATUS_SUCCESS, 0);
             }
+            Mode::LogCancelRoutine => {
+                let set = if (*irp).CancelRoutine.is_some() {
+                    "set"
+                } else {
+                    "null"
+                };
+                ext.probe.push(format!("start_io cancel routine {set}"));
+            }
             _ => {}
         }
     }
@@ -185,6 +223,11 @@ unsafe extern "C" fn start_io(device: *mut DEVICE_OBJECT, irp: *mut IRP) {
 unsafe extern "C" fn cancel(device: *mut DEVICE_OBJECT, irp: *mut IRP) {
     // SAFETY: called holding the cancel spin lock, with our FDO and the IRP.
     unsafe {
+        if mode(device) == Mode::OwnCancelRoutine {
+            kit::ext(device)
+                .probe
+                .push("own cancel routine called".into());
+        }
         if mode(device) != Mode::CancelLockKept {
             IoReleaseCancelSpinLock((*irp).CancelIrql);
         }
@@ -196,10 +239,17 @@ unsafe extern "C" fn dpc_for_isr(_dpc: *mut KDPC, context: PVOID, _a1: PVOID, _a
     let device = context.cast::<DEVICE_OBJECT>();
     // SAFETY: the DPC's context is our FDO; CurrentIrp is the I/O manager's.
     unsafe {
+        let ext = kit::ext(device);
+        if mode(device) == Mode::LowerBelowDpc {
+            let _ = KeAcquireSpinLockRaiseToDpc(ext.lock());
+            KeReleaseSpinLock(ext.lock(), 0);
+            return;
+        }
+        let cancelable = u8::from(mode(device) == Mode::LogCancelRoutine);
         let irp = (*device).CurrentIrp;
         if !irp.is_null() {
             kit::set_cancel_routine(irp, None);
-            IoStartNextPacket(device, 0);
+            IoStartNextPacket(device, cancelable);
             kit::complete(irp, STATUS_SUCCESS, 0);
         }
     }
@@ -441,4 +491,71 @@ fn verifier_removal_that_puts_the_adapter_leaks_nothing() {
     assert_eq!(m.pnp(PnpMinor::RemoveDevice, MS), Ok(NtStatus::SUCCESS));
     m.leak_check().unwrap();
     assert!(m.driver().leaks().is_empty(), "{:?}", m.driver().leaks());
+}
+
+/// `IoStartPacket` with no cancel routine leaves the one the driver set:
+/// a cancel of the queued request still calls it.
+#[test]
+fn io_start_packet_without_a_cancel_function_keeps_the_drivers_routine() {
+    let (mut m, probe) = machine_with(Mode::OwnCancelRoutine, &[]);
+    let _busy = send(&mut m).unwrap();
+    let queued = send(&mut m).unwrap();
+    m.cancel(queued).unwrap();
+    assert_eq!(probe.log(), vec!["own cancel routine called"]);
+    assert_eq!(m.sys().with(|k| k.stats.cancel_routines), 1);
+}
+
+/// `IoSetStartIoAttributes(NonCancelable)`: StartIo gets the IRP without a
+/// cancel routine, from `IoStartPacket` and from `IoStartNextPacket(TRUE)`.
+#[test]
+fn non_cancelable_start_io_attributes_clear_the_cancel_routine() {
+    for (non_cancelable, seen) in [(1, "null"), (0, "set")] {
+        let (mut m, probe) =
+            machine_with(Mode::LogCancelRoutine, &[(NON_CANCELABLE, non_cancelable)]);
+        let a = send(&mut m).unwrap();
+        let b = send(&mut m).unwrap();
+        kit::write_register(&mut m, &probe, REG_IRQ_RAISE, 0x1);
+        m.run_until(|m| m.is_complete(a), 100 * MS).unwrap();
+        let expected = format!("start_io cancel routine {seen}");
+        let starts: Vec<String> = probe
+            .log()
+            .into_iter()
+            .filter(|l| l.starts_with("start_io"))
+            .collect();
+        assert_eq!(
+            starts,
+            vec![expected.clone(), expected],
+            "NonCancelable={non_cancelable}"
+        );
+        assert!(!m.is_complete(b));
+    }
+}
+
+/// A DPC that lowers the IRQL below DISPATCH_LEVEL (a spin lock released
+/// to PASSIVE_LEVEL) is flagged.
+#[test]
+fn verifier_irql_lowered_below_dispatch_in_a_dpc() {
+    let (mut m, probe) = machine_with(Mode::LowerBelowDpc, &[]);
+    kit::write_register(&mut m, &probe, REG_IRQ_RAISE, 0x1);
+    let _ = m.run_for(10 * MS);
+    assert_eq!(
+        bugcheck(&m),
+        Some(Violation::WrongIrql {
+            routine: edudma_sim::kernel::LOWERED_BELOW_ENTRY,
+            irql: Irql::Passive,
+        })
+    );
+}
+
+/// `KeReleaseSpinLock` runs at DISPATCH_LEVEL: the second of two locks
+/// released out of order is released at PASSIVE_LEVEL.
+#[test]
+fn verifier_irql_spin_lock_released_at_the_wrong_irql() {
+    expect(
+        Mode::ReleaseOutOfOrder,
+        Violation::WrongIrql {
+            routine: "KeReleaseSpinLock",
+            irql: Irql::Passive,
+        },
+    );
 }

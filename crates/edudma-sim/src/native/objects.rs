@@ -805,9 +805,8 @@ pub fn push(native: &Native, sys: &Sys) {
             // SAFETY: a live IRP block; only the baton holder touches it.
             unsafe {
                 (*irp).Cancel = u8::from(m.cancel);
-                let routine: wdk_sys::PDRIVER_CANCEL = m
-                    .cancel_routine
-                    .map(|r| fn_at(r.0 as usize));
+                let routine: wdk_sys::PDRIVER_CANCEL =
+                    m.cancel_routine.map(|r| fn_at(r.0 as usize));
                 std::ptr::write_volatile(&raw mut (*irp).CancelRoutine, routine);
                 let queued = k.dq.queue.contains(id);
                 (*irp)

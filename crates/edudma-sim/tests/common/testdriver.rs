@@ -96,8 +96,10 @@ pub const STATUS_PENDING: NTSTATUS = NtStatus::PENDING.0;
 pub const TEST_ID: &str = "TestId";
 /// The test driver's behaviour; what it means is the driver's own business.
 pub const MODE: &str = "Mode";
-/// 1: `IoSetStartIoAttributes(fdo, DeferredStartIo = TRUE, FALSE)`; 0: FALSE.
+/// 1: `IoSetStartIoAttributes(fdo, DeferredStartIo = TRUE, …)`; 0: FALSE.
 pub const DEFERRED_START_IO: &str = "DeferredStartIo";
+/// 1: `IoSetStartIoAttributes(fdo, …, NonCancelable = TRUE)`; 0: FALSE.
+pub const NON_CANCELABLE: &str = "NonCancelable";
 /// 1: get a version-3 DMA adapter for the edu device at start.
 pub const DMA_ADAPTER_AT_START: &str = "DmaAdapter";
 /// 1: removal forgets to put the adapter (a leak on purpose).
@@ -294,6 +296,7 @@ unsafe extern "C" fn add_device<D: TestDriver>(
     let id = read_dword(pdo, TEST_ID).unwrap_or(0);
     let mode = read_dword(pdo, MODE).unwrap_or(0);
     let deferred = read_dword(pdo, DEFERRED_START_IO);
+    let non_cancelable = read_dword(pdo, NON_CANCELABLE);
     let want_adapter = read_dword(pdo, DMA_ADAPTER_AT_START) == Some(1);
     let keep_adapter = read_dword(pdo, KEEP_ADAPTER_AT_REMOVE) == Some(1);
     let probe = locked(&MAILBOX).remove(&id).unwrap_or_default();
@@ -340,9 +343,12 @@ unsafe extern "C" fn add_device<D: TestDriver>(
     // SAFETY: PASSIVE_LEVEL; the DPC lives in the device object
     // (IoInitializeDpcRequest: KeInitializeDpc(&Dev->Dpc, routine, Dev)).
     unsafe { KeInitializeDpc(&raw mut (*fdo).Dpc, Some(D::DPC_FOR_ISR), fdo.cast()) };
-    if let Some(deferred) = deferred {
+    if deferred.is_some() || non_cancelable.is_some() {
+        let (deferred, non_cancelable) = (deferred.unwrap_or(0), non_cancelable.unwrap_or(0));
         // SAFETY: PASSIVE_LEVEL; our new FDO.
-        unsafe { IoSetStartIoAttributes(fdo, u8::from(deferred != 0), 0) };
+        unsafe {
+            IoSetStartIoAttributes(fdo, u8::from(deferred != 0), u8::from(non_cancelable != 0));
+        }
     }
     // SAFETY: PASSIVE_LEVEL; our FDO onto the PDO we were given.
     let lower = unsafe { IoAttachDeviceToDeviceStack(fdo, pdo) };
