@@ -131,7 +131,8 @@ pub(crate) struct Inner {
     stacks: Vec<Vec<ActId>>,
     rng: SimRng,
     preempt_percent: u32,
-    idle: Vec<Sender<Option<Job>>>,
+    /// Workers waiting for a routine, with the thread each one is.
+    idle: Vec<(thread::ThreadId, Sender<Option<Job>>)>,
     /// The routine `run_routine` left blocked.
     pub(crate) blocked_pending: Option<ActId>,
     pub(crate) stats: SchedStats,
@@ -141,6 +142,8 @@ pub(crate) struct Inner {
 pub struct Sched {
     m: Mutex<Inner>,
     cv: Condvar,
+    /// Every worker thread started, to join the idle ones at the end.
+    workers: Mutex<Vec<thread::JoinHandle<()>>>,
 }
 
 /// Events this close to now may start while routines are mid-way.
@@ -164,6 +167,7 @@ impl Sched {
                 stats: SchedStats::default(),
             }),
             cv: Condvar::new(),
+            workers: Mutex::new(Vec::new()),
         }
     }
 
@@ -190,10 +194,20 @@ impl Sched {
 
 impl Drop for Sched {
     fn drop(&mut self) {
-        // Idle workers exit; parked ones (after a bug check) stay parked.
+        // Idle workers exit and are joined (nothing outlives the machine);
+        // parked ones (after a bug check) stay parked, never unwound.
         let g = self.m.get_mut().unwrap_or_else(|e| e.into_inner());
-        for s in g.idle.drain(..) {
+        let idle: Vec<_> = g.idle.drain(..).collect();
+        for (_, s) in &idle {
             let _ = s.send(None);
+        }
+        let me = thread::current().id();
+        let workers = self.workers.get_mut().unwrap_or_else(|e| e.into_inner());
+        for handle in workers.drain(..) {
+            let id = handle.thread().id();
+            if id != me && idle.iter().any(|(t, _)| *t == id) {
+                let _ = handle.join();
+            }
         }
     }
 }
@@ -287,7 +301,7 @@ impl Native {
 
     fn finish(&self, me: ActId, result: Box<dyn Any + Send>, worker: Sender<Option<Job>>) {
         let mut g = self.sched.lock();
-        g.idle.push(worker);
+        g.idle.push((thread::current().id(), worker));
         let (cpu, irql, saved, locks_at_entry, floor) = match g.acts.get(&me) {
             Some(a) => (a.cpu, a.irql, a.saved_irql, a.locks_at_entry, a.saved_floor),
             None => return,
@@ -383,7 +397,7 @@ impl Native {
             native.finish(id, result, worker);
         }));
         match g.idle.pop() {
-            Some(worker) => {
+            Some((_, worker)) => {
                 if let Err(mpsc::SendError(Some(job))) = worker.send(Some(job)) {
                     drop(g);
                     self.new_worker(job);
@@ -408,7 +422,13 @@ impl Native {
                     job = rx.recv().ok().flatten();
                 }
             });
-        if spawned.is_err() {
+        if let Ok(handle) = spawned {
+            self.sched
+                .workers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(handle);
+        } else {
             self.sys.with(|k| {
                 k.faults.push(Crash::Hang(
                     "could not start a thread for a simulated CPU".into(),
