@@ -432,26 +432,31 @@ pub unsafe extern "C" fn KeGetCurrentIrql() -> KIRQL {
 
 /// Acquire the spin lock at `word` as `lock`: raise, spin for real, record.
 fn acquire(c: &Call, word: usize, lock: SpinLock) -> Irql {
-    let sys = &c.n.sys;
+    acquire_as(&c.n, c.me, word, lock)
+}
+
+/// [`acquire`] for the activity `me` of `n`.
+fn acquire_as(n: &Native, me: super::sched::ActId, word: usize, lock: SpinLock) -> Irql {
+    let sys = &n.sys;
     let old = sys.irql();
     if old < Irql::Dispatch {
         sys.with(|k| k.cpus.set_irql(Irql::Dispatch));
     }
     // Spinning at DISPATCH_LEVEL: no DPC preempts a CPU that waits for a lock.
-    let _ = c.n.spin_acquire(c.me, word);
+    let _ = n.spin_acquire(me, word);
     sys.with(|k| k.cpus.set_irql(old));
     // The model checks IRQL and lock order (a second acquire is a deadlock).
     sys.ke_acquire_spin_lock(lock)
 }
 
 fn release(c: &Call, word: usize, lock: SpinLock, new_irql: Irql) {
-    c.n.sys.ke_release_spin_lock(lock, new_irql);
-    // SAFETY: a live KSPIN_LOCK; only the baton holder touches it.
-    unsafe {
-        if *(word as *const usize) == c.me as usize {
-            *(word as *mut usize) = 0;
-        }
-    }
+    release_as(&c.n, c.me, word, lock, new_irql);
+}
+
+/// [`release`] for the activity `me` of `n`.
+fn release_as(n: &Native, me: super::sched::ActId, word: usize, lock: SpinLock, new_irql: Irql) {
+    n.sys.ke_release_spin_lock(lock, new_irql);
+    release_word(n, me, word);
 }
 
 #[unsafe(no_mangle)]
@@ -486,20 +491,12 @@ fn cancel_lock_word(n: &Native) -> usize {
 /// The cancel spin lock taken by the I/O manager itself (inside an export
 /// such as `IoStartPacket`): the lock word excludes other CPUs for real.
 pub(crate) fn acquire_cancel_lock(n: &Arc<Native>) -> Irql {
-    let c = std::mem::ManuallyDrop::new(Call {
-        n: Arc::clone(n),
-        me: current().1,
-    });
-    acquire(&c, cancel_lock_word(n), SpinLock::Cancel)
+    acquire_as(n, current().1, cancel_lock_word(n), SpinLock::Cancel)
 }
 
 /// Release what [`acquire_cancel_lock`] took.
 pub(crate) fn release_cancel_lock(n: &Arc<Native>, irql: Irql) {
-    let c = std::mem::ManuallyDrop::new(Call {
-        n: Arc::clone(n),
-        me: current().1,
-    });
-    release(&c, cancel_lock_word(n), SpinLock::Cancel, irql);
+    release_as(n, current().1, cancel_lock_word(n), SpinLock::Cancel, irql);
 }
 
 #[unsafe(no_mangle)]
