@@ -10,7 +10,8 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 use edudma_core::engine::{Completion, Engine};
 use wdk_sys::ntddk::{KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock};
 use wdk_sys::{
-    DEVICE_OBJECT, IO_REMOVE_LOCK, IRP, KDPC, KIRQL, KSPIN_LOCK, KTIMER, PVOID, UNICODE_STRING,
+    BUS_INTERFACE_STANDARD, DEVICE_OBJECT, IO_REMOVE_LOCK, IRP, KDPC, KEVENT, KIRQL, KSPIN_LOCK,
+    KTIMER, PVOID, UNICODE_STRING,
 };
 
 use edudma_core::grant::GrantSlot;
@@ -89,6 +90,17 @@ pub struct DeviceExtension {
     pub irq_count: AtomicU32,
     /// The interrupt connection.
     pub interrupt: InterruptConnection,
+    /// The PCI bus driver's `BUS_INTERFACE_STANDARD`, referenced from start
+    /// to the release of the hardware (config space at DISPATCH_LEVEL: the
+    /// engine takes the device off the bus through it).
+    pub bus: UnsafeCell<BUS_INTERFACE_STANDARD>,
+    /// Whether `bus` holds a reference to give back.
+    pub bus_referenced: AtomicBool,
+    /// Signalled when the engine puts the adapter (`PutDmaAdapter`): what a
+    /// stop waits for before it frees anything the HAL may still use.
+    pub adapter_put: UnsafeCell<KEVENT>,
+    /// `IoInvalidateDeviceState` was called for the current start.
+    pub failure_reported: AtomicBool,
     /// Where the execution routine leaves its grant (the core decides who
     /// hands it to the engine).
     pub grant: GrantSlot,
@@ -144,6 +156,12 @@ impl DeviceExtension {
                 context: UnsafeCell::new(ptr::null_mut()),
                 version: AtomicU32::new(0),
             },
+            // SAFETY: all-zero is a valid BUS_INTERFACE_STANDARD (no routines).
+            bus: UnsafeCell::new(unsafe { core::mem::zeroed() }),
+            bus_referenced: AtomicBool::new(false),
+            // SAFETY: as for `remove_lock` (KeInitializeEvent in AddDevice).
+            adapter_put: UnsafeCell::new(unsafe { core::mem::zeroed() }),
+            failure_reported: AtomicBool::new(false),
             grant: GrantSlot::new(),
             // SAFETY: as for `remove_lock`.
             grant_dpc: UnsafeCell::new(unsafe { core::mem::zeroed() }),

@@ -13,10 +13,10 @@ use edudma_core::dma::{
     AllocateOutcome, AllocationMode, DmaOps, DmaTransferInfo, SgElement, SgList,
 };
 use edudma_core::grant::{Delivery, Settled};
-use wdk_sys::ntddk::KeInsertQueueDpc;
+use wdk_sys::ntddk::{KeInsertQueueDpc, KeSetEvent};
 use wdk_sys::{
     _IO_ALLOCATION_ACTION, DEVICE_OBJECT, DMA_ADAPTER, DMA_OPERATIONS, DMA_TRANSFER_INFO,
-    IO_ALLOCATION_ACTION, IRP, KDPC, MDL, PVOID, SCATTER_GATHER_LIST,
+    IO_ALLOCATION_ACTION, IO_NO_INCREMENT, IRP, KDPC, MDL, PVOID, SCATTER_GATHER_LIST,
 };
 
 use crate::device::DeviceExtension;
@@ -335,5 +335,17 @@ impl DmaOps for WinDma {
             // the adapter is not used afterwards.
             unsafe { f(self.adapter) }
         }
+        // SAFETY: the extension outlives its adapter; the event was
+        // initialized in AddDevice; KeSetEvent with Wait FALSE is callable at
+        // DISPATCH_LEVEL.
+        unsafe {
+            let _ = KeSetEvent((*self.ext).adapter_put.get(), IO_NO_INCREMENT as i32, 0);
+        }
+    }
+
+    fn disable_bus_master(&mut self) {
+        // SAFETY: the extension outlives its adapter; its bus interface is
+        // referenced from start until after the adapter is put.
+        unsafe { crate::pnp::clear_bus_master(&*self.ext) };
     }
 }

@@ -8,14 +8,14 @@ use edudma_core::ioctl::{DOS_DEVICE_NAME, FILE_DEVICE_EDUDMA, GUID_DEVINTERFACE_
 use wdk_sys::ntddk::{
     IoAttachDeviceToDeviceStack, IoCreateDevice, IoCreateSymbolicLink, IoDeleteDevice,
     IoDetachDevice, IoRegisterDeviceInterface, IoSetStartIoAttributes, KeInitializeDpc,
-    KeInitializeTimerEx,
+    KeInitializeEvent, KeInitializeTimerEx,
 };
 use wdk_sys::{
-    _TIMER_TYPE, DEVICE_OBJECT, DO_DEVICE_INITIALIZING, DO_DIRECT_IO, DO_POWER_PAGABLE,
-    DRIVER_OBJECT, FILE_DEVICE_SECURE_OPEN, GUID, IRP_MJ_CLEANUP, IRP_MJ_CLOSE, IRP_MJ_CREATE,
-    IRP_MJ_DEVICE_CONTROL, IRP_MJ_PNP, IRP_MJ_POWER, IRP_MJ_READ, IRP_MJ_SYSTEM_CONTROL,
-    IRP_MJ_WRITE, NTSTATUS, PCUNICODE_STRING, STATUS_NO_SUCH_DEVICE, STATUS_OBJECT_NAME_COLLISION,
-    STATUS_SUCCESS,
+    _EVENT_TYPE, _TIMER_TYPE, DEVICE_OBJECT, DO_DEVICE_INITIALIZING, DO_DIRECT_IO,
+    DO_POWER_PAGABLE, DRIVER_OBJECT, FILE_DEVICE_SECURE_OPEN, GUID, IRP_MJ_CLEANUP, IRP_MJ_CLOSE,
+    IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IRP_MJ_PNP, IRP_MJ_POWER, IRP_MJ_READ,
+    IRP_MJ_SYSTEM_CONTROL, IRP_MJ_WRITE, NTSTATUS, PCUNICODE_STRING, STATUS_NO_SUCH_DEVICE,
+    STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS,
 };
 
 use crate::device::DeviceExtension;
@@ -138,6 +138,7 @@ unsafe extern "C" fn add_device(driver: *mut DRIVER_OBJECT, pdo: *mut DEVICE_OBJ
         KeInitializeDpc(ext.mailbox_dpc.get(), Some(mailbox_dpc), context);
         KeInitializeDpc(ext.watchdog_dpc.get(), Some(watchdog_dpc), context);
         KeInitializeTimerEx(ext.watchdog_timer.get(), _TIMER_TYPE::NotificationTimer);
+        KeInitializeEvent(ext.adapter_put.get(), _EVENT_TYPE::NotificationEvent, 0);
         // Deferred StartIo: IoStartNextPacket never recurses into StartIo.
         IoSetStartIoAttributes(fdo, 1, 0);
         (*fdo).Flags |= DO_DIRECT_IO | DO_POWER_PAGABLE;

@@ -192,6 +192,15 @@ pub unsafe fn irp_status(irp: *mut IRP) -> NTSTATUS {
     unsafe { io_status_status(&(*irp).IoStatus) }
 }
 
+/// `Irp->IoStatus.Information` (a plain field).
+///
+/// # Safety
+/// `irp` must be a live IRP.
+pub unsafe fn irp_information(irp: *mut IRP) -> usize {
+    // SAFETY: the caller's live IRP.
+    unsafe { (*irp).IoStatus.Information as usize }
+}
+
 /// `IoStatus.Status` of an `IO_STATUS_BLOCK` (the same confirmed path as
 /// `Irp->IoStatus`, whose type it is).
 pub fn io_status_status(io_status: &IO_STATUS_BLOCK) -> NTSTATUS {

@@ -6,7 +6,10 @@ use core::sync::atomic::Ordering;
 
 use edudma_core::ioctl::InterruptKind;
 use edudma_core::regs::{self, IrqBits};
-use wdk_sys::ntddk::{IoConnectInterruptEx, IoDisconnectInterruptEx, KeCancelTimer, KeSetTimerEx};
+use wdk_sys::ntddk::{
+    IoConnectInterruptEx, IoDisconnectInterruptEx, IoInvalidateDeviceState, KeCancelTimer,
+    KeSetTimerEx,
+};
 use wdk_sys::{BOOLEAN, DEVICE_OBJECT, KDPC, LARGE_INTEGER, PKINTERRUPT, PVOID, ULONG};
 
 use crate::device::DeviceExtension;
@@ -73,13 +76,22 @@ pub unsafe extern "C" fn dpc_for_isr(_dpc: *mut KDPC, context: PVOID, _a1: PVOID
 pub unsafe extern "C" fn watchdog_dpc(_dpc: *mut KDPC, context: PVOID, _a1: PVOID, _a2: PVOID) {
     // SAFETY: the DPC's context is the extension.
     let ext = unsafe { &*context.cast::<DeviceExtension>() };
-    let completion = {
+    let (completion, failed) = {
         let mut regs = ext.regs();
         let mut shared = ext.lock();
-        shared.engine.watchdog_tick(&mut regs)
+        let c = shared.engine.watchdog_tick(&mut regs);
+        (c, shared.engine.device_failed())
     };
     if let Some(c) = completion {
         deliver(ext, c);
+    }
+    if failed && !ext.failure_reported.swap(true, Ordering::AcqRel) {
+        // A command timed out and was abandoned with the device off the
+        // bus: the PnP manager queries our state (PNP_DEVICE_FAILED) and
+        // stops and restarts or removes the device.
+        // SAFETY: our PDO; IoInvalidateDeviceState is callable at
+        // DISPATCH_LEVEL.
+        unsafe { IoInvalidateDeviceState(ext.pdo) };
     }
 }
 

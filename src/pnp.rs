@@ -10,7 +10,7 @@ use edudma_core::regs::{BAR0_SIZE, DEVICE_BUFFER_SIZE, DMA_ADDRESS_BITS};
 use wdk_sys::ntddk::{
     IoBuildSynchronousFsdRequest, IoDeleteDevice, IoDeleteSymbolicLink, IoDetachDevice,
     IoForwardIrpSynchronously, IoGetAttachedDeviceReference, IoGetDmaAdapter,
-    IoSetDeviceInterfaceState, KeDelayExecutionThread, KeFlushQueuedDpcs, KeInitializeEvent,
+    IoSetDeviceInterfaceState, KeClearEvent, KeFlushQueuedDpcs, KeInitializeEvent,
     KeWaitForSingleObject, MmMapIoSpaceEx, MmUnmapIoSpace, ObfDereferenceObject,
     RtlFreeUnicodeString,
 };
@@ -18,11 +18,11 @@ use wdk_sys::{
     _DMA_SPEED, _DMA_WIDTH, _EVENT_TYPE, _INTERFACE_TYPE, _KWAIT_REASON, _MODE,
     BUS_INTERFACE_STANDARD, DEVICE_DESCRIPTION, DEVICE_OBJECT, IO_STATUS_BLOCK, IRP, IRP_MJ_PNP,
     IRP_MN_CANCEL_REMOVE_DEVICE, IRP_MN_CANCEL_STOP_DEVICE, IRP_MN_QUERY_INTERFACE,
-    IRP_MN_QUERY_REMOVE_DEVICE, IRP_MN_QUERY_STOP_DEVICE, IRP_MN_REMOVE_DEVICE,
-    IRP_MN_START_DEVICE, IRP_MN_STOP_DEVICE, IRP_MN_SURPRISE_REMOVAL, KEVENT, LARGE_INTEGER,
-    NTSTATUS, PHYSICAL_ADDRESS, PVOID, SIZE_T, STATUS_DEVICE_CONFIGURATION_ERROR,
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_NOT_SUPPORTED, STATUS_PENDING, STATUS_SUCCESS,
-    STATUS_UNSUCCESSFUL,
+    IRP_MN_QUERY_PNP_DEVICE_STATE, IRP_MN_QUERY_REMOVE_DEVICE, IRP_MN_QUERY_STOP_DEVICE,
+    IRP_MN_REMOVE_DEVICE, IRP_MN_START_DEVICE, IRP_MN_STOP_DEVICE, IRP_MN_SURPRISE_REMOVAL, KEVENT,
+    NTSTATUS, PHYSICAL_ADDRESS, PNP_DEVICE_FAILED, PVOID, SIZE_T,
+    STATUS_DEVICE_CONFIGURATION_ERROR, STATUS_INSUFFICIENT_RESOURCES, STATUS_NOT_SUPPORTED,
+    STATUS_PENDING, STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
 };
 
 use crate::device::{DeviceExtension, pnp_state};
@@ -31,12 +31,6 @@ use crate::driver::DOS_DEVICE_LINK;
 use crate::startio::deliver;
 use crate::strings::unicode;
 use crate::{ffi, isr};
-
-/// How long a stop waits for the engine to put the adapter: longer than the
-/// engine's own timeout (10 ticks of 100 ms) for a command in flight.
-const STOP_WAIT_STEPS: u32 = 50;
-/// One step of that wait, in 100 ns units (negative = relative): 100 ms.
-const STOP_WAIT_STEP: i64 = -1_000_000;
 
 /// Pass the IRP down unchanged and drop our remove-lock reference.
 ///
@@ -92,9 +86,39 @@ pub unsafe extern "C" fn dispatch_pnp(device: *mut DEVICE_OBJECT, irp: *mut IRP)
                 pass_down(ext, irp)
             }
             IRP_MN_REMOVE_DEVICE => remove_device(ext, irp),
+            IRP_MN_QUERY_PNP_DEVICE_STATE => {
+                let (status, state) = query_pnp_device_state(ext, irp);
+                ffi::complete_irp(irp, status, state);
+                ffi::release_remove_lock(ext.remove_lock(), irp.cast());
+                status
+            }
             _ => pass_down(ext, irp),
         }
     }
+}
+
+/// `IRP_MN_QUERY_PNP_DEVICE_STATE`: on the way up, add `PNP_DEVICE_FAILED`
+/// once the engine abandoned a command (the device is off the bus).
+///
+/// # Safety
+/// PASSIVE_LEVEL; we own the IRP.
+unsafe fn query_pnp_device_state(ext: &DeviceExtension, irp: *mut IRP) -> (NTSTATUS, usize) {
+    // SAFETY: PASSIVE_LEVEL; the bus driver answers first.
+    if unsafe { IoForwardIrpSynchronously(ext.lower, irp) } == 0 {
+        return (STATUS_UNSUCCESSFUL, 0);
+    }
+    // SAFETY: the IRP came back to us.
+    let (status, below) = unsafe { (ffi::irp_status(irp), ffi::irp_information(irp)) };
+    let mut state = match status {
+        // A bus driver that does not handle it leaves STATUS_NOT_SUPPORTED.
+        STATUS_NOT_SUPPORTED => 0,
+        s if s < 0 => return (s, below),
+        _ => below,
+    };
+    if ext.lock().engine.device_failed() {
+        state |= PNP_DEVICE_FAILED as usize;
+    }
+    (STATUS_SUCCESS, state)
 }
 
 /// `IRP_MN_START_DEVICE`, after the lower drivers started.
@@ -158,6 +182,7 @@ unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
     if adapter.is_null() {
         // NULL: no version-3 DMA for this device.
         unmap(ext);
+        release_bus_interface(ext);
         return STATUS_INSUFFICIENT_RESOURCES;
     }
 
@@ -170,6 +195,9 @@ unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
         interrupt_kind,
     };
     let ops = WinDma::new(adapter, ext);
+    ext.failure_reported.store(false, Ordering::Release);
+    // SAFETY: initialized in AddDevice; nobody waits on it during a start.
+    unsafe { KeClearEvent(ext.adapter_put.get()) };
     let started = {
         let mut regs = ext.regs();
         let mut shared = ext.lock();
@@ -179,6 +207,7 @@ unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
         // The engine already put the adapter.
         isr::disconnect(ext);
         unmap(ext);
+        release_bus_interface(ext);
         return status.0;
     }
     isr::start_watchdog(ext);
@@ -204,17 +233,20 @@ fn release_hardware(ext: &DeviceExtension, reason: StopReason, next: u32) {
     if previous != pnp_state::STARTED {
         return;
     }
-    for _ in 0..STOP_WAIT_STEPS {
-        if ext.lock().engine.adapter_released() {
-            break;
-        }
-        let mut step = LARGE_INTEGER {
-            QuadPart: STOP_WAIT_STEP,
-        };
-        // SAFETY: PASSIVE_LEVEL; a relative kernel-mode wait.
-        unsafe {
-            let _ = KeDelayExecutionThread(_MODE::KernelMode as i8, 0, &mut step);
-        }
+    // Proof, not a clock: the engine puts the adapter when nothing is
+    // outstanding any more (the transfer in flight ended, a committed grant
+    // arrived and was given back, or the watchdog timed the command out and
+    // took the device off the bus); until then the HAL may still run our
+    // execution routine and the device may still own a mapping.
+    // SAFETY: PASSIVE_LEVEL; the event lives in the extension.
+    unsafe {
+        let _ = KeWaitForSingleObject(
+            ext.adapter_put.get().cast(),
+            _KWAIT_REASON::Executive,
+            _MODE::KernelMode as i8,
+            0,
+            ptr::null_mut(),
+        );
     }
     isr::stop_watchdog(ext);
     isr::disconnect(ext);
@@ -222,6 +254,7 @@ fn release_hardware(ext: &DeviceExtension, reason: StopReason, next: u32) {
     // grant, mailbox) to finish before the registers go away.
     unsafe { KeFlushQueuedDpcs() };
     unmap(ext);
+    release_bus_interface(ext);
     set_interface(ext, false);
 }
 
@@ -289,21 +322,59 @@ unsafe fn ensure_bus_master(ext: &DeviceExtension) -> Result<(), NTSTATUS> {
     let mut bus: BUS_INTERFACE_STANDARD = unsafe { core::mem::zeroed() };
     // SAFETY: forwarded.
     unsafe { query_bus_interface(ext, &mut bus)? };
+    // Kept (and referenced) until the hardware is released: the engine may
+    // have to take the device off the bus at DISPATCH_LEVEL.
+    // SAFETY: PASSIVE_LEVEL at start: nothing else uses `bus` yet.
+    unsafe { *ext.bus.get() = bus };
+    ext.bus_referenced.store(true, Ordering::Release);
     let result = match (bus.GetBusData, bus.SetBusData) {
         (Some(get), Some(set)) => {
             // SAFETY: the routines and context of the interface just obtained.
-            unsafe { set_bus_master(get, set, bus.Context) }
+            unsafe { set_bus_master(get, set, bus.Context, true) }
         }
         _ => Err(STATUS_NOT_SUPPORTED),
     };
-    if let Some(dereference) = bus.InterfaceDereference {
-        // SAFETY: the reference IRP_MN_QUERY_INTERFACE took for us.
-        unsafe { dereference(bus.Context) };
+    if result.is_err() {
+        release_bus_interface(ext);
     }
     result
 }
 
-/// Read the command register; set Bus Master Enable if clear; read back.
+/// Give back the reference `IRP_MN_QUERY_INTERFACE` took for us.
+fn release_bus_interface(ext: &DeviceExtension) {
+    if !ext.bus_referenced.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: the interface stored at start; no one uses it any more (the
+    // adapter is put, so the engine will not take the device off the bus).
+    let bus = unsafe { &*ext.bus.get() };
+    if let Some(dereference) = bus.InterfaceDereference {
+        // SAFETY: the interface's own routine and context.
+        unsafe { dereference(bus.Context) };
+    }
+}
+
+/// Clear Bus Master Enable: the device can no longer reach memory (nor send
+/// an MSI). IRQL <= DISPATCH_LEVEL (config space through the bus interface
+/// is callable up to DIRQL).
+///
+/// # Safety
+/// Between start and the release of the hardware.
+pub unsafe fn clear_bus_master(ext: &DeviceExtension) {
+    if !ext.bus_referenced.load(Ordering::Acquire) {
+        return;
+    }
+    // SAFETY: the interface stored at start, referenced until released.
+    let bus = unsafe { &*ext.bus.get() };
+    if let (Some(get), Some(set)) = (bus.GetBusData, bus.SetBusData) {
+        // SAFETY: the routines and context of that interface. A failure
+        // leaves nothing more to try: the device is reported failed anyway.
+        let _ = unsafe { set_bus_master(get, set, bus.Context, false) };
+    }
+}
+
+/// Read the command register; set (or clear) Bus Master Enable if it is
+/// not already so; read back.
 ///
 /// # Safety
 /// `get`/`set`/`context` must come from one live `BUS_INTERFACE_STANDARD`.
@@ -311,6 +382,7 @@ unsafe fn set_bus_master(
     get: GetSetBusData,
     set: GetSetBusData,
     context: PVOID,
+    enable: bool,
 ) -> Result<(), NTSTATUS> {
     let read = || {
         let mut command: u16 = 0;
@@ -327,22 +399,27 @@ unsafe fn set_bus_master(
         (n == 2).then_some(command)
     };
     let command = read().ok_or(STATUS_DEVICE_CONFIGURATION_ERROR)?;
-    if command & ffi::PCI_ENABLE_BUS_MASTER != 0 {
+    let is_on = |c: u16| c & ffi::PCI_ENABLE_BUS_MASTER != 0;
+    if is_on(command) == enable {
         return Ok(());
     }
-    let mut enabled = command | ffi::PCI_ENABLE_BUS_MASTER;
+    let mut wanted = if enable {
+        command | ffi::PCI_ENABLE_BUS_MASTER
+    } else {
+        command & !ffi::PCI_ENABLE_BUS_MASTER
+    };
     // SAFETY: as for the read.
     unsafe {
         set(
             context,
             ffi::PCI_WHICHSPACE_CONFIG,
-            ptr::from_mut(&mut enabled).cast(),
+            ptr::from_mut(&mut wanted).cast(),
             ffi::PCI_COMMAND_OFFSET,
             2,
         );
     }
     match read() {
-        Some(c) if c & ffi::PCI_ENABLE_BUS_MASTER != 0 => Ok(()),
+        Some(c) if is_on(c) == enable => Ok(()),
         _ => Err(STATUS_DEVICE_CONFIGURATION_ERROR),
     }
 }

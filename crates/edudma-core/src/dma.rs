@@ -218,6 +218,15 @@ pub trait DmaOps {
 
     /// `PutDmaAdapter`: releases the adapter. Nothing may be outstanding.
     fn put_dma_adapter(&mut self);
+
+    /// Clear Bus Master Enable in the device's PCI command register (through
+    /// the bus driver's `BUS_INTERFACE_STANDARD`, callable at DISPATCH_LEVEL).
+    /// The engine calls it before it flushes and frees the mapping of a
+    /// command the device may still own (a timeout, a surprise removal):
+    /// the edu device cannot abort a command, and once its mapping is gone a
+    /// late DMA must not reach memory. The device stays off the bus until
+    /// the next start.
+    fn disable_bus_master(&mut self);
 }
 
 #[cfg(test)]

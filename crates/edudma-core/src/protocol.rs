@@ -236,6 +236,12 @@ impl<D: DmaOps> Mapping<D> {
         self.length
     }
 
+    /// Cut the device off the bus before its mapping ends while it may still
+    /// own a command ([`DmaOps::disable_bus_master`]).
+    pub fn cut_off_device(&mut self) {
+        self.channel.adapter.ops.disable_bus_master();
+    }
+
     /// Step 8: `FlushAdapterBuffersEx` with the parameters of the map. The
     /// channel comes back either way: a failed flush still ends the mapping.
     pub fn flush(mut self) -> (Channel<D>, Result<(), NtStatus>) {

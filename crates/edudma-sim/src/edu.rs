@@ -41,6 +41,9 @@ pub struct EduConfig {
     /// Flip one byte of the `n`th DMA transfer (1-based) at this index of
     /// the transfer: fault injection that a data check must catch.
     pub corrupt: Option<CorruptByte>,
+    /// A stalled device (fault injection: a hung host thread, a wedged
+    /// bus): every DMA lands this much later than QEMU's 100 ms.
+    pub dma_stall_ns: u64,
 }
 
 impl Default for EduConfig {
@@ -49,6 +52,7 @@ impl Default for EduConfig {
             dma_mask: (1 << regs::DMA_ADDRESS_BITS) - 1,
             fixed_range_check: false,
             corrupt: None,
+            dma_stall_ns: 0,
         }
     }
 }
@@ -169,6 +173,11 @@ impl EduDevice {
     /// The configuration.
     pub fn config(&self) -> &EduConfig {
         &self.config
+    }
+
+    /// The settings, for change (fault injection during a run).
+    pub fn config_mut(&mut self) -> &mut EduConfig {
+        &mut self.config
     }
 
     /// MMIO read of `size` bytes at `offset` (QEMU `edu_mmio_read`).
@@ -399,7 +408,9 @@ impl EduDevice {
 
     /// The bus range a running transfer will touch: (address, count, to_ram).
     pub fn active_bus_range(&self) -> Option<(u64, u64, bool)> {
-        if !self.busy() {
+        // Without Bus Master Enable the device starts no bus transaction:
+        // a command it still owns can no longer touch memory.
+        if !self.busy() || !self.bus_master {
             return None;
         }
         let to_ram = self.dma_cmd & regs::DmaCommand::TO_RAM.bits() as u64 != 0;

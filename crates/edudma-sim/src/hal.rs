@@ -114,6 +114,9 @@ pub struct HalConfig {
     /// Bytes of scatter/gather buffer the driver's DmaOps gives `MapTransferEx`
     /// (`None`: enough for [`edudma_core::dma::MAX_SG_ELEMENTS`] elements).
     pub sg_buffer_bytes: Option<u32>,
+    /// How late a committed grant's execution routine runs after the
+    /// allocating call returned (`None`: 1–60 µs; Windows gives no bound).
+    pub grant_latency_ns: Option<u64>,
 }
 
 impl Default for HalConfig {
@@ -126,6 +129,7 @@ impl Default for HalConfig {
             contention_percent: 10,
             scatter_gather: true,
             sg_buffer_bytes: None,
+            grant_latency_ns: None,
         }
     }
 }

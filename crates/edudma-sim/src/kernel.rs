@@ -50,6 +50,8 @@ pub struct KernelStats {
     pub timer_dpcs_outliving_cancel: u64,
     /// Timer DPCs run.
     pub timer_dpcs: u64,
+    /// `IoInvalidateDeviceState` calls.
+    pub device_state_invalidated: u64,
 }
 
 /// Why the machine stopped.
@@ -174,7 +176,9 @@ impl Kernel {
                 } else {
                     0
                 };
-                let delay = crate::edu::dma_timer_delay(self.sched.now()) + late;
+                let delay = crate::edu::dma_timer_delay(self.sched.now())
+                    + late
+                    + self.device.config().dma_stall_ns;
                 self.sched.schedule(delay, cpu, Event::DmaTimer)
             }
             DeviceTimer::Factorial(ns) => {

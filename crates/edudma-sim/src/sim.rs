@@ -120,6 +120,7 @@ impl SimConfig {
                 contention_percent: self.contention_percent.min(100),
                 scatter_gather: self.scatter_gather,
                 sg_buffer_bytes: None,
+                grant_latency_ns: None,
             },
             edu: EduConfig {
                 dma_mask: if self.dma_mask_bits >= 64 {
@@ -129,6 +130,7 @@ impl SimConfig {
                 },
                 fixed_range_check: self.qemu_fixed_range_check,
                 corrupt: self.corrupt_byte_injection,
+                dma_stall_ns: 0,
             },
             msi: self.msi,
             bus_master_at_boot: self.bus_master_at_boot,

@@ -383,4 +383,9 @@ impl DmaOps for SimDma {
         let id = self.adapter;
         self.hal(|h, c| h.put_dma_adapter(c, id))
     }
+
+    fn disable_bus_master(&mut self) {
+        let command = self.sys.pci_command();
+        self.sys.set_pci_command(command & !0x4);
+    }
 }

@@ -399,3 +399,109 @@ fn a_stop_waits_for_an_isr_running_on_another_cpu() {
         "some seed ran the ISR while the stop was mid-way"
     );
 }
+
+fn started_native(config: &MachineConfig, registry: &[(&str, u32)]) -> Machine<NativeDriver> {
+    let native = NativeConfig {
+        seed: config.seed,
+        preempt_percent: 0,
+        registry: registry.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        ..NativeConfig::default()
+    };
+    let mut m = Machine::new_with(config, |sys| NativeDriver::new(sys, &native));
+    let loaded = m.run(0, Irql::Passive, |d, sys| d.load(sys));
+    assert_eq!(loaded, Some(NtStatus::SUCCESS));
+    assert_eq!(m.pnp(PnpMinor::StartDevice, MS), Ok(NtStatus::SUCCESS));
+    m
+}
+
+/// A stop waits for the proof that the adapter is put, however long the
+/// HAL takes to deliver a grant it already committed (Windows gives no
+/// bound): nothing is freed under an execution routine still to come, and
+/// PutDmaAdapter is never skipped.
+#[test]
+fn a_stop_waits_for_a_late_grant_and_puts_the_adapter() {
+    let mut c = quiet_config(24);
+    c.hal.inline_grant_percent = 0;
+    c.hal.grant_latency_ns = Some(6_000 * MS);
+    let mut m = started_native(&c, &[("AsyncChannelAllocation", 1)]);
+    let irp = write(&mut m, 0, 64);
+    m.run_for(MS).unwrap();
+    assert!(
+        !m.is_complete(irp),
+        "the grant is committed, not yet delivered"
+    );
+    let before = m.sys().now();
+    assert_eq!(
+        m.pnp(PnpMinor::StopDevice, 10_000 * MS),
+        Ok(NtStatus::SUCCESS)
+    );
+    let waited = m.sys().now() - before;
+    assert!(
+        waited >= 5_999 * MS,
+        "the stop waited for the grant: {waited} ns"
+    );
+    assert_eq!(
+        m.sys().with(|k| k.hal.live_adapters()),
+        0,
+        "put before the stop returned"
+    );
+    assert!(m.is_complete(irp));
+    assert!(m.crash().is_none(), "{:?}", m.crash());
+    // Restarted, the device works.
+    assert_eq!(m.pnp(PnpMinor::StartDevice, MS), Ok(NtStatus::SUCCESS));
+    let again = write(&mut m, 0, 64);
+    assert_eq!(
+        m.wait(again, 10_000 * MS).unwrap().status,
+        NtStatus::SUCCESS
+    );
+}
+
+/// A command the device still owns when the engine times it out: the
+/// device goes off the bus before the mapping is flushed and freed, so its
+/// late DMA reaches no memory; the device is reported failed, refuses DMA
+/// until it is restarted, and works again after the restart.
+#[test]
+fn a_timed_out_command_cannot_write_into_freed_memory() {
+    let mut c = quiet_config(25);
+    // The device stalls: the DMA lands 1.5 s late, after the engine's
+    // 1 s timeout.
+    c.edu.dma_stall_ns = 1_500 * MS;
+    let mut m = started(&c);
+    let read = m
+        .send(
+            IrpSpec::Read {
+                offset: 0,
+                length: 512,
+            },
+            &BufferLayout::default(),
+        )
+        .expect("send");
+    let r = m.wait(read, 3_000 * MS).expect("timed out");
+    assert_eq!(r.status, NtStatus::IO_TIMEOUT);
+    // The stalled DMA lands now, with the mapping gone.
+    m.run_for(1_000 * MS).unwrap();
+    assert!(m.crash().is_none(), "{:?}", m.crash());
+    assert!(!m.sys().with(|k| k.device.bus_master()), "off the bus");
+    assert_eq!(m.sys().with(|k| k.stats.device_state_invalidated), 1);
+    let (status, state) = m
+        .run(0, Irql::Passive, |d, sys| d.query_pnp_device_state(sys))
+        .unwrap();
+    assert_eq!(status, NtStatus::SUCCESS);
+    assert_ne!(state & wdk_sys::PNP_DEVICE_FAILED as usize, 0, "{state:#x}");
+    let refused = write(&mut m, 0, 16);
+    assert_eq!(
+        m.wait(refused, MS).unwrap().status,
+        NtStatus::DEVICE_HARDWARE_ERROR
+    );
+    // The PnP manager stops and restarts a failed device: bus mastering is
+    // back and requests work again.
+    assert_eq!(
+        m.pnp(PnpMinor::StopDevice, 1_000 * MS),
+        Ok(NtStatus::SUCCESS)
+    );
+    assert_eq!(m.pnp(PnpMinor::StartDevice, MS), Ok(NtStatus::SUCCESS));
+    m.sys().with(|k| k.device.config_mut().dma_stall_ns = 0);
+    let ok = write(&mut m, 0, 16);
+    assert_eq!(m.wait(ok, 1_000 * MS).unwrap().status, NtStatus::SUCCESS);
+    assert!(m.crash().is_none(), "{:?}", m.crash());
+}

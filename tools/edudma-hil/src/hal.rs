@@ -101,6 +101,8 @@ impl fmt::Display for Violation {
 pub struct HalCounters {
     /// `GetDmaTransferInfo` calls.
     pub transfer_infos: u64,
+    /// Times the engine took the device off the bus.
+    pub bus_master_disabled: u64,
     /// Channels granted.
     pub channels: u64,
     /// Synchronous allocations refused as busy.
@@ -181,6 +183,8 @@ struct HalInner<M: PhysMemory> {
     next_base: u32,
     counters: HalCounters,
     violations: Vec<Violation>,
+    /// Clears Bus Master Enable in the device's command register.
+    bus_master_off: Option<Box<dyn FnMut()>>,
 }
 
 impl<M: PhysMemory> HalInner<M> {
@@ -311,8 +315,15 @@ impl<M: PhysMemory> HalHandle<M> {
                 next_base: 1,
                 counters: HalCounters::default(),
                 violations: Vec::new(),
+                bus_master_off: None,
             })),
         })
+    }
+
+    /// How to take the device off the bus (the guest's config-space write
+    /// of the command register), for [`DmaOps::disable_bus_master`].
+    pub fn set_bus_master_control(&self, off: Box<dyn FnMut()>) {
+        self.inner.borrow_mut().bus_master_off = Some(off);
     }
 
     /// The [`DmaOps`] to hand to the engine.
@@ -841,6 +852,14 @@ impl<M: PhysMemory> DmaOps for HalDma<M> {
             inner.violate(0x09, "PutDmaAdapter with map registers still mapped");
         }
         inner.put = true;
+    }
+
+    fn disable_bus_master(&mut self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.counters.bus_master_disabled += 1;
+        if let Some(off) = inner.bus_master_off.as_mut() {
+            off();
+        }
     }
 }
 

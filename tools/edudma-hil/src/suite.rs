@@ -254,6 +254,16 @@ impl Rig {
     ) -> Result<Driver, String> {
         let hal = HalHandle::new(Rc::clone(&self.pool), hal_config, &self.bounce)
             .map_err(|e| e.to_string())?;
+        // As PnP start does: bus mastering on (the engine may have taken the
+        // device off the bus after a timeout), and the engine's way to take
+        // it off again: the command register through config space.
+        self.pci
+            .update_command(command::BUS_MASTER, 0)
+            .map_err(|e| format!("bus master enable: {e}"))?;
+        let pci = PciDevice::find().map_err(|e| format!("config space: {e}"))?;
+        hal.set_bus_master_control(Box::new(move || {
+            let _ = pci.update_command(0, command::BUS_MASTER);
+        }));
         let mut engine = Engine::new(engine_config);
         let facts = AdapterFacts {
             dma_interface_version: 3,

@@ -173,6 +173,9 @@ pub struct Engine<D: DmaOps, R: Copy + Eq + Debug> {
     device_id: u32,
     alignment: u32,
     stopping: Option<StopReason>,
+    /// A command was abandoned with the device still owning it: the device
+    /// is off the bus and failed until the next start.
+    failed: bool,
     stats: Stats,
     /// The current mapping's elements, owned here so nothing allocates.
     sg: SgList,
@@ -188,6 +191,7 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
             device_id: 0,
             alignment: 0,
             stopping: None,
+            failed: false,
             stats: Stats::default(),
             sg: SgList::new(),
         }
@@ -233,6 +237,7 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         self.device_id = id;
         self.facts = Some(facts);
         self.stopping = None;
+        self.failed = false;
         self.state = State::Idle(adapter);
         Ok(())
     }
@@ -245,6 +250,12 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         regs: &mut impl RegisterFile,
     ) -> Option<Completion<R>> {
         match mem::replace(&mut self.state, State::Transient) {
+            State::Idle(adapter) if self.failed => {
+                // Off the bus since a command was abandoned: no DMA until the
+                // PnP manager restarts the device it was told failed.
+                self.state = State::Idle(adapter);
+                self.fail(request, NtStatus::DEVICE_HARDWARE_ERROR)
+            }
             State::Idle(adapter) if self.stopping.is_none() => {
                 self.stats.requests += 1;
                 match what {
@@ -404,7 +415,7 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
                 }
                 if transfer.ticks >= self.config.timeout_ticks {
                     self.stats.timeouts += 1;
-                    return self.flush_and_end(transfer, NtStatus::IO_TIMEOUT);
+                    return self.abandon(transfer, NtStatus::IO_TIMEOUT);
                 }
                 self.state = State::Transferring(transfer);
                 None
@@ -453,11 +464,13 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
                     }
                 }
             }
-            State::Transferring(transfer)
-                if reason == StopReason::SurpriseRemoval || !transfer.programmed =>
-            {
-                // Nothing will finish on a removed device.
+            State::Transferring(transfer) if !transfer.programmed => {
                 self.flush_and_end(transfer, status)
+            }
+            State::Transferring(transfer) if reason == StopReason::SurpriseRemoval => {
+                // Nothing will finish on a removed device; if it is in fact
+                // still there, its command must not reach memory.
+                self.abandon(transfer, status)
             }
             State::SelfTest { adapter, test } => {
                 test.abandon(regs);
@@ -471,6 +484,13 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
                 None
             }
         }
+    }
+
+    /// True once a command was abandoned with the device owning it: the
+    /// device is off the bus until the next start, and the glue reports it
+    /// failed to the PnP manager (`IoInvalidateDeviceState`).
+    pub fn device_failed(&self) -> bool {
+        self.failed
     }
 
     /// True when no adapter is held: never started, or put after a stop.
@@ -739,6 +759,14 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
     }
 
     /// Step 8 for a transfer cut short, then steps 9 and the completion.
+    /// End a transfer whose command the device may still own: off the bus
+    /// first, then flush, free and complete; the device is failed.
+    fn abandon(&mut self, mut transfer: Transfer<D, R>, status: NtStatus) -> Option<Completion<R>> {
+        transfer.mapping.cut_off_device();
+        self.failed = true;
+        self.flush_and_end(transfer, status)
+    }
+
     fn flush_and_end(
         &mut self,
         transfer: Transfer<D, R>,

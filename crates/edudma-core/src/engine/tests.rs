@@ -41,6 +41,7 @@ enum Call {
     },
     FreeChannel,
     Put,
+    BusMasterOff,
 }
 
 struct HalState {
@@ -215,6 +216,10 @@ impl DmaOps for Hal {
 
     fn put_dma_adapter(&mut self) {
         self.log(Call::Put);
+    }
+
+    fn disable_bus_master(&mut self) {
+        self.log(Call::BusMasterOff);
     }
 }
 
@@ -811,10 +816,20 @@ fn a_stuck_command_times_out_after_flush_and_free() {
         engine.watchdog_tick(&mut edu),
         Some(failed(1, NtStatus::IO_TIMEOUT))
     );
-    let tail = &hal.calls()[hal.calls().len() - 2..];
-    assert!(matches!(tail[0], Call::Flush { .. }));
-    assert_eq!(tail[1], Call::FreeChannel);
+    // The device may still own the command: off the bus, then flush, free.
+    let tail = &hal.calls()[hal.calls().len() - 3..];
+    assert_eq!(tail[0], Call::BusMasterOff);
+    assert!(matches!(tail[1], Call::Flush { .. }));
+    assert_eq!(tail[2], Call::FreeChannel);
     assert_eq!(engine.stats().timeouts, 1);
+    // Failed until the next start: no request reaches the device.
+    assert!(engine.device_failed());
+    let before = hal.calls().len();
+    assert_eq!(
+        engine.start_io(2, dma(Direction::ToDevice, 0, 10), &mut edu),
+        Some(failed(2, NtStatus::DEVICE_HARDWARE_ERROR))
+    );
+    assert_eq!(hal.calls().len(), before, "no DMA routine called");
 }
 
 #[test]
@@ -868,9 +883,12 @@ fn surprise_removal_mid_transfer_flushes_frees_and_puts() {
         engine.stop(StopReason::SurpriseRemoval, &mut edu),
         Some(failed(1, NtStatus::DEVICE_REMOVED))
     );
-    let tail = &hal.calls()[hal.calls().len() - 3..];
-    assert!(matches!(tail[0], Call::Flush { .. }));
-    assert_eq!(&tail[1..], &[Call::FreeChannel, Call::Put]);
+    // A device that is in fact still there must not DMA into the freed
+    // mapping: off the bus first.
+    let tail = &hal.calls()[hal.calls().len() - 4..];
+    assert_eq!(tail[0], Call::BusMasterOff);
+    assert!(matches!(tail[1], Call::Flush { .. }));
+    assert_eq!(&tail[2..], &[Call::FreeChannel, Call::Put]);
     assert!(engine.adapter_released());
     // The removal that follows changes nothing and puts nothing again.
     assert_eq!(engine.stop(StopReason::Remove, &mut edu), None);

@@ -261,7 +261,10 @@ unsafe extern "C" fn AllocateAdapterChannelEx(
             }
             c.n.sys.with(|k| {
                 let cpu = k.random_cpu();
-                let delay = k.rng.range(US, 60 * US);
+                let delay = match k.hal.config().grant_latency_ns {
+                    Some(d) => d,
+                    None => k.rng.range(US, 60 * US),
+                };
                 k.sched
                     .schedule(delay, cpu, Event::ExecutionRoutine(id, base));
             });

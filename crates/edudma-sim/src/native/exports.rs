@@ -57,6 +57,7 @@ same_signature!(
     IoForwardIrpSynchronously,
     IoGetAttachedDeviceReference,
     IoInitializeRemoveLockEx,
+    IoInvalidateDeviceState,
     IoOpenDeviceRegistryKey,
     IoRegisterDeviceInterface,
     IoReleaseCancelSpinLock,
@@ -74,11 +75,13 @@ same_signature!(
     KeFlushQueuedDpcs,
     KeGetCurrentIrql,
     KeInitializeDpc,
+    KeClearEvent,
     KeInitializeEvent,
     KeInitializeTimerEx,
     KeInsertQueueDpc,
     KeReleaseSpinLock,
     KeRemoveEntryDeviceQueue,
+    KeSetEvent,
     KeSetTimerEx,
     KeStallExecutionProcessor,
     KeWaitForSingleObject,
@@ -624,6 +627,32 @@ pub unsafe extern "C" fn KeInitializeEvent(
 }
 
 #[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeSetEvent(
+    Event: *mut KEVENT,
+    _Increment: wdk_sys::KPRIORITY,
+    _Wait: BOOLEAN,
+) -> LONG {
+    let c = Call::enter();
+    let irql = c.n.sys.irql();
+    if irql > Irql::Dispatch {
+        c.report(Violation::WrongIrql {
+            routine: "KeSetEvent",
+            irql,
+        });
+    }
+    // SAFETY: the caller's initialized event; a waiter sees the state
+    // (Wait::NonZero) the next time the scheduler looks.
+    unsafe { std::mem::replace(&mut (*Event).Header.SignalState, 1) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeClearEvent(Event: *mut KEVENT) {
+    let _c = Call::enter();
+    // SAFETY: the caller's initialized event.
+    unsafe { (*Event).Header.SignalState = 0 };
+}
+
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeWaitForSingleObject(
     Object: PVOID,
     _WaitReason: wdk_sys::KWAIT_REASON,
@@ -819,6 +848,22 @@ pub unsafe extern "C" fn IoConnectInterruptEx(
     }
     let _ = c.n.sys.io_connect_interrupt_ex();
     st(NtStatus::SUCCESS)
+}
+
+/// The PnP manager is told the device's state changed: it will send
+/// `IRP_MN_QUERY_PNP_DEVICE_STATE` (the machine counts the calls; a test
+/// sends the query).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn IoInvalidateDeviceState(_PhysicalDeviceObject: *mut DEVICE_OBJECT) {
+    let c = Call::enter();
+    let irql = c.n.sys.irql();
+    if irql > Irql::Dispatch {
+        c.report(Violation::WrongIrql {
+            routine: "IoInvalidateDeviceState",
+            irql,
+        });
+    }
+    c.n.sys.with(|k| k.stats.device_state_invalidated += 1);
 }
 
 #[unsafe(no_mangle)]
@@ -1113,6 +1158,7 @@ pub(crate) fn complete(n: &Arc<Native>, irp: *mut IRP) {
                     return;
                 }
                 r.completed = Some(status);
+                r.information = information;
             }
             drop(o);
             unwind();

@@ -399,6 +399,21 @@ impl NativeDriver {
         NtStatus(unsafe { add(driver, pdo) })
     }
 
+    /// `IRP_MN_QUERY_PNP_DEVICE_STATE`, as the PnP manager sends it after
+    /// `IoInvalidateDeviceState` (PASSIVE_LEVEL; run it through the machine
+    /// as a routine): the status and the `PNP_DEVICE_STATE` bits.
+    pub fn query_pnp_device_state(&mut self, sys: &Sys) -> (NtStatus, usize) {
+        let irp = objects::build_system_irp(
+            &self.0,
+            sys,
+            IRP_MJ_PNP as u8,
+            wdk_sys::IRP_MN_QUERY_PNP_DEVICE_STATE as u8,
+            None,
+        );
+        let _ = self.call_fdo(irp);
+        objects::take_system_completion(&self.0, irp).unwrap_or((NtStatus::INVALID_DEVICE_STATE, 0))
+    }
+
     /// `DriverUnload` after the device was removed.
     pub fn unload(&mut self, _sys: &Sys) {
         let (driver, unload) = {

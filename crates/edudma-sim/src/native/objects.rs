@@ -65,6 +65,8 @@ pub struct IrpRec {
     pub resources: Option<(usize, usize)>,
     /// The status it was completed with.
     pub completed: Option<i32>,
+    /// `IoStatus.Information` at completion.
+    pub information: usize,
     /// `IoForwardIrpSynchronously` is waiting for this IRP to come back.
     pub forwarding: bool,
 }
@@ -581,6 +583,7 @@ pub fn build_user_irp(native: &Arc<Native>, sys: &Sys, id: IrpId) -> Option<usiz
         mdls: Vec::new(),
         resources: None,
         completed: None,
+        information: 0,
         forwarding: false,
     };
     // MDLs: header, then the PFN array, chained through Next.
@@ -682,6 +685,7 @@ pub fn build_system_irp(
         mdls: Vec::new(),
         resources: None,
         completed: None,
+        information: 0,
         forwarding: false,
     };
     let file = file.map(|f| o.file_object(f));
@@ -736,10 +740,19 @@ fn resource_list() -> (*mut CM_RESOURCE_LIST, usize) {
 
 /// The status a system IRP was completed with; the IRP is freed.
 pub fn take_system_result(native: &Arc<Native>, addr: usize) -> Option<NtStatus> {
+    take_system_completion(native, addr).map(|(status, _)| status)
+}
+
+/// The status and `IoStatus.Information` a system IRP was completed with;
+/// the IRP is freed.
+pub fn take_system_completion(native: &Arc<Native>, addr: usize) -> Option<(NtStatus, usize)> {
     let mut o = native.objects();
-    let status = o.irps.get(&addr).and_then(|r| r.completed).map(NtStatus);
+    let done = o
+        .irps
+        .get(&addr)
+        .and_then(|r| r.completed.map(|s| (NtStatus(s), r.information)));
     o.free_irp(addr);
-    status
+    done
 }
 
 /// The IRP's model id, if it is a user request.
