@@ -213,13 +213,23 @@ unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
     isr::start_watchdog(ext);
     set_interface(ext, true);
     ext.pnp.store(pnp_state::STARTED, Ordering::Release);
+    // The packet held while the device was stopped (a rebalance) goes on.
+    let resumed = {
+        let mut regs = ext.regs();
+        let mut shared = ext.lock();
+        shared.engine.resume(&mut regs)
+    };
+    if let Some(c) = resumed {
+        deliver(ext, c);
+    }
     STATUS_SUCCESS
 }
 
 /// Stop, surprise removal or removal: the engine decides what happens to
-/// the request in flight and to queued ones (StartIo fails them once the
-/// engine is stopping); the glue waits for the adapter to be put, then
-/// gives back the interrupt and the registers. PASSIVE_LEVEL.
+/// the request in flight and to the next ones (after a stop StartIo's
+/// packet is held until the restart; after a removal it is failed); the
+/// glue waits for the adapter to be put, then gives back the interrupt, the
+/// registers and the bus interface. PASSIVE_LEVEL.
 fn release_hardware(ext: &DeviceExtension, reason: StopReason, next: u32) {
     let previous = ext.pnp.swap(next, Ordering::AcqRel);
     let completion = {
@@ -231,6 +241,11 @@ fn release_hardware(ext: &DeviceExtension, reason: StopReason, next: u32) {
         deliver(ext, c);
     }
     if previous != pnp_state::STARTED {
+        // Released already (a removal after a stop): only the interface,
+        // which a stop leaves enabled, is left to disable.
+        if previous == pnp_state::STOPPED && next == pnp_state::GONE {
+            set_interface(ext, false);
+        }
         return;
     }
     // Proof, not a clock: the engine puts the adapter when nothing is
@@ -255,7 +270,11 @@ fn release_hardware(ext: &DeviceExtension, reason: StopReason, next: u32) {
     unsafe { KeFlushQueuedDpcs() };
     unmap(ext);
     release_bus_interface(ext);
-    set_interface(ext, false);
+    if next == pnp_state::GONE {
+        // Stopped (a rebalance), the interface stays: applications keep
+        // their handles and their requests are held until the restart.
+        set_interface(ext, false);
+    }
 }
 
 /// `IRP_MN_REMOVE_DEVICE`.

@@ -176,6 +176,9 @@ pub struct Engine<D: DmaOps, R: Copy + Eq + Debug> {
     /// A command was abandoned with the device still owning it: the device
     /// is off the bus and failed until the next start.
     failed: bool,
+    /// The packet StartIo handed over while the device was stopped: held
+    /// (not failed) until the device starts again or goes away.
+    held: Option<(R, StartRequest<D::Mdl>)>,
     stats: Stats,
     /// The current mapping's elements, owned here so nothing allocates.
     sg: SgList,
@@ -192,6 +195,7 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
             alignment: 0,
             stopping: None,
             failed: false,
+            held: None,
             stats: Stats::default(),
             sg: SgList::new(),
         }
@@ -242,6 +246,13 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         Ok(())
     }
 
+    /// After [`Engine::start_device`]: start the packet held while the device
+    /// was stopped, if any (its completion, if it ends at once).
+    pub fn resume(&mut self, regs: &mut impl RegisterFile) -> Option<Completion<R>> {
+        let (request, what) = self.held.take()?;
+        self.start_io(request, what, regs)
+    }
+
     /// StartIo: begin `what` for `request`.
     pub fn start_io(
         &mut self,
@@ -274,6 +285,15 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
                         self.begin_dma(adapter, job, regs)
                     }
                 }
+            }
+            State::Stopped if self.stopping == Some(StopReason::Stop) && self.held.is_none() => {
+                // Learn: "While the device is in the stopped state, a driver
+                // must hold IRPs that require access to the device." The
+                // packet stays current (the device queue holds the rest)
+                // until the next start resumes it.
+                self.state = State::Stopped;
+                self.held = Some((request, what));
+                None
             }
             state @ (State::Unstarted | State::Stopped | State::Idle(_)) => {
                 self.state = state;
@@ -355,6 +375,11 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
     /// The cancel routine ran for `request`. A request that is not current
     /// (already completed, or never started) is ignored.
     pub fn cancel(&mut self, request: R, regs: &mut impl RegisterFile) -> Option<Completion<R>> {
+        if self.held.is_some_and(|(held, _)| held == request) {
+            self.held = None;
+            self.stats.cancels += 1;
+            return self.finish(request, NtStatus::CANCELLED, 0, None);
+        }
         match mem::replace(&mut self.state, State::Transient) {
             State::AwaitingChannel { job, pending } if job.request == request => {
                 self.stats.cancels += 1;
@@ -445,6 +470,12 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
             self.stopping = Some(reason);
         }
         let status = self.stopping.map_or(reason.status(), StopReason::status);
+        if reason != StopReason::Stop
+            && let Some((request, _)) = self.held.take()
+        {
+            // The device will not come back for it.
+            return self.fail(request, status);
+        }
         match mem::replace(&mut self.state, State::Transient) {
             State::Idle(adapter) => {
                 quiesce(regs);
@@ -508,6 +539,9 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
 
     /// The current StartIo request, if any.
     pub fn current_request(&self) -> Option<R> {
+        if let Some((request, _)) = self.held {
+            return Some(request);
+        }
         match &self.state {
             State::AwaitingChannel { job, .. } | State::CancellingChannel { job, .. } => {
                 Some(job.request)

@@ -862,16 +862,54 @@ fn stop_when_idle_puts_the_adapter_once_and_fails_later_requests() {
 }
 
 #[test]
-fn a_stopped_device_can_start_again() {
+fn a_stopped_device_holds_the_packet_and_resumes_it_after_start() {
     let (mut engine, hal, mut edu) = setup();
+    engine.stop(StopReason::Stop, &mut edu);
+    // Held, not failed: a rebalance is invisible to the application.
+    assert_eq!(
+        engine.start_io(1, dma(Direction::ToDevice, 0, 1), &mut edu),
+        None
+    );
+    assert_eq!(engine.current_request(), Some(1));
+    let before = hal.calls().len();
+    engine.start_device(hal.clone(), FACTS, &mut edu).unwrap();
+    assert_eq!(engine.resume(&mut edu), None, "started on the new adapter");
+    assert!(hal.calls().len() > before);
+    assert_eq!(run_to_completion(&mut engine, &mut edu), ok(1, 1));
+    engine.start_io(2, dma(Direction::ToDevice, 0, 1), &mut edu);
+    assert_eq!(run_to_completion(&mut engine, &mut edu), ok(2, 1));
+}
+
+#[test]
+fn a_held_packet_is_cancelled_or_failed_by_a_removal() {
+    let (mut engine, _hal, mut edu) = setup();
     engine.stop(StopReason::Stop, &mut edu);
     assert_eq!(
         engine.start_io(1, dma(Direction::ToDevice, 0, 1), &mut edu),
-        Some(failed(1, NtStatus::DEVICE_NOT_READY))
+        None
     );
-    engine.start_device(hal.clone(), FACTS, &mut edu).unwrap();
-    engine.start_io(2, dma(Direction::ToDevice, 0, 1), &mut edu);
-    assert_eq!(run_to_completion(&mut engine, &mut edu), ok(2, 1));
+    assert_eq!(
+        engine.cancel(1, &mut edu),
+        Some(Completion {
+            request: 1,
+            status: NtStatus::CANCELLED,
+            information: 0,
+            selftest: None
+        })
+    );
+    assert_eq!(engine.current_request(), None);
+    assert_eq!(
+        engine.start_io(2, dma(Direction::ToDevice, 0, 1), &mut edu),
+        None
+    );
+    assert_eq!(
+        engine.stop(StopReason::SurpriseRemoval, &mut edu),
+        Some(failed(2, NtStatus::DEVICE_REMOVED))
+    );
+    assert_eq!(
+        engine.start_io(3, dma(Direction::ToDevice, 0, 1), &mut edu),
+        Some(failed(3, NtStatus::DEVICE_REMOVED))
+    );
 }
 
 #[test]

@@ -158,6 +158,12 @@ impl NativeDriver {
         self.0.sched.stats()
     }
 
+    /// Whether the driver's device interface is enabled (what applications
+    /// find with `CM_Get_Device_Interface_List`).
+    pub fn interface_enabled(&self) -> bool {
+        self.0.objects().interfaces.values().any(|on| *on)
+    }
+
     /// The leak check of the native objects after unload: what is still
     /// allocated or registered that the driver should have given back.
     pub fn leaks(&self) -> Vec<String> {
