@@ -120,8 +120,6 @@ pub struct DeviceExtension {
     pub sg_buffer: UnsafeCell<[u64; crate::dma_ops::SG_BUFFER_WORDS]>,
     /// Device interface symbolic link name from `IoRegisterDeviceInterface`.
     pub interface_name: UnsafeCell<UNICODE_STRING>,
-    /// Whether `\DosDevices\EduDma0` was created by this device.
-    pub dos_link: AtomicBool,
     /// See [`pnp_state`].
     pub pnp: AtomicU32,
     /// StartIo sequence numbers.
@@ -175,7 +173,6 @@ impl DeviceExtension {
             sg_buffer: UnsafeCell::new([0; crate::dma_ops::SG_BUFFER_WORDS]),
             // SAFETY: an empty UNICODE_STRING (null buffer, zero lengths).
             interface_name: UnsafeCell::new(unsafe { core::mem::zeroed() }),
-            dos_link: AtomicBool::new(false),
             pnp: AtomicU32::new(pnp_state::ADDED),
             next_seq: AtomicU32::new(1),
             window,

@@ -9,7 +9,7 @@ use edudma_core::ioctl::{self, ControlRequest, DeviceInfo, FileRequest, Stats};
 use wdk_sys::ntddk::IoStartPacket;
 use wdk_sys::{
     DEVICE_OBJECT, IRP, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, IRP_MJ_WRITE, MDL, NTSTATUS,
-    STATUS_PENDING, STATUS_SUCCESS,
+    STATUS_ACCESS_DENIED, STATUS_PENDING, STATUS_SUCCESS,
 };
 
 use crate::device::DeviceExtension;
@@ -103,12 +103,24 @@ pub unsafe fn classify(ext: &DeviceExtension, irp: *mut IRP) -> Classified {
     }
 }
 
-/// `IRP_MJ_CREATE` and `IRP_MJ_CLOSE`: nothing to set up per handle. Access
-/// is restricted by the device's security descriptor (INF `Security`).
-pub unsafe extern "C" fn dispatch_create_close(
-    _device: *mut DEVICE_OBJECT,
-    irp: *mut IRP,
-) -> NTSTATUS {
+/// `IRP_MJ_CREATE`: nothing to set up per handle; access is restricted by
+/// the device's security descriptor (INF `Security`). The device has no
+/// namespace: an open of a name below it (`<interface path>\anything`,
+/// a non-empty `FileObject->FileName`) is refused.
+pub unsafe extern "C" fn dispatch_create(_device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+    // SAFETY: the create IRP's own stack location and file object.
+    let status = if unsafe { ffi::create_file_name_length(ffi::current_stack(irp)) } == 0 {
+        STATUS_SUCCESS
+    } else {
+        STATUS_ACCESS_DENIED
+    };
+    // SAFETY: the I/O manager hands us the IRP; we complete it once.
+    unsafe { ffi::complete_irp(irp, status, 0) };
+    status
+}
+
+/// `IRP_MJ_CLOSE`: nothing to tear down per handle.
+pub unsafe extern "C" fn dispatch_close(_device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
     // SAFETY: the I/O manager hands us the IRP; we complete it once.
     unsafe { ffi::complete_irp(irp, STATUS_SUCCESS, 0) };
     STATUS_SUCCESS

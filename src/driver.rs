@@ -1,51 +1,36 @@
 //! DriverEntry, AddDevice and DriverUnload.
 
 use core::ptr;
-use core::sync::atomic::Ordering;
 
 use edudma_core::engine::{Engine, EngineConfig};
-use edudma_core::ioctl::{DOS_DEVICE_NAME, FILE_DEVICE_EDUDMA, GUID_DEVINTERFACE_EDUDMA};
+use edudma_core::ioctl::{FILE_DEVICE_EDUDMA, GUID_DEVINTERFACE_EDUDMA};
 use wdk_sys::ntddk::{
-    IoAttachDeviceToDeviceStack, IoCreateDevice, IoCreateSymbolicLink, IoDeleteDevice,
-    IoDetachDevice, IoRegisterDeviceInterface, IoSetStartIoAttributes, KeInitializeDpc,
-    KeInitializeEvent, KeInitializeTimerEx,
+    IoAttachDeviceToDeviceStack, IoCreateDevice, IoDeleteDevice, IoDetachDevice,
+    IoRegisterDeviceInterface, IoSetStartIoAttributes, KeInitializeDpc, KeInitializeEvent,
+    KeInitializeTimerEx,
 };
 use wdk_sys::{
     _EVENT_TYPE, _TIMER_TYPE, DEVICE_OBJECT, DO_DEVICE_INITIALIZING, DO_DIRECT_IO,
     DO_POWER_PAGABLE, DRIVER_OBJECT, FILE_DEVICE_SECURE_OPEN, GUID, IRP_MJ_CLEANUP, IRP_MJ_CLOSE,
     IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IRP_MJ_PNP, IRP_MJ_POWER, IRP_MJ_READ,
     IRP_MJ_SYSTEM_CONTROL, IRP_MJ_WRITE, NTSTATUS, PCUNICODE_STRING, STATUS_NO_SUCH_DEVICE,
-    STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS,
+    STATUS_SUCCESS,
 };
 
 use crate::device::DeviceExtension;
-use crate::dispatch::{dispatch_cleanup, dispatch_create_close, dispatch_io};
+use crate::dispatch::{dispatch_cleanup, dispatch_close, dispatch_create, dispatch_io};
 use crate::dma_ops::grant_dpc;
 use crate::isr::{dpc_for_isr, watchdog_dpc};
 use crate::pnp::dispatch_pnp;
 use crate::power::dispatch_pass_down;
 use crate::startio::{mailbox_dpc, start_io};
-use crate::strings::{unicode, utf16};
 use crate::{ffi, registry};
 
-/// `\Device\EduDma0`.
-const DEVICE_NAME: [u16; 15] = utf16("\\Device\\EduDma0");
-/// `\DosDevices\EduDma0`, the link `edudmactl` opens as `\\.\EduDma0`.
-pub const DOS_DEVICE_LINK: [u16; 19] = utf16("\\DosDevices\\EduDma0");
-/// The device interface class the tool can also enumerate.
+/// The device interface class through which applications open the device.
+/// The FDO has no name (Learn, "NT Device Names": function device objects
+/// are not named; the PDO is the stack's one named object), so no
+/// `\\.\` path reaches the device before the INF's security applies.
 static INTERFACE_GUID: GUID = ffi::guid(GUID_DEVINTERFACE_EDUDMA);
-
-/// The names above end with the core's device name.
-const _: () = {
-    let name = DOS_DEVICE_NAME.as_bytes();
-    assert!(name.len() == 7);
-    let mut i = 0;
-    while i < name.len() {
-        assert!(DEVICE_NAME[8 + i] == name[i] as u16);
-        assert!(DOS_DEVICE_LINK[12 + i] == name[i] as u16);
-        i += 1;
-    }
-};
 
 /// The driver's entry point.
 ///
@@ -58,8 +43,8 @@ pub unsafe extern "system" fn driver_entry(
     driver: &mut DRIVER_OBJECT,
     _registry_path: PCUNICODE_STRING,
 ) -> NTSTATUS {
-    driver.MajorFunction[IRP_MJ_CREATE as usize] = Some(dispatch_create_close);
-    driver.MajorFunction[IRP_MJ_CLOSE as usize] = Some(dispatch_create_close);
+    driver.MajorFunction[IRP_MJ_CREATE as usize] = Some(dispatch_create);
+    driver.MajorFunction[IRP_MJ_CLOSE as usize] = Some(dispatch_close);
     driver.MajorFunction[IRP_MJ_CLEANUP as usize] = Some(dispatch_cleanup);
     driver.MajorFunction[IRP_MJ_READ as usize] = Some(dispatch_io);
     driver.MajorFunction[IRP_MJ_WRITE as usize] = Some(dispatch_io);
@@ -85,39 +70,21 @@ unsafe extern "C" fn add_device(driver: *mut DRIVER_OBJECT, pdo: *mut DEVICE_OBJ
         ..EngineConfig::default()
     };
     let extension_size = size_of::<DeviceExtension>() as u32;
-    let mut name = unicode(&DEVICE_NAME);
     let mut fdo: *mut DEVICE_OBJECT = ptr::null_mut();
-    // SAFETY: PASSIVE_LEVEL; our driver object. FILE_DEVICE_SECURE_OPEN
-    // applies the device's security to every open (the INF restricts it to
-    // SYSTEM and Administrators).
-    let mut status = unsafe {
+    // SAFETY: PASSIVE_LEVEL; our driver object; an unnamed FDO.
+    // FILE_DEVICE_SECURE_OPEN applies the device's security (the INF
+    // restricts it to SYSTEM and Administrators) to every open.
+    let status = unsafe {
         IoCreateDevice(
             driver,
             extension_size,
-            &mut name,
+            ptr::null_mut(),
             FILE_DEVICE_EDUDMA,
             FILE_DEVICE_SECURE_OPEN,
             0,
             &mut fdo,
         )
     };
-    let mut named = true;
-    if status == STATUS_OBJECT_NAME_COLLISION {
-        // A second edu device: no fixed name, the interface still finds it.
-        named = false;
-        // SAFETY: as above, unnamed.
-        status = unsafe {
-            IoCreateDevice(
-                driver,
-                extension_size,
-                ptr::null_mut(),
-                FILE_DEVICE_EDUDMA,
-                FILE_DEVICE_SECURE_OPEN,
-                0,
-                &mut fdo,
-            )
-        };
-    }
     if status < 0 {
         return status;
     }
@@ -167,13 +134,6 @@ unsafe extern "C" fn add_device(driver: *mut DRIVER_OBJECT, pdo: *mut DEVICE_OBJ
             IoDeleteDevice(fdo);
         }
         return status;
-    }
-    if named {
-        let mut link = unicode(&DOS_DEVICE_LINK);
-        // SAFETY: PASSIVE_LEVEL; both names are valid UNICODE_STRINGs.
-        if unsafe { IoCreateSymbolicLink(&mut link, &mut name) } >= 0 {
-            ext.dos_link.store(true, Ordering::Release);
-        }
     }
     // SAFETY: set up complete; the I/O manager may send IRPs now.
     unsafe { (*fdo).Flags &= !DO_DEVICE_INITIALIZING };

@@ -192,6 +192,24 @@ pub unsafe fn irp_status(irp: *mut IRP) -> NTSTATUS {
     unsafe { io_status_status(&(*irp).IoStatus) }
 }
 
+/// `FileObject->FileName.Length` of an `IRP_MJ_CREATE` location (named C
+/// members; a create always has a file object): 0 for an open of the
+/// device itself, the bytes of the name below it otherwise.
+///
+/// # Safety
+/// `stack` must be the current location of a live create IRP.
+pub unsafe fn create_file_name_length(stack: *mut IO_STACK_LOCATION) -> u16 {
+    // SAFETY: the caller's create location; its FileObject is live.
+    unsafe {
+        let file = (*stack).FileObject;
+        if file.is_null() {
+            0
+        } else {
+            (*file).FileName.Length
+        }
+    }
+}
+
 /// `Irp->IoStatus.Information` (a plain field).
 ///
 /// # Safety

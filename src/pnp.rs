@@ -8,11 +8,10 @@ use core::sync::atomic::Ordering;
 use edudma_core::engine::{AdapterFacts, StopReason};
 use edudma_core::regs::{BAR0_SIZE, DEVICE_BUFFER_SIZE, DMA_ADDRESS_BITS};
 use wdk_sys::ntddk::{
-    IoBuildSynchronousFsdRequest, IoDeleteDevice, IoDeleteSymbolicLink, IoDetachDevice,
-    IoForwardIrpSynchronously, IoGetAttachedDeviceReference, IoGetDmaAdapter,
-    IoSetDeviceInterfaceState, KeClearEvent, KeFlushQueuedDpcs, KeInitializeEvent,
-    KeWaitForSingleObject, MmMapIoSpaceEx, MmUnmapIoSpace, ObfDereferenceObject,
-    RtlFreeUnicodeString,
+    IoBuildSynchronousFsdRequest, IoDeleteDevice, IoDetachDevice, IoForwardIrpSynchronously,
+    IoGetAttachedDeviceReference, IoGetDmaAdapter, IoSetDeviceInterfaceState, KeClearEvent,
+    KeFlushQueuedDpcs, KeInitializeEvent, KeWaitForSingleObject, MmMapIoSpaceEx, MmUnmapIoSpace,
+    ObfDereferenceObject, RtlFreeUnicodeString,
 };
 use wdk_sys::{
     _DMA_SPEED, _DMA_WIDTH, _EVENT_TYPE, _INTERFACE_TYPE, _KWAIT_REASON, _MODE,
@@ -27,9 +26,7 @@ use wdk_sys::{
 
 use crate::device::{DeviceExtension, pnp_state};
 use crate::dma_ops::WinDma;
-use crate::driver::DOS_DEVICE_LINK;
 use crate::startio::deliver;
-use crate::strings::unicode;
 use crate::{ffi, isr};
 
 /// Pass the IRP down unchanged and drop our remove-lock reference.
@@ -292,13 +289,6 @@ unsafe fn remove_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
     };
     // SAFETY: PASSIVE_LEVEL; nothing queues our DPCs any more.
     unsafe { KeFlushQueuedDpcs() };
-    if ext.dos_link.swap(false, Ordering::AcqRel) {
-        let mut link = unicode(&DOS_DEVICE_LINK);
-        // SAFETY: the link this device created.
-        unsafe {
-            let _ = IoDeleteSymbolicLink(&mut link);
-        }
-    }
     let fdo = ext.fdo;
     // SAFETY: the interface name IoRegisterDeviceInterface allocated; the
     // lower device we attached to; then our own device object, after which

@@ -92,10 +92,9 @@ pub const GUID_DEVINTERFACE_EDUDMA: (u32, u16, u16, [u8; 8]) = (
     0x4C1E,
     [0x9A, 0x8D, 0x0E, 0x1D, 0x5A, 0x0D, 0xA7, 0xA1],
 );
-/// The symbolic link the driver creates for its first device (`\DosDevices\EduDma0`).
-pub const DOS_DEVICE_NAME: &str = "EduDma0";
-/// The path the tool opens by default: `\\.\EduDma0`.
-pub const DEFAULT_DEVICE_PATH: &str = r"\\.\EduDma0";
+/// What the tool looks for when no path is given: the first present
+/// interface of [`GUID_DEVINTERFACE_EDUDMA`] (the device has no other name).
+pub const DEVICE_INTERFACE_NAME: &str = "GUID_DEVINTERFACE_EDUDMA";
 
 /// Version of this contract, reported in [`DeviceInfo::contract_version`].
 pub const CONTRACT_VERSION: u32 = 1;

@@ -42,6 +42,9 @@ statuses! {
     INVALID_DEVICE_REQUEST = 0xC000_0010u32;
     /// The end of the file (the device window) was reached.
     END_OF_FILE = 0xC000_0011u32;
+    /// A process has requested access to an object but has not been granted
+    /// those access rights (here: an open of a name below the device).
+    ACCESS_DENIED = 0xC000_0022u32;
     /// The buffer is too small to contain the entry.
     BUFFER_TOO_SMALL = 0xC000_0023u32;
     /// A file or device is being deleted: the device is being removed.

@@ -554,3 +554,17 @@ fn requests_sent_while_stopped_are_held_and_served_after_the_restart() {
     assert!(!m.driver().interface_enabled());
     m.leak_check().unwrap();
 }
+
+/// The FDO is not named (only the PDO of a stack may be), so nothing but
+/// the device interface reaches it; an open of a name below the device
+/// (`<interface path>\anything`) is refused.
+#[test]
+fn the_device_has_no_name_and_no_namespace() {
+    let mut m = started(&quiet_config(27));
+    assert_eq!(m.driver().device_name(), None, "an unnamed FDO");
+    let opened = m.run(0, Irql::Passive, |d, sys| d.create(sys, FileId(1), ""));
+    assert_eq!(opened, Some(NtStatus::SUCCESS), "the device itself");
+    let below = m.run(0, Irql::Passive, |d, sys| d.create(sys, FileId(2), "\\x"));
+    assert_eq!(below, Some(NtStatus::ACCESS_DENIED), "a namespace open");
+    m.leak_check().unwrap();
+}

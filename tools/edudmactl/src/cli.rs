@@ -17,8 +17,8 @@ const LONG_ABOUT: &str = "\
 edudmactl talks to the edudma driver for QEMU's edu PCI device through the same
 IOCTL contract on two backends:
 
-  * a Windows device: the driver's device interface (GUID_DEVINTERFACE_EDUDMA)
-    or its symbolic link \\\\.\\EduDma0, or any path given with --device;
+  * a Windows device: the driver's device interface (GUID_DEVINTERFACE_EDUDMA;
+    the device has no other name), or any interface path given with --device;
   * --sim: the whole driver run in-process on edudma-sim, a strict model of the
     HAL's DMA version 3, Driver Verifier, the I/O manager and the edu device,
     with virtual time (the device moves 4096 bytes per 100 ms) and a seed that
@@ -77,7 +77,7 @@ pub struct Cli {
 /// The backend selection: a device path or the simulator.
 #[derive(Debug, Args)]
 pub struct Target {
-    /// Open this device path (default: the driver's device interface, else \\.\EduDma0).
+    /// Open this device interface path (default: the first present interface of the driver).
     #[arg(long, value_name = "PATH", global = true, conflicts_with = "sim")]
     pub device: Option<String>,
 

@@ -211,10 +211,10 @@ mod tests {
                 "device offset 5000 is outside the 4095-byte window: keep --offset below it".into(),
             ),
             Error::DeviceNotFound {
-                path: r"\\.\EduDma0".into(),
+                path: r"\\?\PCI#VEN_1234&DEV_11E8#3&11583659&0&10#{5e0d1c3a-7b2f-4c1e-9a8d-0e1d5a0da7a1}".into(),
             },
             Error::AccessDenied {
-                path: r"\\.\EduDma0".into(),
+                path: r"\\?\PCI#VEN_1234&DEV_11E8#3&11583659&0&10#{5e0d1c3a-7b2f-4c1e-9a8d-0e1d5a0da7a1}".into(),
             },
             Error::Driver {
                 operation: "DMA write",

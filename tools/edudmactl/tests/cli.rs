@@ -322,7 +322,7 @@ fn bad_arguments_exit_2() {
         &["--sim", "write", "--pattern", "nope", "--len", "4"], // unknown pattern
         &["--sim", "--scatter-gather", "maybe", "info"], // bad knob value
         &["--sim", "--window", "2048", "info"],      // bad window
-        &["--sim", "--device", r"\\.\EduDma0", "info"], // both backends
+        &["--sim", "--device", r"\\?\edudma-interface", "info"], // both backends
         &["--seed", "3", "info"],                    // knob without --sim
         &["--sim", "frobnicate"],                    // unknown command
         &["--sim", "--cpus", "0", "info"],           // out of range knob

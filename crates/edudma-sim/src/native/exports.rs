@@ -178,6 +178,9 @@ pub unsafe extern "C" fn IoCreateDevice(
     o.fdo = addr;
     o.fdo_alloc = Some((addr, words * 8));
     o.fdo_deleted = false;
+    o.fdo_name = (!DeviceName.is_null())
+        // SAFETY: the caller's string.
+        .then(|| unsafe { objects::read_unicode(DeviceName) });
     st(NtStatus::SUCCESS)
 }
 

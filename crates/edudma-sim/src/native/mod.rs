@@ -33,8 +33,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use edudma_core::NtStatus;
 use wdk_sys::{
-    DEVICE_OBJECT, IO_ALLOCATION_ACTION, IRP_MJ_CLEANUP, IRP_MJ_PNP, IRP_MN_REMOVE_DEVICE,
-    IRP_MN_START_DEVICE, IRP_MN_STOP_DEVICE, IRP_MN_SURPRISE_REMOVAL, KDPC, UNICODE_STRING,
+    DEVICE_OBJECT, IO_ALLOCATION_ACTION, IRP_MJ_CLEANUP, IRP_MJ_CREATE, IRP_MJ_PNP,
+    IRP_MN_REMOVE_DEVICE, IRP_MN_START_DEVICE, IRP_MN_STOP_DEVICE, IRP_MN_SURPRISE_REMOVAL, KDPC,
+    UNICODE_STRING,
 };
 
 use crate::hal::{IoAllocationAction, MapRegisterBase};
@@ -156,6 +157,22 @@ impl NativeDriver {
     /// The scheduler's counters.
     pub fn sched_stats(&self) -> SchedStats {
         self.0.sched.stats()
+    }
+
+    /// The name the driver gave its device object, if any.
+    pub fn device_name(&self) -> Option<String> {
+        self.0.objects().fdo_name.clone()
+    }
+
+    /// `IRP_MJ_CREATE` on the handle `file` for the name `name` below the
+    /// device (`""`: the device itself), as `CreateFile` of the device
+    /// interface path (plus `name`) sends it. PASSIVE_LEVEL; run it through
+    /// the machine as a routine.
+    pub fn create(&mut self, sys: &Sys, file: FileId, name: &str) -> NtStatus {
+        self.0.objects().set_file_name(file, name);
+        let irp = objects::build_system_irp(&self.0, sys, IRP_MJ_CREATE as u8, 0, Some(file));
+        let _ = self.call_fdo(irp);
+        objects::take_system_result(&self.0, irp).unwrap_or(NtStatus::INVALID_DEVICE_STATE)
     }
 
     /// Whether the driver's device interface is enabled (what applications

@@ -255,6 +255,10 @@ pub struct Objects {
     pub attached: bool,
     /// The FDO was deleted.
     pub fdo_deleted: bool,
+    /// The name the FDO was created with (`IoCreateDevice`), if any.
+    pub fdo_name: Option<String>,
+    /// `FileObject->FileName` buffers of the file objects, kept alive here.
+    file_names: BTreeMap<FileId, Vec<u16>>,
     /// The cancel spin lock's word.
     pub cancel_lock: Box<usize>,
     /// The interrupt object handed to the ISR.
@@ -328,6 +332,8 @@ impl Objects {
             files: BTreeMap::new(),
             links: BTreeSet::new(),
             interfaces: BTreeMap::new(),
+            fdo_name: None,
+            file_names: BTreeMap::new(),
             strings: BTreeMap::new(),
             registry: registry.iter().cloned().collect(),
             open_keys: 0,
@@ -460,6 +466,26 @@ impl Objects {
             f
         });
         &raw mut **f
+    }
+
+    /// Give the file object of `file` the name `name` (what `CreateFile`
+    /// opened below the device: `""` for the device itself).
+    pub fn set_file_name(&mut self, file: FileId, name: &str) {
+        let f = self.file_object(file);
+        let buffer = self.file_names.entry(file).or_default();
+        *buffer = name.encode_utf16().collect();
+        let bytes = (buffer.len() * 2) as u16;
+        // SAFETY: a live file object of ours; the buffer lives in
+        // `file_names` as long as the machine.
+        unsafe {
+            (*f).FileName.Length = bytes;
+            (*f).FileName.MaximumLength = bytes;
+            (*f).FileName.Buffer = if bytes == 0 {
+                std::ptr::null_mut()
+            } else {
+                buffer.as_mut_ptr()
+            };
+        }
     }
 
     /// What should have been given back after unload.

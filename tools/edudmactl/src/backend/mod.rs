@@ -121,7 +121,7 @@ fn open_device(path: Option<&str>) -> Result<Box<dyn Backend>> {
 
 #[cfg(not(windows))]
 fn open_device(path: Option<&str>) -> Result<Box<dyn Backend>> {
-    let path = path.unwrap_or(edudma_core::ioctl::DEFAULT_DEVICE_PATH);
+    let path = path.unwrap_or(edudma_core::ioctl::DEVICE_INTERFACE_NAME);
     Err(Error::Unsupported(format!(
         "cannot open {path}: real devices exist only on Windows with the edudma driver \
          installed; run with --sim to use the simulated driver"

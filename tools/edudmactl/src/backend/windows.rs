@@ -7,7 +7,7 @@
 use std::ffi::c_void;
 use std::ptr;
 
-use edudma_core::ioctl::{DEFAULT_DEVICE_PATH, GUID_DEVINTERFACE_EDUDMA};
+use edudma_core::ioctl::{DEVICE_INTERFACE_NAME, GUID_DEVINTERFACE_EDUDMA};
 use windows_sys::Win32::Devices::DeviceAndDriverInstallation::{
     CM_GET_DEVICE_INTERFACE_LIST_PRESENT, CM_Get_Device_Interface_List_SizeW,
     CM_Get_Device_Interface_ListW, CR_BUFFER_SMALL, CR_SUCCESS,
@@ -103,11 +103,14 @@ pub struct WindowsBackend {
 }
 
 impl WindowsBackend {
-    /// Open `path`, or the driver's device interface, or [`DEFAULT_DEVICE_PATH`].
+    /// Open `path`, or the driver's device interface (the device has no
+    /// other name).
     pub fn open(path: Option<&str>) -> Result<Self> {
         let path = match path {
             Some(path) => path.to_owned(),
-            None => find_interface_path().unwrap_or_else(|| DEFAULT_DEVICE_PATH.to_owned()),
+            None => find_interface_path().ok_or_else(|| Error::DeviceNotFound {
+                path: format!("any present {DEVICE_INTERFACE_NAME} interface"),
+            })?,
         };
         let name = wide(&path);
         // SAFETY: `name` is NUL-terminated and outlives the call; no security
