@@ -6,10 +6,13 @@ use core::ptr;
 use edudma_core::NtStatus;
 use edudma_core::engine::StartRequest;
 use edudma_core::ioctl::{self, ControlRequest, DeviceInfo, FileRequest, Stats};
-use wdk_sys::ntddk::IoStartPacket;
+use wdk_sys::ntddk::{
+    IoAcquireCancelSpinLock, IoReleaseCancelSpinLock, IoStartPacket, KeAcquireSpinLockAtDpcLevel,
+    KeReleaseSpinLockFromDpcLevel,
+};
 use wdk_sys::{
-    DEVICE_OBJECT, IRP, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, IRP_MJ_WRITE, MDL, NTSTATUS,
-    STATUS_ACCESS_DENIED, STATUS_PENDING, STATUS_SUCCESS,
+    DEVICE_OBJECT, FILE_OBJECT, IRP, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, IRP_MJ_WRITE, KIRQL, MDL,
+    NTSTATUS, STATUS_ACCESS_DENIED, STATUS_PENDING, STATUS_SUCCESS,
 };
 
 use crate::device::DeviceExtension;
@@ -126,13 +129,55 @@ pub unsafe extern "C" fn dispatch_close(_device: *mut DEVICE_OBJECT, irp: *mut I
     STATUS_SUCCESS
 }
 
-/// `IRP_MJ_CLEANUP`: the last handle of a file object closed; a request of
-/// that file object the engine is working on gets the cancel event.
+/// Take the first packet of `file` out of the device queue, its cancel
+/// routine cleared, under the cancel spin lock and the queue's lock (the
+/// order `IoStartPacket` takes them in). PASSIVE_LEVEL.
+///
+/// # Safety
+/// `device` is our FDO.
+unsafe fn dequeue_one_of(device: *mut DEVICE_OBJECT, file: *mut FILE_OBJECT) -> Option<*mut IRP> {
+    let mut irql: KIRQL = 0;
+    // SAFETY: the queue of our live FDO, walked while both locks are held:
+    // nothing inserts, removes or cancels meanwhile.
+    unsafe {
+        let (head, lock) = ffi::device_queue_list(device);
+        IoAcquireCancelSpinLock(&mut irql);
+        KeAcquireSpinLockAtDpcLevel(lock);
+        let mut found = None;
+        let mut entry = (*head).Flink;
+        while entry != head {
+            let queued = ffi::irp_of_device_list_entry(entry);
+            if ffi::irp_file_object(queued) == file {
+                ffi::unlink_from_device_queue(queued);
+                // Cancel spin lock held: no IoCancelIrp is taking it now,
+                // and none will call it once it is cleared.
+                let _ = ffi::set_cancel_routine(queued, None);
+                found = Some(queued);
+                break;
+            }
+            entry = (*entry).Flink;
+        }
+        KeReleaseSpinLockFromDpcLevel(lock);
+        IoReleaseCancelSpinLock(irql);
+        found
+    }
+}
+
+/// `IRP_MJ_CLEANUP`: the last handle of a file object closed. Learn
+/// (DispatchCleanup Routines): every IRP of that file object in the device
+/// queue is completed as cancelled; a request of it the engine is working
+/// on gets the cancel event.
 pub unsafe extern "C" fn dispatch_cleanup(device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
     // SAFETY: `device` is our FDO.
     let ext = unsafe { DeviceExtension::from_device(device) };
     // SAFETY: the cleanup IRP is live and ours.
     let file = unsafe { (*ffi::current_stack(irp)).FileObject };
+    // SAFETY: PASSIVE_LEVEL; our FDO. Each packet taken out of the queue is
+    // ours to complete (its remove-lock reference was taken in dispatch).
+    while let Some(queued) = unsafe { dequeue_one_of(device, file) } {
+        // SAFETY: as above.
+        unsafe { complete_unstarted(ext, queued, NtStatus::CANCELLED, 0) };
+    }
     let completion = {
         let mut regs = ext.regs();
         let mut shared = ext.lock();

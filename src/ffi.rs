@@ -30,10 +30,11 @@ use wdk_sys::ntddk::{
 };
 use wdk_sys::{
     BUS_INTERFACE_STANDARD, CM_PARTIAL_RESOURCE_DESCRIPTOR, CM_RESOURCE_LIST, DEVICE_OBJECT,
-    DMA_TRANSFER_INFO, GUID, INTERFACE, IO_CONNECT_INTERRUPT_PARAMETERS,
+    DMA_TRANSFER_INFO, FILE_OBJECT, GUID, INTERFACE, IO_CONNECT_INTERRUPT_PARAMETERS,
     IO_DISCONNECT_INTERRUPT_PARAMETERS, IO_NO_INCREMENT, IO_REMOVE_LOCK, IO_STACK_LOCATION,
-    IO_STATUS_BLOCK, IRP, KDEVICE_QUEUE_ENTRY, KDPC, MDL, NTSTATUS, PKINTERRUPT, PVOID,
-    SCATTER_GATHER_ELEMENT, SCATTER_GATHER_LIST, SL_PENDING_RETURNED, ULONG_PTR,
+    IO_STATUS_BLOCK, IRP, KDEVICE_QUEUE_ENTRY, KDPC, KSPIN_LOCK, LIST_ENTRY, MDL, NTSTATUS,
+    PKINTERRUPT, PVOID, SCATTER_GATHER_ELEMENT, SCATTER_GATHER_LIST, SL_PENDING_RETURNED,
+    ULONG_PTR,
 };
 
 // ---- numeric macros of the WDK headers --------------------------------------
@@ -313,6 +314,64 @@ pub unsafe fn driver_context(irp: *mut IRP) -> usize {
 pub unsafe fn device_queue_entry(irp: *mut IRP) -> *mut KDEVICE_QUEUE_ENTRY {
     // SAFETY: only an address is formed.
     unsafe { &raw mut (*irp).Tail.Overlay.__bindgen_anon_1.DeviceQueueEntry }
+}
+
+/// `&DeviceObject->DeviceQueue.DeviceListHead` and `&...DeviceQueue.Lock`
+/// (named C members): the StartIo queue a cleanup routine walks, holding
+/// the cancel spin lock and then the queue's own lock.
+///
+/// # Safety
+/// `device` must be a live device object.
+pub unsafe fn device_queue_list(device: *mut DEVICE_OBJECT) -> (*mut LIST_ENTRY, *mut KSPIN_LOCK) {
+    // SAFETY: only addresses are formed.
+    unsafe {
+        (
+            &raw mut (*device).DeviceQueue.DeviceListHead,
+            &raw mut (*device).DeviceQueue.Lock,
+        )
+    }
+}
+
+/// The IRP a device-queue link belongs to: `CONTAINING_RECORD(entry, IRP,
+/// Tail.Overlay.DeviceQueueEntry.DeviceListEntry)` (the entry's first
+/// member, so the offset of [`device_queue_entry`]).
+///
+/// # Safety
+/// `entry` must be a link of a device queue (not its head).
+pub unsafe fn irp_of_device_list_entry(entry: *mut LIST_ENTRY) -> *mut IRP {
+    let probe = core::mem::MaybeUninit::<IRP>::uninit();
+    let base = probe.as_ptr().cast_mut();
+    // SAFETY: only the address of a field of an uninitialized IRP is formed.
+    let offset = unsafe { device_queue_entry(base) } as usize - base as usize;
+    entry.cast::<u8>().wrapping_sub(offset).cast::<IRP>()
+}
+
+/// `RemoveEntryList(&Irp->Tail.Overlay.DeviceQueueEntry.DeviceListEntry)`
+/// (wdm.h inline) and `Inserted = FALSE`, as `KeRemoveEntryDeviceQueue`
+/// does: for a caller that holds the queue's lock while it walks it.
+///
+/// # Safety
+/// `irp` must be in the device queue whose lock the caller holds.
+pub unsafe fn unlink_from_device_queue(irp: *mut IRP) {
+    // SAFETY: a linked entry of a list whose lock is held.
+    unsafe {
+        let entry = device_queue_entry(irp);
+        let link = &raw mut (*entry).DeviceListEntry;
+        let (flink, blink) = ((*link).Flink, (*link).Blink);
+        (*blink).Flink = flink;
+        (*flink).Blink = blink;
+        (*entry).Inserted = 0;
+    }
+}
+
+/// `IoGetCurrentIrpStackLocation(Irp)->FileObject` (a named member): the
+/// handle the request came on.
+///
+/// # Safety
+/// `irp` must be live and owned by this driver.
+pub unsafe fn irp_file_object(irp: *mut IRP) -> *mut FILE_OBJECT {
+    // SAFETY: the caller's live IRP and its current location.
+    unsafe { (*current_stack(irp)).FileObject }
 }
 
 /// `IoGetCurrentIrpStackLocation(Irp)->Parameters.DeviceIoControl`:

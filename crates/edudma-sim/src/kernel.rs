@@ -665,6 +665,7 @@ impl Sys {
             });
             irql
         });
+        drv.lock_device_queue(self);
         let start = self.with(|k| {
             if k.dq.busy {
                 k.dq.queue.push_back(irp);
@@ -675,6 +676,7 @@ impl Sys {
                 true
             }
         });
+        drv.unlock_device_queue(self);
         if start {
             if let Some(irql) = cancel_irql {
                 self.with(|k| {
@@ -771,6 +773,7 @@ impl Sys {
         // Cancelable: the dequeue is done under the cancel spin lock, so a
         // cancel routine sees the IRP either queued or current.
         let cancel_irql = cancelable.then(|| drv.acquire_cancel_lock(self));
+        drv.lock_device_queue(self);
         let next = self.with(|k| {
             k.dq.current = None;
             match k.dq.queue.pop_front() {
@@ -790,6 +793,7 @@ impl Sys {
                 }
             }
         });
+        drv.unlock_device_queue(self);
         if let Some(irql) = cancel_irql {
             drv.release_cancel_lock(self, irql);
         }

@@ -150,6 +150,17 @@ pub trait WdmDriver {
     fn release_cancel_lock(&mut self, sys: &Sys, irql: Irql) {
         sys.io_release_cancel_spin_lock(irql);
     }
+
+    /// The I/O manager takes the device queue's own lock around an insert
+    /// or removal (a native driver may walk the queue under it).
+    fn lock_device_queue(&mut self, sys: &Sys) {
+        let _ = sys;
+    }
+
+    /// Release what [`WdmDriver::lock_device_queue`] took.
+    fn unlock_device_queue(&mut self, sys: &Sys) {
+        let _ = sys;
+    }
 }
 
 /// Enter a routine of a model driver on `cpu` at `irql`.

@@ -568,3 +568,54 @@ fn the_device_has_no_name_and_no_namespace() {
     assert_eq!(below, Some(NtStatus::ACCESS_DENIED), "a namespace open");
     m.leak_check().unwrap();
 }
+
+/// IRP_MJ_CLEANUP completes every queued request of the closing handle as
+/// cancelled (Learn, DispatchCleanup Routines), not only the engine's
+/// current one; another handle's queued request is served as usual.
+#[test]
+fn cleanup_cancels_the_queued_requests_of_its_file_object() {
+    let mut m = started(&quiet_config(28));
+    let send = |m: &mut Machine<NativeDriver>, file: u64, offset: i64, fill: u8| {
+        m.send_on(
+            FileId(file),
+            IrpSpec::Write {
+                offset,
+                data: vec![fill; 64],
+            },
+            &BufferLayout::default(),
+        )
+        .expect("send")
+    };
+    let before = m.sys().with(|k| k.device.buffer()[..256].to_vec());
+    let current = send(&mut m, 7, 0, 0xA1);
+    let queued_7 = send(&mut m, 7, 64, 0xB2);
+    let other = send(&mut m, 8, 128, 0xC3);
+    let queued_7_too = send(&mut m, 7, 192, 0xD4);
+    assert_eq!(m.cleanup(FileId(7)), Ok(NtStatus::SUCCESS));
+    for irp in [queued_7, queued_7_too] {
+        assert!(m.is_complete(irp), "completed by the cleanup itself");
+        assert_eq!(m.collect(irp).unwrap().status, NtStatus::CANCELLED);
+    }
+    assert_eq!(
+        m.wait(current, 1_000 * MS).unwrap().status,
+        NtStatus::CANCELLED
+    );
+    assert_eq!(m.wait(other, 1_000 * MS).unwrap().status, NtStatus::SUCCESS);
+    let after = m.sys().with(|k| k.device.buffer()[..256].to_vec());
+    assert_eq!(
+        &after[64..128],
+        &before[64..128],
+        "nothing of a cancelled write"
+    );
+    assert_eq!(
+        &after[192..256],
+        &before[192..256],
+        "nothing of a cancelled write"
+    );
+    assert_eq!(
+        &after[128..192],
+        &[0xC3; 64][..],
+        "the other handle's write"
+    );
+    m.leak_check().unwrap();
+}

@@ -69,6 +69,7 @@ same_signature!(
     IoStartPacket,
     IofCallDriver,
     IofCompleteRequest,
+    KeAcquireSpinLockAtDpcLevel,
     KeAcquireSpinLockRaiseToDpc,
     KeCancelTimer,
     KeDelayExecutionThread,
@@ -80,6 +81,7 @@ same_signature!(
     KeInitializeTimerEx,
     KeInsertQueueDpc,
     KeReleaseSpinLock,
+    KeReleaseSpinLockFromDpcLevel,
     KeRemoveEntryDeviceQueue,
     KeSetEvent,
     KeSetTimerEx,
@@ -486,6 +488,60 @@ pub unsafe extern "C" fn KeReleaseSpinLock(SpinLock: *mut KSPIN_LOCK, NewIrql: K
         crate::irql::SpinLock::Native(word as u64),
         irql_of(NewIrql),
     );
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeAcquireSpinLockAtDpcLevel(SpinLock: *mut KSPIN_LOCK) {
+    let c = Call::enter();
+    let irql = c.n.sys.irql();
+    if irql < Irql::Dispatch {
+        c.report(Violation::WrongIrql {
+            routine: "KeAcquireSpinLockAtDpcLevel",
+            irql,
+        });
+        return;
+    }
+    let word = SpinLock as usize;
+    let _ = acquire(&c, word, crate::irql::SpinLock::Native(word as u64));
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeReleaseSpinLockFromDpcLevel(SpinLock: *mut KSPIN_LOCK) {
+    let c = Call::enter();
+    let word = SpinLock as usize;
+    release(
+        &c,
+        word,
+        crate::irql::SpinLock::Native(word as u64),
+        Irql::Dispatch,
+    );
+}
+
+/// The I/O manager's own hold on the device queue's lock
+/// (`DEVICE_OBJECT.DeviceQueue.Lock`) while it inserts or removes a packet:
+/// a driver walking the queue under that lock sees it change only between.
+pub(crate) fn lock_device_queue(n: &Native) {
+    let word = device_queue_lock_word(n);
+    if word != 0 {
+        let _ = n.spin_acquire(current().1, word);
+    }
+}
+
+/// Release what [`lock_device_queue`] took.
+pub(crate) fn unlock_device_queue(n: &Native) {
+    let word = device_queue_lock_word(n);
+    if word != 0 {
+        release_word(n, current().1, word);
+    }
+}
+
+fn device_queue_lock_word(n: &Native) -> usize {
+    let fdo = n.objects().fdo as *mut DEVICE_OBJECT;
+    if fdo.is_null() {
+        return 0;
+    }
+    // SAFETY: our FDO; only the address of its queue's lock is formed.
+    unsafe { &raw mut (*fdo).DeviceQueue.Lock as usize }
 }
 
 /// The address of the cancel spin lock's word (the guard is not kept).
@@ -1035,7 +1091,10 @@ pub unsafe extern "C" fn KeRemoveEntryDeviceQueue(
     let Some(id) = objects::user_id(&c.n, irp) else {
         return 0;
     };
-    u8::from(c.n.sys.ke_remove_entry_device_queue(id))
+    lock_device_queue(&c.n);
+    let removed = c.n.sys.ke_remove_entry_device_queue(id);
+    unlock_device_queue(&c.n);
+    u8::from(removed)
 }
 
 // ---- IRPs ----------------------------------------------------------------------------

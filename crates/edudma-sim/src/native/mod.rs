@@ -396,6 +396,14 @@ impl WdmDriver for NativeDriver {
     fn release_cancel_lock(&mut self, _sys: &Sys, irql: Irql) {
         exports::release_cancel_lock(&self.0, irql);
     }
+
+    fn lock_device_queue(&mut self, _sys: &Sys) {
+        exports::lock_device_queue(&self.0);
+    }
+
+    fn unlock_device_queue(&mut self, _sys: &Sys) {
+        exports::unlock_device_queue(&self.0);
+    }
 }
 
 impl NativeDriver {

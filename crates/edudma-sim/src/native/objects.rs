@@ -16,7 +16,7 @@ use wdk_sys::{
 
 use crate::hal::{AdapterId, MapRegisterBase};
 use crate::io::{CancelRoutine, FileId, IrpId, Major};
-use crate::kernel::Sys;
+use crate::kernel::{Crash, Sys};
 use crate::sched::DpcId;
 
 use super::Native;
@@ -789,16 +789,100 @@ pub fn user_id(native: &Native, irp: *mut IRP) -> Option<IrpId> {
     }
 }
 
+/// `&Irp->Tail.Overlay.DeviceQueueEntry.DeviceListEntry` of the IRP block
+/// at `addr`.
+fn device_list_entry(addr: usize) -> *mut wdk_sys::LIST_ENTRY {
+    let irp = addr as *mut IRP;
+    // SAFETY: only the address of a field of a live IRP block is formed.
+    unsafe {
+        &raw mut (*irp)
+            .Tail
+            .Overlay
+            .__bindgen_anon_1
+            .DeviceQueueEntry
+            .DeviceListEntry
+    }
+}
+
+/// The device queue as the driver may have left it: a driver that walks
+/// `DeviceObject->DeviceQueue.DeviceListHead` under its lock (a cleanup
+/// routine) may unlink entries; the model's queue follows. An entry the
+/// model does not know is a corrupted queue.
+fn pull_device_queue(fdo: usize, live: &[(IrpId, usize)], k: &mut crate::kernel::Kernel) {
+    if fdo == 0 {
+        return;
+    }
+    let d = fdo as *mut DEVICE_OBJECT;
+    // SAFETY: our FDO; its queue's links were written by `push` (or are
+    // null before the first push).
+    unsafe {
+        let head = &raw mut (*d).DeviceQueue.DeviceListHead;
+        if (*head).Flink.is_null() {
+            return;
+        }
+        let mut linked = Vec::new();
+        let mut e = (*head).Flink;
+        for _ in 0..=k.dq.queue.len() {
+            if e == head {
+                break;
+            }
+            match live.iter().find(|(_, a)| device_list_entry(*a) == e) {
+                Some((id, _)) => linked.push(*id),
+                None => {
+                    k.faults.push(Crash::Hang(
+                        "the device queue links an entry that is not a queued IRP".into(),
+                    ));
+                    return;
+                }
+            }
+            e = (*e).Flink;
+        }
+        let kept: std::collections::VecDeque<IrpId> =
+            k.dq.queue
+                .iter()
+                .copied()
+                .filter(|id| linked.contains(id))
+                .collect();
+        k.dq.queue = kept;
+    }
+}
+
+/// Back into driver code: the device queue's links, as the I/O manager
+/// keeps them, in the model's order.
+fn push_device_queue(fdo: usize, live: &[(IrpId, usize)], k: &crate::kernel::Kernel) {
+    if fdo == 0 {
+        return;
+    }
+    let d = fdo as *mut DEVICE_OBJECT;
+    // SAFETY: our FDO and live IRP blocks; only the baton holder touches
+    // the links.
+    unsafe {
+        let head = &raw mut (*d).DeviceQueue.DeviceListHead;
+        let mut prev = head;
+        for id in &k.dq.queue {
+            if let Some((_, addr)) = live.iter().find(|(i, _)| i == id) {
+                let e = device_list_entry(*addr);
+                (*prev).Flink = e;
+                (*e).Blink = prev;
+                prev = e;
+            }
+        }
+        (*prev).Flink = head;
+        (*head).Blink = prev;
+    }
+}
+
 /// Into the kernel: what driver code wrote into live user IRPs becomes
-/// the model's (cancel routine, pending mark, driver context).
+/// the model's (cancel routine, pending mark, driver context, the device
+/// queue's links).
 pub fn pull(native: &Native, sys: &Sys) {
-    let live: Vec<(IrpId, usize)> = native
-        .objects()
-        .user
-        .iter()
-        .map(|(i, a)| (*i, *a))
-        .collect();
+    let (live, fdo) = {
+        let o = native.objects();
+        let live: Vec<(IrpId, usize)> = o.user.iter().map(|(i, a)| (*i, *a)).collect();
+        (live, o.fdo)
+    };
     sys.with(|k| {
+        pull_device_queue(fdo, &live, k);
         for (id, addr) in live {
             let Some(m) = k.irps.get_mut(id) else {
                 continue;
@@ -868,6 +952,7 @@ pub fn push(native: &Native, sys: &Sys) {
                 (*d).DeviceQueue.__bindgen_anon_1.Busy = u8::from(k.dq.busy);
             }
         }
+        push_device_queue(fdo, &live, k);
     });
 }
 
