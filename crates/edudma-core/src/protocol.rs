@@ -126,6 +126,12 @@ impl<D: DmaOps> Adapter<D> {
         Ok(info)
     }
 
+    /// `InitializeDmaTransferContext` again: an allocating call consumes the
+    /// context even when it fails, so a retry starts from a fresh one.
+    pub fn reinitialize_context(&mut self) -> Result<(), NtStatus> {
+        self.ops.initialize_dma_transfer_context()
+    }
+
     /// Step 3: `AllocateAdapterChannelEx` for `map_registers` map registers.
     pub fn allocate_channel(mut self, map_registers: u32, mode: AllocationMode) -> Allocation<D> {
         match self.ops.allocate_adapter_channel_ex(map_registers, mode) {

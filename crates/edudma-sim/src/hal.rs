@@ -636,6 +636,11 @@ impl Hal {
                 }
                 None => {
                     self.stats.sync_refusals += 1;
+                    // The call consumed the transfer context: a retry must
+                    // initialize it again.
+                    if let Some(a) = self.adapter(id) {
+                        a.context = Context::Uninitialized;
+                    }
                     Err(NtStatus::INSUFFICIENT_RESOURCES)
                 }
             };

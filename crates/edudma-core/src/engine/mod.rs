@@ -645,12 +645,17 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         };
         self.stats.allocate_adapter_channel += 1;
         let allocation = match adapter.allocate_channel(count, first_mode) {
-            Allocation::Failed(adapter, NtStatus::INSUFFICIENT_RESOURCES)
+            Allocation::Failed(mut adapter, NtStatus::INSUFFICIENT_RESOURCES)
                 if first_mode == AllocationMode::Synchronous =>
             {
                 self.stats.sync_allocation_fallbacks += 1;
-                self.stats.allocate_adapter_channel += 1;
-                adapter.allocate_channel(count, AllocationMode::Asynchronous)
+                match adapter.reinitialize_context() {
+                    Ok(()) => {
+                        self.stats.allocate_adapter_channel += 1;
+                        adapter.allocate_channel(count, AllocationMode::Asynchronous)
+                    }
+                    Err(status) => Allocation::Failed(adapter, status),
+                }
             }
             other => other,
         };

@@ -583,6 +583,24 @@ fn sync_busy_falls_back_to_async_and_waits_for_the_grant() {
         2,
         "synchronous, then asynchronous"
     );
+    // Each allocating call gets a freshly initialized transfer context.
+    let calls = hal.calls();
+    let allocations: Vec<&Call> = calls
+        .iter()
+        .filter(|c| matches!(c, Call::InitContext | Call::Allocate { .. }))
+        .collect();
+    assert!(
+        matches!(
+            allocations.as_slice(),
+            [
+                Call::InitContext,
+                Call::Allocate { .. },
+                Call::InitContext,
+                Call::Allocate { .. }
+            ]
+        ),
+        "{allocations:?}"
+    );
     assert!(edu.commands.is_empty(), "nothing mapped before the grant");
     assert_eq!(engine.stats().sync_allocation_fallbacks, 1);
     assert_eq!(engine.channel_granted(BASE, &mut edu), None);
