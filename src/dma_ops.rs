@@ -90,6 +90,13 @@ impl WinDma {
 /// CPU — or inside any other DMA call the engine makes under its lock — so
 /// it never takes that lock: the core's `GrantSlot` decides whether the
 /// allocating call picks the grant up, or a DPC hands it to the engine.
+///
+/// It returns `KeepObject`: the channel and its map registers stay held
+/// until the transfer ends, and one `FreeAdapterChannel` gives both back
+/// (step 9). `DeallocateObjectKeepRegisters` would free the channel here and
+/// leave the registers to `FreeMapRegisters` — the other documented ending
+/// for a bus master, with no advantage for a device that moves one request
+/// at a time. `_device` is the PDO the allocation named (Learn).
 unsafe extern "C" fn execution_routine(
     _device: *mut DEVICE_OBJECT,
     _irp: *mut IRP,
@@ -202,13 +209,15 @@ impl DmaOps for WinDma {
         };
         let ext = self.ext();
         ext.grant.arm();
-        // SAFETY: DISPATCH_LEVEL (engine lock held), a live adapter and FDO,
-        // the initialized context; with an execution routine MapRegisterBase
-        // must be NULL. The routine takes no lock, so it may run inside.
+        // SAFETY: DISPATCH_LEVEL (engine lock held), a live adapter, the PDO
+        // (Learn: "the physical device object (PDO) that represents the
+        // target device"), the initialized context; with an execution
+        // routine MapRegisterBase must be NULL. The routine takes no lock,
+        // so it may run inside.
         let result = unsafe {
             f(
                 self.adapter,
-                ext.fdo,
+                ext.pdo,
                 self.context(),
                 map_register_count,
                 flags,
@@ -232,10 +241,10 @@ impl DmaOps for WinDma {
             return false;
         };
         let ext = self.ext();
-        // SAFETY: a live adapter, our FDO and the context of the queued
-        // request. TRUE: the routine never runs; FALSE: its grant still
-        // arrives through the grant DPC.
-        unsafe { f(self.adapter, ext.fdo, self.context()) != 0 }
+        // SAFETY: a live adapter, the PDO the allocation named and the
+        // context of the queued request. TRUE: the routine never runs;
+        // FALSE: its grant still arrives through the grant DPC.
+        unsafe { f(self.adapter, ext.pdo, self.context()) != 0 }
     }
 
     fn map_transfer_ex(

@@ -135,6 +135,13 @@ pub enum Violation {
     /// Our own (no documented subcode): `AllocateAdapterChannelEx` without `InitializeDmaTransferContext`
     /// first (or with a context already in use).
     TransferContextNotInitialized,
+    /// Our own (no documented subcode): `AllocateAdapterChannelEx` or
+    /// `CancelAdapterChannel` given another device object than the PDO
+    /// the adapter is for (Learn names the PDO).
+    DmaDeviceObjectNotPdo {
+        /// The routine.
+        routine: &'static str,
+    },
     /// Our own (no documented subcode): a map-register base that this adapter did not hand out, or
     /// used after its channel was freed.
     InvalidMapRegisterBase,
@@ -258,6 +265,7 @@ impl Violation {
             UnknownDeviceDescriptionVersion { .. } => Rule::Dma(0x25),
             TransferContextNotInitialized => Rule::Own("DmaTransferContextNotInitialized"),
             InvalidMapRegisterBase => Rule::Own("UnknownMapRegisterBase"),
+            DmaDeviceObjectNotPdo { .. } => Rule::Own("DmaDeviceObjectNotPdo"),
             DoubleCompletion { .. } => Rule::Sdv("DoubleCompletion"),
             CompletedUnderSpinLock { .. } | StartNextPacketUnderSpinLock { .. } => {
                 Rule::Sdv("SpinLockSafe")

@@ -71,6 +71,9 @@ struct Grant {
     freed: AtomicBool,
     /// The routine ran to its return.
     ran: AtomicBool,
+    /// The device extension of the allocating driver (the allocation names
+    /// the PDO, so the routine cannot find it from its DeviceObject).
+    ext: AtomicUsize,
 }
 
 impl Grant {
@@ -85,6 +88,7 @@ impl Grant {
             base: AtomicUsize::new(0),
             freed: AtomicBool::new(false),
             ran: AtomicBool::new(false),
+            ext: AtomicUsize::new(0),
         })
     }
 
@@ -110,9 +114,8 @@ unsafe extern "C" fn execution_routine(
         .base
         .store(map_register_base as usize, Ordering::Release);
     if grant.free_channel_first {
-        // SAFETY: our FDO (the DeviceObject of the allocation).
-        let ext = unsafe { kit::ext(device) };
-        Dma(ptr_of(ext)).free_adapter_channel();
+        let _ = device; // the PDO the allocation named
+        Dma(grant.ext.load(Ordering::Acquire)).free_adapter_channel();
         grant.freed.store(true, Ordering::Release);
     }
     grant.ran.store(true, Ordering::Release);
@@ -240,12 +243,13 @@ impl Dma {
         let Some(f) = self.ops().AllocateAdapterChannelEx else {
             return wdk_sys::STATUS_NOT_SUPPORTED;
         };
+        grant.ext.store(ptr_of(self.ext()), Ordering::Release);
         // SAFETY: as above; the routine's context outlives the channel
         // (the test holds the Grant until the machine is dropped).
         unsafe {
             f(
                 self.adapter(),
-                self.ext().fdo,
+                self.ext().pdo,
                 self.context(),
                 count,
                 flags,
@@ -880,4 +884,46 @@ fn verifier_uninitialized_transfer_context() {
         rig.bugcheck(),
         Some(Violation::TransferContextNotInitialized)
     );
+}
+
+/// Learn names the PDO as `AllocateAdapterChannelEx`'s device object; the
+/// FDO (what edudma passed before) is refused by the simulator's own check.
+#[test]
+fn verifier_own_allocate_adapter_channel_with_the_fdo() {
+    let mut rig = ready(41);
+    let _ = rig.dispatch(|dma| {
+        dma.initialize_dma_transfer_context();
+        let Some(f) = dma.ops().AllocateAdapterChannelEx else {
+            return wdk_sys::STATUS_NOT_SUPPORTED;
+        };
+        // SAFETY: the test driver's live adapter and context; the FDO is
+        // the mistake under test.
+        unsafe {
+            f(
+                dma.adapter(),
+                dma.ext().fdo,
+                dma.context(),
+                1,
+                ffi_sync(),
+                None,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        }
+    });
+    assert_eq!(
+        rig.bugcheck(),
+        Some(Violation::DmaDeviceObjectNotPdo {
+            routine: "AllocateAdapterChannelEx"
+        })
+    );
+    assert_eq!(
+        rig.bugcheck().unwrap().rule(),
+        Rule::Own("DmaDeviceObjectNotPdo")
+    );
+}
+
+/// `DMA_SYNCHRONOUS_CALLBACK` (wdm.h).
+fn ffi_sync() -> u32 {
+    0x1
 }

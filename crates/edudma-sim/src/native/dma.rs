@@ -21,6 +21,7 @@ use super::{Native, action_of};
 use crate::hal::{self, AdapterId, AllocateResult, DeviceDescription, InterfaceType};
 use crate::mdl::MdlId;
 use crate::sched::{Event, US};
+use crate::verifier::Violation;
 
 /// `CONNECT_MESSAGE_BASED` (wdm.h).
 pub const CONNECT_MESSAGE_BASED: u32 = 3;
@@ -216,6 +217,12 @@ unsafe extern "C" fn AllocateAdapterChannelEx(
 ) -> NTSTATUS {
     let c = Call::enter();
     let id = adapter_id(&c, DmaAdapter);
+    if DeviceObject as usize != c.n.objects().pdo {
+        c.n.sys.report_violation(Violation::DmaDeviceObjectNotPdo {
+            routine: "AllocateAdapterChannelEx",
+        });
+        return NtStatus::INVALID_PARAMETER.0;
+    }
     let sync = Flags & DMA_SYNCHRONOUS_CALLBACK != 0;
     let result = c.n.sys.with(|k| {
         let r =
@@ -289,11 +296,17 @@ fn objects_pull(n: &Arc<Native>) {
 
 unsafe extern "C" fn CancelAdapterChannel(
     DmaAdapter: *mut DMA_ADAPTER,
-    _DeviceObject: *mut DEVICE_OBJECT,
+    DeviceObject: *mut DEVICE_OBJECT,
     _DmaTransferContext: PVOID,
 ) -> BOOLEAN {
     let c = Call::enter();
     let id = adapter_id(&c, DmaAdapter);
+    if DeviceObject as usize != c.n.objects().pdo {
+        c.n.sys.report_violation(Violation::DmaDeviceObjectNotPdo {
+            routine: "CancelAdapterChannel",
+        });
+        return 0;
+    }
     let cancelled =
         c.n.sys
             .with(|k| k.hal_call(|h, ctx| h.cancel_adapter_channel(ctx, id)));
