@@ -51,6 +51,11 @@ pub struct WinDma {
 }
 
 impl WinDma {
+    /// What `GetDmaAlignment` returned: the DMA system's alignment in bytes.
+    pub fn alignment(&self) -> u32 {
+        self.alignment
+    }
+
     /// Wrap the adapter `IoGetDmaAdapter` returned for `ext`'s device.
     /// PASSIVE_LEVEL (it calls `GetDmaAlignment`).
     pub fn new(adapter: *mut DMA_ADAPTER, ext: &DeviceExtension) -> Self {

@@ -192,6 +192,16 @@ unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
         interrupt_kind,
     };
     let ops = WinDma::new(adapter, ext);
+    // Learn (GetDmaAlignment): "The returned value should be used to set the
+    // AlignmentRequirement field in the device object" — a FILE_*_ALIGNMENT
+    // mask, the alignment in bytes minus one; never lowered.
+    // SAFETY: PASSIVE_LEVEL at start; our FDO.
+    unsafe {
+        let mask = ops.alignment().max(1) - 1;
+        if (*ext.fdo).AlignmentRequirement < mask {
+            (*ext.fdo).AlignmentRequirement = mask;
+        }
+    }
     ext.failure_reported.store(false, Ordering::Release);
     // SAFETY: initialized in AddDevice; nobody waits on it during a start.
     unsafe { KeClearEvent(ext.adapter_put.get()) };

@@ -117,6 +117,9 @@ pub struct HalConfig {
     /// How late a committed grant's execution routine runs after the
     /// allocating call returned (`None`: 1–60 µs; Windows gives no bound).
     pub grant_latency_ns: Option<u64>,
+    /// What `GetDmaAlignment` returns: the DMA system's alignment in bytes
+    /// (1: none).
+    pub dma_alignment: u32,
 }
 
 impl Default for HalConfig {
@@ -130,6 +133,7 @@ impl Default for HalConfig {
             scatter_gather: true,
             sg_buffer_bytes: None,
             grant_latency_ns: None,
+            dma_alignment: 1,
         }
     }
 }
@@ -425,7 +429,7 @@ impl Hal {
         if !self.live(ctx, id, "GetDmaAlignment", Irql::Passive) {
             return 1;
         }
-        1
+        self.config.dma_alignment.max(1)
     }
 
     fn resolve(

@@ -121,6 +121,7 @@ impl SimConfig {
                 scatter_gather: self.scatter_gather,
                 sg_buffer_bytes: None,
                 grant_latency_ns: None,
+                dma_alignment: 1,
             },
             edu: EduConfig {
                 dma_mask: if self.dma_mask_bits >= 64 {

@@ -619,3 +619,16 @@ fn cleanup_cancels_the_queued_requests_of_its_file_object() {
     );
     m.leak_check().unwrap();
 }
+
+/// The FDO's `AlignmentRequirement` follows `GetDmaAlignment` (as a
+/// FILE_*_ALIGNMENT mask), as Learn asks.
+#[test]
+fn the_device_object_takes_the_dma_alignment() {
+    let mut c = quiet_config(29);
+    c.hal.dma_alignment = 8;
+    let m = started(&c);
+    let fdo = m.driver().fdo_address();
+    // SAFETY: the started driver's live FDO, read between routines.
+    let mask = unsafe { (*(fdo as *const wdk_sys::DEVICE_OBJECT)).AlignmentRequirement };
+    assert_eq!(mask, 7, "FILE_QUAD_ALIGNMENT for 8-byte DMA alignment");
+}

@@ -159,6 +159,12 @@ impl NativeDriver {
         self.0.sched.stats()
     }
 
+    /// The address of the driver's FDO (0 before AddDevice), for tests that
+    /// read a field of it between routines.
+    pub fn fdo_address(&self) -> usize {
+        self.0.objects().fdo
+    }
+
     /// The name the driver gave its device object, if any.
     pub fn device_name(&self) -> Option<String> {
         self.0.objects().fdo_name.clone()
