@@ -123,6 +123,12 @@ unsafe fn query_pnp_device_state(ext: &DeviceExtension, irp: *mut IRP) -> (NTSTA
 /// # Safety
 /// PASSIVE_LEVEL; we own the start IRP.
 unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
+    if ext.pnp.load(Ordering::Acquire) == pnp_state::STARTED {
+        // Started again without a stop (the PnP manager restarting the
+        // device): give the first start's resources back before taking the
+        // new ones, as a stop would. A held packet resumes after the start.
+        release_hardware(ext, StopReason::Stop, pnp_state::STOPPED);
+    }
     // SAFETY: PASSIVE_LEVEL; the bus driver starts first.
     if unsafe { IoForwardIrpSynchronously(ext.lower, irp) } == 0 {
         return STATUS_UNSUCCESSFUL;

@@ -632,3 +632,25 @@ fn the_device_object_takes_the_dma_alignment() {
     let mask = unsafe { (*(fdo as *const wdk_sys::DEVICE_OBJECT)).AlignmentRequirement };
     assert_eq!(mask, 7, "FILE_QUAD_ALIGNMENT for 8-byte DMA alignment");
 }
+
+/// A START on a device that is already started (the PnP manager restarting
+/// it) gives the first start's resources back before taking new ones:
+/// nothing leaks and the device keeps working.
+#[test]
+fn a_second_start_releases_the_first_ones_resources() {
+    let mut m = started(&quiet_config(30));
+    assert_eq!(
+        m.pnp(PnpMinor::StartDevice, 1_000 * MS),
+        Ok(NtStatus::SUCCESS)
+    );
+    assert_eq!(m.sys().with(|k| k.hal.live_adapters()), 1, "one adapter");
+    let irp = write(&mut m, 0, 64);
+    assert_eq!(m.wait(irp, 1_000 * MS).unwrap().status, NtStatus::SUCCESS);
+    assert_eq!(
+        m.pnp(PnpMinor::RemoveDevice, 1_000 * MS),
+        Ok(NtStatus::SUCCESS)
+    );
+    m.leak_check().unwrap();
+    m.run(0, Irql::Passive, |d, sys| d.unload(sys));
+    assert_eq!(m.driver().leaks(), Vec::<String>::new());
+}
