@@ -683,6 +683,14 @@ impl Hal {
         self.commit(mem, id, count).map(|(b, _)| b)
     }
 
+    /// The adapters with a request waiting in the queue.
+    pub fn waiting_adapters(&self) -> Vec<AdapterId> {
+        (0..self.adapters.len())
+            .map(|i| AdapterId(i as u32))
+            .filter(|id| self.is_waiting(*id))
+            .collect()
+    }
+
     /// True when a request of this adapter waits in the queue.
     pub fn is_waiting(&self, id: AdapterId) -> bool {
         self.adapters

@@ -589,13 +589,18 @@ pub fn step<D: WdmDriver>(sys: &Sys, driver: &mut D) -> bool {
                 });
             }
         }
-        Event::ContentionEnds(adapter) => sys.with(|k| {
+        Event::ContentionEnds(_) => sys.with(|k| {
             k.hal.contended = false;
             k.contention_queued = false;
-            if let Some(base) = k.hal.retry_waiting(&mut k.mem, adapter) {
-                let delay = k.rng.range(US, 30 * US);
-                k.sched
-                    .schedule(delay, cpu, Event::ExecutionRoutine(adapter, base));
+            // The other device's map registers are free: every request
+            // queued behind them gets its chance (the adapter that asked may
+            // have been put and replaced meanwhile, by a stop and a start).
+            for adapter in k.hal.waiting_adapters() {
+                if let Some(base) = k.hal.retry_waiting(&mut k.mem, adapter) {
+                    let delay = k.rng.range(US, 30 * US);
+                    k.sched
+                        .schedule(delay, cpu, Event::ExecutionRoutine(adapter, base));
+                }
             }
         }),
         Event::StartIo(irp) => {

@@ -1,7 +1,8 @@
 //! Randomized scenarios: each seed builds a machine (map registers, SG,
 //! allocation mode, CPUs, MSI, placement, window, contention, layout), runs
-//! a few transfers, concurrent batches, cancels, self-tests and sometimes a
-//! surprise removal, checks every byte, and ends with the leak check.
+//! a few transfers, concurrent batches, cancels, self-tests, rebalances
+//! (stop and restart with I/O in flight) and sometimes a surprise removal,
+//! checks every byte, and ends with the leak check.
 //!
 //! `EDUDMA_SIM_SEEDS=n` runs n seeds (default 10,000);
 //! `EDUDMA_SIM_SEED=s` runs only seed s (to reproduce a failure).
@@ -95,7 +96,7 @@ fn scenario(seed: u64) -> Result<(), String> {
     let mut shadow = sim.device_buffer();
     let ops = r.range(1, 4);
     for _ in 0..ops {
-        match r.below(10) {
+        match r.below(11) {
             0..=3 => {
                 let (offset, len) = range(&mut r, window);
                 let mut data = vec![0u8; len as usize];
@@ -204,6 +205,53 @@ fn scenario(seed: u64) -> Result<(), String> {
                     | edudma_core::ioctl::selftest_steps::FACTORIAL_POLLED;
                 if !(report.all_passed() || lossy && report.passed & must == must) {
                     return Err(format!("selftest failed: {report:?}"));
+                }
+            }
+            9 => {
+                // A rebalance with I/O in flight: stop, more requests while
+                // stopped, start. Nothing fails: the stop lets the transfer
+                // in flight finish and holds the rest until the restart.
+                let mut writes = Vec::new();
+                let submit = |sim: &mut SimMachine, r: &mut SimRng| {
+                    let (offset, len) = range(r, window);
+                    let mut data = vec![0u8; len as usize];
+                    r.fill(&mut data);
+                    sim.submit(IrpSpec::Write {
+                        offset: i64::from(offset),
+                        data: data.clone(),
+                    })
+                    .map(|irp| (irp, offset, data))
+                    .map_err(|e| format!("submit: {e}"))
+                };
+                for _ in 0..r.range(1, 3) {
+                    writes.push(submit(&mut sim, &mut r)?);
+                }
+                sim.run_for(Duration::from_micros(r.below(250_000)))
+                    .map_err(|e| format!("run: {e}"))?;
+                let stopped = sim.stop_device().map_err(|e| format!("stop: {e}"))?;
+                if stopped != NtStatus::SUCCESS {
+                    return Err(format!("stop ended {stopped}"));
+                }
+                if r.chance(50) {
+                    writes.push(submit(&mut sim, &mut r)?);
+                }
+                sim.run_for(Duration::from_micros(r.below(50_000)))
+                    .map_err(|e| format!("run while stopped: {e}"))?;
+                let started = sim.start_device().map_err(|e| format!("restart: {e}"))?;
+                if started != NtStatus::SUCCESS {
+                    return Err(format!("restart ended {started}"));
+                }
+                for (irp, offset, data) in writes {
+                    let res = sim
+                        .wait(irp)
+                        .map_err(|e| format!("wait across a stop: {e}"))?;
+                    if res.status != NtStatus::SUCCESS {
+                        return Err(format!("a write across a stop ended {}", res.status));
+                    }
+                    shadow[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
+                }
+                if sim.device_buffer() != shadow {
+                    return Err("device buffer wrong after writes across a stop".into());
                 }
             }
             _ => {

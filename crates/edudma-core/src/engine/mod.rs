@@ -324,9 +324,20 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
             }
             State::CancellingChannel { job, awaited } => {
                 let channel = awaited.granted(base);
-                let status = self
-                    .stopping
-                    .map_or(NtStatus::CANCELLED, StopReason::status);
+                if !job.cancelled && self.stopping == Some(StopReason::Stop) {
+                    // Asked back for a stop, not a cancel: the channel goes,
+                    // the request is held for the restart.
+                    self.stats.free_adapter_channel += 1;
+                    let adapter = channel.free();
+                    self.settle(adapter);
+                    return self.hold_or_fail(job, StopReason::Stop.status());
+                }
+                let status = if job.cancelled {
+                    NtStatus::CANCELLED
+                } else {
+                    self.stopping
+                        .map_or(NtStatus::CANCELLED, StopReason::status)
+                };
                 self.end(channel, job, status)
             }
             other => {
@@ -381,9 +392,10 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
             return self.finish(request, NtStatus::CANCELLED, 0, None);
         }
         match mem::replace(&mut self.state, State::Transient) {
-            State::AwaitingChannel { job, pending } if job.request == request => {
+            State::AwaitingChannel { mut job, pending } if job.request == request => {
                 self.stats.cancels += 1;
                 self.stats.cancel_adapter_channel += 1;
+                job.cancelled = true;
                 match pending.cancel() {
                     Ok(adapter) => {
                         self.settle(adapter);
@@ -394,6 +406,13 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
                         None
                     }
                 }
+            }
+            State::CancellingChannel { mut job, awaited } if job.request == request => {
+                // Asked back for a stop, then cancelled: its grant ends it.
+                self.stats.cancels += 1;
+                job.cancelled = true;
+                self.state = State::CancellingChannel { job, awaited };
+                None
             }
             State::Transferring(mut transfer)
                 if transfer.job.request == request && !transfer.job.cancelled =>
@@ -487,7 +506,7 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
                 match pending.cancel() {
                     Ok(adapter) => {
                         self.settle(adapter);
-                        self.finish(job.request, status, 0, None)
+                        self.hold_or_fail(job, status)
                     }
                     Err(awaited) => {
                         self.state = State::CancellingChannel { job, awaited };
@@ -882,6 +901,26 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
             Direction::ToDevice => self.stats.bytes_to_device += u64::from(bytes),
             Direction::FromDevice => self.stats.bytes_from_device += u64::from(bytes),
         }
+    }
+
+    /// A request that never moved a byte, stopped before its channel was
+    /// granted: held for the restart after a stop, failed otherwise.
+    fn hold_or_fail(&mut self, job: Job<R, D::Mdl>, status: NtStatus) -> Option<Completion<R>> {
+        if self.stopping == Some(StopReason::Stop)
+            && job.done == 0
+            && !job.cancelled
+            && self.held.is_none()
+        {
+            self.held = Some((
+                job.request,
+                StartRequest::Dma {
+                    request: job.dma,
+                    mdl: job.mdl,
+                },
+            ));
+            return None;
+        }
+        self.fail(job.request, status)
     }
 
     fn fail(&mut self, request: R, status: NtStatus) -> Option<Completion<R>> {
