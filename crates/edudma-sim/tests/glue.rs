@@ -450,10 +450,11 @@ fn a_stop_waits_for_a_late_grant_and_puts_the_adapter() {
         0,
         "put before the stop returned"
     );
-    assert!(m.is_complete(irp));
+    assert!(!m.is_complete(irp), "held for the restart, not failed");
     assert!(m.crash().is_none(), "{:?}", m.crash());
-    // Restarted, the device works.
+    // Restarted, the held write goes through and the device works.
     assert_eq!(m.pnp(PnpMinor::StartDevice, MS), Ok(NtStatus::SUCCESS));
+    assert_eq!(m.wait(irp, 10_000 * MS).unwrap().status, NtStatus::SUCCESS);
     let again = write(&mut m, 0, 64);
     assert_eq!(
         m.wait(again, 10_000 * MS).unwrap().status,
