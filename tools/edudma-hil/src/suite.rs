@@ -1117,13 +1117,23 @@ fn cancel_and_stop(rig: &mut Rig, window: u32) {
     let r = rig.run_request_with(&mut drv, what, Intervention::StopNow);
     let released = drv.engine.adapter_released();
     drv.hal.unlock(mdl);
-    let refused = rig.run_request(&mut drv, StartRequest::SelfTest);
+    // A request StartIo hands over while stopped is held (not failed) until
+    // the restart; a removal instead fails it.
+    let held_id = drv.next_request;
+    drv.next_request += 1;
+    let held = drv
+        .engine
+        .start_io(held_id, StartRequest::SelfTest, &mut rig.bar);
+    let kept = drv.engine.current_request() == Some(held_id);
+    let removed = drv.engine.stop(StopReason::Remove, &mut rig.bar);
     rig.check(
         matches!(r, Ok(ref c) if c.status == NtStatus::SUCCESS && c.information == len)
             && released
-            && matches!(refused, Ok(ref c) if c.status == NtStatus::DEVICE_NOT_READY),
+            && held.is_none()
+            && kept
+            && matches!(removed, Some(ref c) if c.request == held_id && c.status == NtStatus::DELETE_PENDING),
         &format!(
-            "stop: the write in flight finished ({r:?}), the adapter was put ({released}), later requests are refused ({refused:?})"
+            "stop: the write in flight finished ({r:?}), the adapter was put ({released}), a later request is held ({held:?}, current {kept}) and a removal fails it ({removed:?})"
         ),
     );
     let mut violations = drv.hal.violations();
