@@ -283,9 +283,9 @@ fn release_hardware(ext: &DeviceExtension, reason: StopReason, next: u32) {
     unsafe { KeFlushQueuedDpcs() };
     unmap(ext);
     release_bus_interface(ext);
+    // Only a removal disables the interface: across a stop (a rebalance)
+    // applications keep their handles and their requests are held.
     if next == pnp_state::GONE {
-        // Stopped (a rebalance), the interface stays: applications keep
-        // their handles and their requests are held until the restart.
         set_interface(ext, false);
     }
 }
