@@ -65,6 +65,9 @@ statuses! {
     INVALID_BUFFER_SIZE = 0xC000_0206u32;
     /// The device has been removed.
     DEVICE_REMOVED = 0xC000_02B6u32;
+    /// The device is not configured as the driver needs it (here: Bus
+    /// Master Enable could not be set again after a wake).
+    DEVICE_CONFIGURATION_ERROR = 0xC000_0182u32;
     /// The hardware has reported an uncorrectable error.
     DEVICE_HARDWARE_ERROR = 0xC000_0483u32;
 }

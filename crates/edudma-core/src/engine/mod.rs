@@ -30,6 +30,7 @@
 //! ```
 
 mod config;
+mod power;
 mod selftest;
 
 #[cfg(test)]
@@ -39,6 +40,9 @@ use core::fmt::Debug;
 use core::mem;
 
 pub use config::{AdapterFacts, AllocationPolicy, DEFAULT_WINDOW, EngineConfig};
+pub use power::{
+    POWER_DEVICE_D0, POWER_DEVICE_D3, POWER_SYSTEM_WORKING, PowerUp, device_state_for,
+};
 use selftest::SelfTest;
 
 use crate::dma::{AllocationMode, DmaOps, SgList};
@@ -179,6 +183,8 @@ pub struct Engine<D: DmaOps, R: Copy + Eq + Debug> {
     /// The packet StartIo handed over while the device was stopped: held
     /// (not failed) until the device starts again or goes away.
     held: Option<(R, StartRequest<D::Mdl>)>,
+    /// The device is leaving or out of D0: StartIo's packet is held.
+    powered_down: bool,
     stats: Stats,
     /// The current mapping's elements, owned here so nothing allocates.
     sg: SgList,
@@ -196,6 +202,7 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
             stopping: None,
             failed: false,
             held: None,
+            powered_down: false,
             stats: Stats::default(),
             sg: SgList::new(),
         }
@@ -242,6 +249,8 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         self.facts = Some(facts);
         self.stopping = None;
         self.failed = false;
+        // A start finds the device in D0 (the PnP manager powers it up).
+        self.powered_down = false;
         self.state = State::Idle(adapter);
         Ok(())
     }
@@ -266,6 +275,17 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
                 // PnP manager restarts the device it was told failed.
                 self.state = State::Idle(adapter);
                 self.fail(request, NtStatus::DEVICE_HARDWARE_ERROR)
+            }
+            State::Idle(adapter) if self.powered_down && self.stopping.is_none() => {
+                self.state = State::Idle(adapter);
+                if self.held.is_some() {
+                    // StartIo is serialized and the held packet is current.
+                    return self.fail(request, NtStatus::INVALID_DEVICE_STATE);
+                }
+                // Out of D0: held like a stopped device's packet, started by
+                // power_up.
+                self.held = Some((request, what));
+                None
             }
             State::Idle(adapter) if self.stopping.is_none() => {
                 self.stats.requests += 1;
@@ -497,7 +517,10 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         }
         match mem::replace(&mut self.state, State::Transient) {
             State::Idle(adapter) => {
-                quiesce(regs);
+                if !self.powered_down {
+                    // Out of D0 the registers do not decode: quiesced already.
+                    quiesce(regs);
+                }
                 self.settle(adapter);
                 None
             }

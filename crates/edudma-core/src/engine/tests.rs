@@ -1152,3 +1152,103 @@ fn a_packet_startio_cannot_start_is_rejected_with_an_error() {
     assert_eq!(engine.stats().errors, 2);
     assert_eq!(hal.count(|c| matches!(c, Call::TransferInfo { .. })), 0);
 }
+
+// ---- device power -------------------------------------------------------------
+
+#[test]
+fn power_down_when_idle_quiesces_and_holds_the_next_packet_until_d0() {
+    let (mut engine, hal, mut edu) = setup();
+    edu.status = 0x80;
+    edu.irq = 0x100;
+    assert!(engine.power_down(&mut edu), "nothing in flight");
+    assert_eq!((edu.status, edu.irq), (0, 0), "quiesced before D3");
+    let before = hal.calls().len();
+    assert_eq!(
+        engine.start_io(1, dma(Direction::ToDevice, 0, 8), &mut edu),
+        None
+    );
+    assert_eq!(hal.calls().len(), before, "nothing reaches the HAL in D3");
+    assert!(edu.commands.is_empty(), "nor the device");
+    assert_eq!(engine.current_request(), Some(1));
+    // The wake left stale bits behind (edu has no reset handler).
+    edu.status = 0x80;
+    let up = engine.power_up(true, &mut edu);
+    assert_eq!(up.status, NtStatus::SUCCESS);
+    assert_eq!(up.resumed, None, "started");
+    assert_eq!(edu.status, 0, "quiesced again in D0");
+    assert_eq!(run_to_completion(&mut engine, &mut edu), ok(1, 8));
+    assert!(!engine.powered_down());
+}
+
+#[test]
+fn power_down_lets_the_transfer_in_flight_finish_first() {
+    let (mut engine, _hal, mut edu) = setup();
+    engine.start_io(1, dma(Direction::FromDevice, 0, 64), &mut edu);
+    assert!(!engine.power_down(&mut edu), "a command is running");
+    assert_eq!(run_to_completion(&mut engine, &mut edu), ok(1, 64));
+    assert!(engine.power_down(&mut edu), "drained");
+    assert!(engine.powered_down());
+}
+
+#[test]
+fn a_device_that_wakes_with_a_wrong_id_is_failed_and_its_held_packet_too() {
+    let (mut engine, _hal, mut edu) = setup();
+    assert!(engine.power_down(&mut edu));
+    engine.start_io(1, dma(Direction::ToDevice, 0, 8), &mut edu);
+    edu.removed = true;
+    let up = engine.power_up(true, &mut edu);
+    assert_eq!(up.status, NtStatus::DEVICE_HARDWARE_ERROR);
+    assert_eq!(up.resumed, Some(failed(1, NtStatus::DEVICE_HARDWARE_ERROR)));
+    assert!(engine.device_failed());
+}
+
+#[test]
+fn a_packet_held_in_d3_can_be_cancelled_or_failed_by_a_removal() {
+    let (mut engine, _hal, mut edu) = setup();
+    assert!(engine.power_down(&mut edu));
+    engine.start_io(1, dma(Direction::ToDevice, 0, 8), &mut edu);
+    assert_eq!(
+        engine.cancel(1, &mut edu),
+        Some(failed(1, NtStatus::CANCELLED))
+    );
+    engine.start_io(2, dma(Direction::ToDevice, 0, 8), &mut edu);
+    assert_eq!(
+        engine.stop(StopReason::SurpriseRemoval, &mut edu),
+        Some(failed(2, NtStatus::DEVICE_REMOVED))
+    );
+}
+
+#[test]
+fn every_system_state_but_working_maps_to_d3() {
+    assert_eq!(device_state_for(POWER_SYSTEM_WORKING), POWER_DEVICE_D0);
+    for sleeping in 2..=6 {
+        assert_eq!(device_state_for(sleeping), POWER_DEVICE_D3, "S{sleeping}");
+    }
+}
+
+#[test]
+fn a_device_whose_bus_mastering_cannot_be_restored_is_failed() {
+    let (mut engine, hal, mut edu) = setup();
+    assert!(engine.power_down(&mut edu));
+    engine.start_io(1, dma(Direction::ToDevice, 0, 8), &mut edu);
+    let maps = hal.count(|c| matches!(c, Call::Map { .. }));
+    let up = engine.power_up(false, &mut edu);
+    assert_eq!(up.status, NtStatus::DEVICE_CONFIGURATION_ERROR);
+    assert_eq!(
+        up.resumed,
+        Some(failed(1, NtStatus::DEVICE_HARDWARE_ERROR)),
+        "no DMA without bus mastering"
+    );
+    assert_eq!(hal.count(|c| matches!(c, Call::Map { .. })), maps);
+}
+
+#[test]
+fn a_removal_in_d3_does_not_touch_the_registers() {
+    let (mut engine, hal, mut edu) = setup();
+    assert!(engine.power_down(&mut edu));
+    // Any write now would reach a function that does not decode.
+    edu.status = 0x80;
+    assert_eq!(engine.stop(StopReason::Remove, &mut edu), None);
+    assert_eq!(edu.status, 0x80, "no register written");
+    assert_eq!(hal.calls().last(), Some(&Call::Put));
+}

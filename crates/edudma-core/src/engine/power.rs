@@ -1,0 +1,100 @@
+//! Device power: what the engine does when the device leaves D0 and when it
+//! comes back.
+//!
+//! The edu device has no PCI power-management capability and no reset
+//! handler (QEMU `hw/misc/edu.c`): D3 changes nothing inside it, but a VM
+//! wake from S3 resets its PCI function (`pc_machine_wakeup` →
+//! `qemu_devices_reset` → `pci_do_device_reset`: command register, BARs and
+//! MSI cleared) while its own registers — `status`, `irq_status`, the DMA
+//! registers — keep whatever they held. Learn ("Device Sleeping States",
+//! D3hot): "The device driver is solely responsible for restoring device
+//! context." So the engine drains before D3 and, back in D0, checks and
+//! quiesces the device as a start does.
+
+use super::{Completion, DmaOps, Engine, State, quiesce};
+use crate::regs::{self, RegisterFile};
+use crate::status::NtStatus;
+use core::fmt::Debug;
+
+impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
+    /// A device set-power IRP to D1–D3 arrived. From now on StartIo's packet
+    /// is held (not failed) until [`Engine::power_up`]; the request in
+    /// flight finishes normally (the watchdog bounds it). True once nothing
+    /// is in flight: the device is quiesced and the glue may report the new
+    /// state and pass the IRP down. Call again after each completion until
+    /// it is true.
+    pub fn power_down(&mut self, regs: &mut impl RegisterFile) -> bool {
+        self.powered_down = true;
+        match self.state {
+            State::Idle(_) => {
+                quiesce(regs);
+                true
+            }
+            State::Unstarted | State::Stopped => true,
+            _ => false,
+        }
+    }
+
+    /// True from [`Engine::power_down`] to [`Engine::power_up`].
+    pub fn powered_down(&self) -> bool {
+        self.powered_down
+    }
+
+    /// The D0 IRP came back from the bus driver (the function is decoding
+    /// again) and the glue tried to set Bus Master Enable again
+    /// (`bus_master`: it succeeded): the device must still be the edu device
+    /// — its registers survived the wake, so it is quiesced as at start —
+    /// and then the packet held while powered down starts. If bus mastering
+    /// could not be restored or the ID register is wrong, the device is
+    /// failed (the glue reports it); the held packet is then failed too,
+    /// never lost.
+    pub fn power_up(&mut self, bus_master: bool, regs: &mut impl RegisterFile) -> PowerUp<R> {
+        self.powered_down = false;
+        let status = if !matches!(self.state, State::Idle(_)) {
+            NtStatus::SUCCESS
+        } else if !bus_master {
+            self.failed = true;
+            NtStatus::DEVICE_CONFIGURATION_ERROR
+        } else if regs.read32(regs::REG_ID) == self.device_id {
+            quiesce(regs);
+            NtStatus::SUCCESS
+        } else {
+            self.failed = true;
+            NtStatus::DEVICE_HARDWARE_ERROR
+        };
+        PowerUp {
+            status,
+            resumed: self.resume(regs),
+        }
+    }
+}
+
+/// What [`Engine::power_up`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PowerUp<R> {
+    /// `SUCCESS`, or `DEVICE_HARDWARE_ERROR` when the device did not come
+    /// back as the edu device (it is failed until the next start).
+    pub status: NtStatus,
+    /// The completion of the held packet, if it ended at once.
+    pub resumed: Option<Completion<R>>,
+}
+
+/// `PowerSystemWorking` (wdm.h `SYSTEM_POWER_STATE`).
+pub const POWER_SYSTEM_WORKING: i32 = 1;
+/// `PowerDeviceD0` (wdm.h `DEVICE_POWER_STATE`).
+pub const POWER_DEVICE_D0: i32 = 1;
+/// `PowerDeviceD3` (wdm.h `DEVICE_POWER_STATE`).
+pub const POWER_DEVICE_D3: i32 = 4;
+
+/// The device power state the policy owner requests for a system power
+/// state (both as their wdm.h values): D0 in S0, D3 in every sleeping
+/// state, hibernation and shutdown — edu cannot wake the system, has no
+/// intermediate D-state, and keeps nothing that needs power (its context
+/// is reinitialized at D0).
+pub const fn device_state_for(system_state: i32) -> i32 {
+    if system_state == POWER_SYSTEM_WORKING {
+        POWER_DEVICE_D0
+    } else {
+        POWER_DEVICE_D3
+    }
+}
