@@ -132,6 +132,8 @@ pub struct Kernel {
     pub deliveries: u64,
     /// After a lost interrupt the controller stays quiet until the next register write.
     pub suppress_until_write: bool,
+    /// Device and system power.
+    pub power: crate::power::PowerModel,
 }
 
 impl Kernel {
@@ -896,13 +898,20 @@ impl Sys {
         })
     }
 
-    /// `READ_REGISTER_ULONG` on BAR0.
+    /// `READ_REGISTER_ULONG` on BAR0 (all-ones while the function does not
+    /// decode).
     pub fn read_register(&self, offset: u32) -> u32 {
+        if !self.check_decode(offset) {
+            return u32::MAX;
+        }
         self.with(|k| k.device.read(u64::from(offset), 4) as u32)
     }
 
     /// `WRITE_REGISTER_ULONG` on BAR0.
     pub fn write_register(&self, offset: u32, value: u32) {
+        if !self.check_decode(offset) {
+            return;
+        }
         self.with(|k| {
             k.suppress_until_write = false;
             if let Some(t) = k.device.write(u64::from(offset), 4, u64::from(value)) {
@@ -923,17 +932,18 @@ impl Sys {
     /// PCI command register through `BUS_INTERFACE_STANDARD` (GetBusData).
     pub fn pci_command(&self) -> u16 {
         self.with(|k| {
-            if k.device.bus_master() {
-                0x0006
-            } else {
-                0x0002
-            }
+            let memory = if k.power.decodes { 0x0002 } else { 0 };
+            let master = if k.device.bus_master() { 0x0004 } else { 0 };
+            memory | master
         })
     }
 
     /// PCI command register through `BUS_INTERFACE_STANDARD` (SetBusData).
     pub fn set_pci_command(&self, value: u16) {
-        self.with(|k| k.device.set_bus_master(value & 0x4 != 0))
+        self.with(|k| {
+            k.power.decodes = value & 0x2 != 0;
+            k.device.set_bus_master(value & 0x4 != 0);
+        })
     }
 
     /// Another device on the same (shared, level-triggered) INTx line

@@ -10,7 +10,7 @@
 //! - [`phys`], [`mdl`]: memory and MDLs.
 //! - [`hal`]: `IoGetDmaAdapter` and the DMA operations, with the verifier's checks.
 //! - [`verifier`]: every rule, a named [`verifier::Violation`].
-//! - [`edu`]: the device model.
+//! - [`edu`]: the device model; [`power`]: what sleep and D-states do to it.
 //! - [`irql`], [`sched`], [`io`], [`kernel`]: processors, time, IRPs and the DDIs.
 //! - [`wdm`]: the driver's side of the contract ([`wdm::WdmDriver`]) and the
 //!   DMA operations / register file handed to `edudma-core`.
@@ -47,6 +47,7 @@ pub mod machine;
 pub mod mdl;
 pub mod native;
 pub mod phys;
+pub mod power;
 pub mod rng;
 pub mod sched;
 pub mod sim;

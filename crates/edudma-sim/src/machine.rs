@@ -13,6 +13,7 @@ use crate::irql::{Cpus, Irql};
 use crate::kernel::{Crash, Kernel, KernelStats, Sys};
 use crate::mdl::{BufferLayout, MdlTable};
 use crate::phys::PhysicalMemory;
+use crate::power::{PowerMinor, SystemPower};
 use crate::rng::SimRng;
 use crate::sched::{DpcId, Event, MS, Nanos, Scheduler, US};
 use crate::verifier::{Verifier, Violation};
@@ -152,6 +153,7 @@ impl<D: WdmDriver> Machine<D> {
             lost_interrupts: Vec::new(),
             deliveries: 0,
             suppress_until_write: false,
+            power: crate::power::PowerModel::default(),
         };
         let sys = Sys::new(kernel);
         let driver = make(&sys);
@@ -494,6 +496,62 @@ impl<D: WdmDriver> Machine<D> {
         }
     }
 
+    /// The power manager sends a system power IRP (query or set, to
+    /// `state`) and waits for the driver to complete it, the device power
+    /// IRPs it requests included.
+    pub fn system_power(
+        &mut self,
+        minor: PowerMinor,
+        state: SystemPower,
+        limit: Nanos,
+    ) -> Result<NtStatus, Crash> {
+        let deadline = self.sys.now().saturating_add(limit);
+        let cpu = self.sys.with(|k| k.random_cpu());
+        let token = self
+            .run(cpu, Irql::Passive, move |d, sys| {
+                d.send_system_power(sys, minor, state)
+            })
+            .unwrap_or(0);
+        self.check()?;
+        loop {
+            // A power routine of the driver may wait (a D3 IRP drains the
+            // transfer in flight): drive it on before the next event.
+            let _ = self.driver.poll_blocked(&self.sys);
+            if let Some(status) = self.driver.system_power_result(&self.sys, token) {
+                self.check()?;
+                return Ok(status);
+            }
+            let next = self.sys.with(|k| k.sched.next_time());
+            match next {
+                Some(t) if t <= deadline => {
+                    self.step();
+                    self.check()?;
+                }
+                _ => {
+                    return Err(Crash::Hang(format!(
+                        "{minor:?} power IRP for {state:?} never completed"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// A system sleep as Windows runs it: query S3, set S3, the machine
+    /// sleeps and wakes (the VM reset of the wake, see [`crate::power`]),
+    /// set S0. A refused query ends it there, with the refusal.
+    pub fn sleep(&mut self, limit: Nanos) -> Result<NtStatus, Crash> {
+        let query = self.system_power(PowerMinor::Query, SystemPower::Sleeping3, limit)?;
+        if !query.is_success() {
+            return Ok(query);
+        }
+        let set = self.system_power(PowerMinor::Set, SystemPower::Sleeping3, limit)?;
+        if !set.is_success() {
+            return Ok(set);
+        }
+        self.sys.sleep_and_wake();
+        self.system_power(PowerMinor::Set, SystemPower::Working, limit)
+    }
+
     fn after_remove(&mut self) {
         self.sys.with(|k| {
             for irp in k.irps.incomplete() {
@@ -615,6 +673,16 @@ pub fn step<D: WdmDriver>(sys: &Sys, driver: &mut D) -> bool {
         }
         Event::Wake => {}
         Event::ForeignInterrupt => sys.assert_foreign_interrupt(),
+        Event::PowerIrp(irp) => {
+            // Drivers that set DO_POWER_PAGABLE get power IRPs at
+            // PASSIVE_LEVEL; the others may get them at DISPATCH_LEVEL.
+            let irql = if driver.power_pagable(sys) {
+                Irql::Passive
+            } else {
+                Irql::Dispatch
+            };
+            driver.run_routine(sys, cpu, irql, move |d, sys| d.power_irp(sys, irp));
+        }
     }
     true
 }

@@ -49,6 +49,9 @@ pub enum Event {
     Wake,
     /// Another device on the shared INTx line asserts it.
     ForeignInterrupt,
+    /// The power manager sends a power IRP a driver requested
+    /// (`PoRequestPowerIrp`): the IRP block's address.
+    PowerIrp(usize),
 }
 
 impl Event {
@@ -61,7 +64,7 @@ impl Event {
             Event::TimerExpired => 2,
             Event::Dpc(_) | Event::ExecutionRoutine(..) | Event::StartIo(_) => 3,
             Event::ContentionEnds(_) => 4,
-            Event::Cancel(_) | Event::Wake => 5,
+            Event::Cancel(_) | Event::Wake | Event::PowerIrp(_) => 5,
         }
     }
 

@@ -484,6 +484,20 @@ impl SimMachine {
         self.pnp(PnpMinor::StartDevice)
     }
 
+    /// Any PnP IRP the PnP manager sends (the queries and their cancels
+    /// included), waited for.
+    pub fn pnp_irp(&mut self, minor: PnpMinor) -> Result<NtStatus, SimError> {
+        self.pnp(minor)
+    }
+
+    /// A system sleep and wake (query S3, set S3, the wake's reset, set
+    /// S0), with whatever is in flight or queued; see
+    /// [`crate::machine::Machine::sleep`].
+    pub fn sleep(&mut self) -> Result<NtStatus, SimError> {
+        let limit = self.limit();
+        Ok(self.machine.sleep(limit)?)
+    }
+
     /// The device disappears (`IRP_MN_SURPRISE_REMOVAL`).
     pub fn surprise_remove(&mut self) -> Result<NtStatus, SimError> {
         self.pnp(PnpMinor::SurpriseRemoval)

@@ -226,6 +226,17 @@ pub enum Violation {
         /// IRQL at the call.
         irql: Irql,
     },
+    /// Power: a BAR0 register accessed while the function does not decode
+    /// it (after the driver let the device leave D0, or after a wake left it
+    /// unconfigured).
+    RegisterAccessWithoutDecode {
+        /// The register.
+        offset: u32,
+    },
+    /// Power: the device was sent to D3 while it still ran a DMA command.
+    PoweredDownWithDmaInFlight,
+    /// Power: the device left D0 before its driver called `PoSetPowerState`.
+    PowerDownNotReported,
     /// Leak check: the adapter was not put when the driver was removed.
     AdapterLeaked,
     /// Leak check: a channel or map registers outstanding at the end of a run.
@@ -282,6 +293,9 @@ impl Violation {
             SpinLockHeldAtReturn { .. } | SpinLockDeadlock { .. } => Rule::Sdv("SpinLock"),
             IrpUsedAfterCompletion { .. } => Rule::Sdv("IrpUse"),
             WrongIrql { .. } => Rule::Irql("IrqlCheck"),
+            RegisterAccessWithoutDecode { .. } => Rule::Own("RegisterAccessWithoutDecode"),
+            PoweredDownWithDmaInFlight => Rule::Own("PoweredDownWithDmaInFlight"),
+            PowerDownNotReported => Rule::Own("PoSetPowerStateBeforeD3"),
             AdapterLeaked => Rule::Leak("PutDmaAdapter"),
             ChannelLeaked => Rule::Leak("FreeAdapterChannel"),
             MdlLeaked { .. } => Rule::Leak("IoFreeMdl"),

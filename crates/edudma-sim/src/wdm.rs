@@ -17,6 +17,7 @@ use crate::io::{CancelRoutine, FileId, IrpId};
 use crate::irql::{Irql, SpinLock};
 use crate::kernel::Sys;
 use crate::mdl::MdlId;
+use crate::power::{PowerMinor, SystemPower};
 use crate::sched::{Event, US};
 use crate::verifier::Violation;
 
@@ -31,6 +32,14 @@ pub enum PnpMinor {
     SurpriseRemoval,
     /// `IRP_MN_REMOVE_DEVICE`.
     RemoveDevice,
+    /// `IRP_MN_QUERY_STOP_DEVICE`: may the device stop (a rebalance)?
+    QueryStopDevice,
+    /// `IRP_MN_CANCEL_STOP_DEVICE`: the stop queried will not happen.
+    CancelStopDevice,
+    /// `IRP_MN_QUERY_REMOVE_DEVICE`: may the device be removed?
+    QueryRemoveDevice,
+    /// `IRP_MN_CANCEL_REMOVE_DEVICE`: the removal queried will not happen.
+    CancelRemoveDevice,
 }
 
 /// What a PnP routine did.
@@ -160,6 +169,33 @@ pub trait WdmDriver {
     /// Release what [`WdmDriver::lock_device_queue`] took.
     fn unlock_device_queue(&mut self, sys: &Sys) {
         let _ = sys;
+    }
+
+    /// The power manager sends a system power IRP (`minor`, to `state`) to
+    /// the top of the stack; the token to ask [`WdmDriver::system_power_result`]
+    /// with. A driver without power handling agrees at once (the default).
+    fn send_system_power(&mut self, sys: &Sys, minor: PowerMinor, state: SystemPower) -> usize {
+        let _ = (sys, minor, state);
+        0
+    }
+
+    /// The status the system power IRP `token` was completed with, once it
+    /// was (the IRP is then freed).
+    fn system_power_result(&mut self, sys: &Sys, token: usize) -> Option<NtStatus> {
+        let _ = (sys, token);
+        Some(NtStatus::SUCCESS)
+    }
+
+    /// Send the power IRP a driver requested with `PoRequestPowerIrp` (the
+    /// power manager's thread, at the IRQL [`WdmDriver::power_pagable`] picks).
+    fn power_irp(&mut self, sys: &Sys, irp: usize) {
+        let _ = (sys, irp);
+    }
+
+    /// The device object has `DO_POWER_PAGABLE`: power IRPs at PASSIVE_LEVEL.
+    fn power_pagable(&mut self, sys: &Sys) -> bool {
+        let _ = sys;
+        true
     }
 }
 

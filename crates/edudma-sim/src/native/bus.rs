@@ -80,6 +80,8 @@ pub(crate) unsafe fn dispatch(n: &Arc<Native>, irp: *mut IRP) -> NTSTATUS {
             status = NtStatus::SUCCESS.0;
         }
     } else if major == IRP_MJ_POWER {
+        // SAFETY: the PDO's location of this power IRP.
+        unsafe { super::power::at_pdo(&n.sys, minor, stack) };
         status = NtStatus::SUCCESS.0;
     }
     // SAFETY: as above.

@@ -1167,23 +1167,7 @@ pub(crate) fn complete(n: &Arc<Native>, irp: *mut IRP) {
         .get(&(irp as usize))
         .map(|r| (r.kind, r.forwarding));
     // SAFETY: a live IRP block (checked by kind below).
-    let (status, information) = unsafe {
-        (
-            (*irp).IoStatus.__bindgen_anon_1.Status,
-            (*irp).IoStatus.Information as usize,
-        )
-    };
-    // The completion walks back up the stack.
-    let unwind = || {
-        // SAFETY: as above.
-        unsafe {
-            let overlay = &raw mut (*irp).Tail.Overlay.__bindgen_anon_2.__bindgen_anon_1;
-            while ((*irp).CurrentLocation as usize) <= objects::STACK_SIZE {
-                (*irp).CurrentLocation += 1;
-                (*overlay).CurrentStackLocation = (*overlay).CurrentStackLocation.add(1);
-            }
-        }
-    };
+    let (status, information) = unsafe { io_status(irp) };
     match kind {
         None => n.sys.with(|k| {
             k.verifier
@@ -1208,22 +1192,39 @@ pub(crate) fn complete(n: &Arc<Native>, irp: *mut IRP) {
                 r.completed = Some(status);
             }
             n.sys.io_complete_request(id, NtStatus(status), information);
-            unwind();
+            // SAFETY: as above.
+            unsafe { unwind(n, irp, false) };
         }
         Some((IrpKind::System, false)) => {
-            let mut o = n.objects();
-            if let Some(r) = o.irps.get_mut(&(irp as usize)) {
-                if r.completed.is_some() {
-                    drop(o);
-                    n.sys
-                        .report_violation(Violation::DoubleCompletion { irp: irp as u64 });
-                    return;
-                }
-                r.completed = Some(status);
-                r.information = information;
+            let done = n
+                .objects()
+                .irps
+                .get(&(irp as usize))
+                .is_some_and(|r| r.completed.is_some());
+            if done {
+                n.sys
+                    .report_violation(Violation::DoubleCompletion { irp: irp as u64 });
+                return;
             }
-            drop(o);
-            unwind();
+            // SAFETY: as above; the drivers' completion routines run.
+            if unsafe { unwind(n, irp, true) } {
+                // STATUS_MORE_PROCESSING_REQUIRED: a driver took it back.
+                return;
+            }
+            // SAFETY: as above (the routines may have changed the status).
+            let (status, information) = unsafe { io_status(irp) };
+            let request = {
+                let mut o = n.objects();
+                let r = o.irps.get_mut(&(irp as usize));
+                r.and_then(|r| {
+                    r.completed = Some(status);
+                    r.information = information;
+                    r.power_request
+                })
+            };
+            if let Some(request) = request {
+                super::power::requested_irp_completed(n, irp, request);
+            }
         }
         Some((IrpKind::Built, false)) => {
             // SAFETY: the event and status block IoBuildSynchronousFsdRequest got.
@@ -1241,6 +1242,83 @@ pub(crate) fn complete(n: &Arc<Native>, irp: *mut IRP) {
             n.objects().free_irp(irp as usize);
         }
     }
+}
+
+/// `IoStatus.Status` and `IoStatus.Information`.
+///
+/// # Safety
+/// `irp` must be a live IRP block.
+unsafe fn io_status(irp: *mut IRP) -> (NTSTATUS, usize) {
+    // SAFETY: the caller's live IRP.
+    unsafe {
+        (
+            (*irp).IoStatus.__bindgen_anon_1.Status,
+            (*irp).IoStatus.Information as usize,
+        )
+    }
+}
+
+/// `SL_PENDING_RETURNED` and the `SL_INVOKE_ON_*` bits of `Control` (wdm.h).
+const SL_PENDING_RETURNED: u8 = 0x01;
+const SL_INVOKE_ON_CANCEL: u8 = 0x20;
+const SL_INVOKE_ON_SUCCESS: u8 = 0x40;
+const SL_INVOKE_ON_ERROR: u8 = 0x80;
+/// `STATUS_MORE_PROCESSING_REQUIRED`.
+const STATUS_MORE_PROCESSING_REQUIRED: NTSTATUS = 0xC000_0016_u32 as i32;
+
+/// The completion walks back up the stack as `IoCompleteRequest` does:
+/// each location left sets `PendingReturned` from its `Control`, and, when
+/// `routines`, the completion routine the driver above set in it runs (with
+/// the upper driver's device object) if its `SL_INVOKE_ON_*` bits match.
+/// True when a routine returned `STATUS_MORE_PROCESSING_REQUIRED`: the
+/// unwind stops there and the IRP is that driver's again.
+///
+/// # Safety
+/// `irp` must be a live IRP block.
+unsafe fn unwind(n: &Arc<Native>, irp: *mut IRP, routines: bool) -> bool {
+    // SAFETY: the caller's live IRP; the locations are the block's own.
+    unsafe {
+        let overlay = &raw mut (*irp).Tail.Overlay.__bindgen_anon_2.__bindgen_anon_1;
+        while ((*irp).CurrentLocation as usize) <= objects::STACK_SIZE {
+            let left = (*overlay).CurrentStackLocation;
+            (*irp).PendingReturned = u8::from((*left).Control & SL_PENDING_RETURNED != 0);
+            (*irp).CurrentLocation += 1;
+            (*overlay).CurrentStackLocation = left.add(1);
+            let routine = (*left).CompletionRoutine.take();
+            let context = (*left).Context;
+            let control = std::mem::take(&mut (*left).Control);
+            let status = (*irp).IoStatus.__bindgen_anon_1.Status;
+            let wanted = if (*irp).Cancel != 0 {
+                SL_INVOKE_ON_CANCEL
+            } else if status < 0 {
+                SL_INVOKE_ON_ERROR
+            } else {
+                SL_INVOKE_ON_SUCCESS
+            };
+            let top = (*irp).CurrentLocation as usize > objects::STACK_SIZE;
+            match routine {
+                Some(routine) if routines && control & wanted != 0 => {
+                    let device = if top {
+                        std::ptr::null_mut()
+                    } else {
+                        (*(*overlay).CurrentStackLocation).DeviceObject
+                    };
+                    objects::push(n, &n.sys);
+                    let result = routine(device, irp, context);
+                    objects::pull(n, &n.sys);
+                    if result == STATUS_MORE_PROCESSING_REQUIRED {
+                        return true;
+                    }
+                }
+                _ => {
+                    if (*irp).PendingReturned != 0 && !top {
+                        (*(*overlay).CurrentStackLocation).Control |= SL_PENDING_RETURNED;
+                    }
+                }
+            }
+        }
+    }
+    false
 }
 
 #[unsafe(no_mangle)]

@@ -25,6 +25,7 @@ pub mod bus;
 pub mod dma;
 pub mod exports;
 pub mod objects;
+pub mod power;
 pub mod sched;
 
 use std::any::Any;
@@ -245,6 +246,10 @@ impl WdmDriver for NativeDriver {
             PnpMinor::StopDevice => IRP_MN_STOP_DEVICE,
             PnpMinor::SurpriseRemoval => IRP_MN_SURPRISE_REMOVAL,
             PnpMinor::RemoveDevice => IRP_MN_REMOVE_DEVICE,
+            PnpMinor::QueryStopDevice => wdk_sys::IRP_MN_QUERY_STOP_DEVICE,
+            PnpMinor::CancelStopDevice => wdk_sys::IRP_MN_CANCEL_STOP_DEVICE,
+            PnpMinor::QueryRemoveDevice => wdk_sys::IRP_MN_QUERY_REMOVE_DEVICE,
+            PnpMinor::CancelRemoveDevice => wdk_sys::IRP_MN_CANCEL_REMOVE_DEVICE,
         };
         let irp = objects::build_system_irp(&self.0, sys, IRP_MJ_PNP as u8, code as u8, None);
         // What counts is the status the IRP was completed with.
@@ -409,6 +414,27 @@ impl WdmDriver for NativeDriver {
 
     fn unlock_device_queue(&mut self, _sys: &Sys) {
         exports::unlock_device_queue(&self.0);
+    }
+
+    fn send_system_power(
+        &mut self,
+        sys: &Sys,
+        minor: crate::power::PowerMinor,
+        state: crate::power::SystemPower,
+    ) -> usize {
+        self.send_system_irp(sys, minor, state)
+    }
+
+    fn system_power_result(&mut self, _sys: &Sys, token: usize) -> Option<NtStatus> {
+        self.system_irp_result(token)
+    }
+
+    fn power_irp(&mut self, _sys: &Sys, irp: usize) {
+        let _ = self.call_fdo(irp);
+    }
+
+    fn power_pagable(&mut self, _sys: &Sys) -> bool {
+        self.fdo_power_pagable()
     }
 }
 

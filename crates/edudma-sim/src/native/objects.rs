@@ -69,6 +69,23 @@ pub struct IrpRec {
     pub information: usize,
     /// `IoForwardIrpSynchronously` is waiting for this IRP to come back.
     pub forwarding: bool,
+    /// A power IRP `PoRequestPowerIrp` built: its completion callback.
+    pub power_request: Option<PowerRequest>,
+}
+
+/// What `PoRequestPowerIrp` was given, for the callback at completion.
+#[derive(Clone, Copy, Debug)]
+pub struct PowerRequest {
+    /// `PREQUEST_POWER_COMPLETE`, 0 for none.
+    pub callback: usize,
+    /// Its `Context`.
+    pub context: usize,
+    /// The `DeviceObject` the request named.
+    pub target: usize,
+    /// `IRP_MN_SET_POWER` or `IRP_MN_QUERY_POWER`.
+    pub minor: u8,
+    /// The requested `DEVICE_POWER_STATE`.
+    pub state: i32,
 }
 
 /// The interrupt connection: the routine and its context.
@@ -575,7 +592,7 @@ fn new_irp_block() -> usize {
 }
 
 /// The location the first `IoCallDriver` will make current.
-fn first_location(addr: usize) -> *mut IO_STACK_LOCATION {
+pub(crate) fn first_location(addr: usize) -> *mut IO_STACK_LOCATION {
     // SAFETY: a block from `new_irp_block`.
     unsafe { (&raw mut (*(addr as *mut IrpBlock)).stack[STACK_SIZE - 1]).cast() }
 }
@@ -611,6 +628,7 @@ pub fn build_user_irp(native: &Arc<Native>, sys: &Sys, id: IrpId) -> Option<usiz
         completed: None,
         information: 0,
         forwarding: false,
+        power_request: None,
     };
     // MDLs: header, then the PFN array, chained through Next.
     let mut previous: *mut MDL = std::ptr::null_mut();
@@ -713,6 +731,7 @@ pub fn build_system_irp(
         completed: None,
         information: 0,
         forwarding: false,
+        power_request: None,
     };
     let file = file.map(|f| o.file_object(f));
     // SAFETY: the block and location just allocated.
