@@ -101,6 +101,14 @@ pub struct DeviceExtension {
     pub adapter_put: UnsafeCell<KEVENT>,
     /// `IoInvalidateDeviceState` was called for the current start.
     pub failure_reported: AtomicBool,
+    /// Signalled by every completion while a D3 IRP waits for the request
+    /// in flight to end.
+    pub power_drained: UnsafeCell<KEVENT>,
+    /// A D3 IRP is waiting on `power_drained`.
+    pub draining: AtomicBool,
+    /// The device left D0: its registers do not decode, so the ISR (a
+    /// shared line) must not touch them.
+    pub device_off: AtomicBool,
     /// Where the execution routine leaves its grant (the core decides who
     /// hands it to the engine).
     pub grant: GrantSlot,
@@ -160,6 +168,10 @@ impl DeviceExtension {
             // SAFETY: as for `remove_lock` (KeInitializeEvent in AddDevice).
             adapter_put: UnsafeCell::new(unsafe { core::mem::zeroed() }),
             failure_reported: AtomicBool::new(false),
+            // SAFETY: as for `remove_lock` (KeInitializeEvent in AddDevice).
+            power_drained: UnsafeCell::new(unsafe { core::mem::zeroed() }),
+            draining: AtomicBool::new(false),
+            device_off: AtomicBool::new(false),
             grant: GrantSlot::new(),
             // SAFETY: as for `remove_lock`.
             grant_dpc: UnsafeCell::new(unsafe { core::mem::zeroed() }),
@@ -195,8 +207,11 @@ impl DeviceExtension {
         ptr::from_ref(self).cast_mut().cast::<c_void>()
     }
 
-    /// The registers as they are now (unmapped after stop).
-    pub fn regs(&self) -> Bar0 {
+    /// The registers for the ISR, which runs holding the interrupt object's
+    /// lock: `IoDisconnectInterruptEx` takes that lock before BAR0 is
+    /// unmapped, so the mapping read here outlives the ISR. Everyone else
+    /// reads it under the engine lock ([`EngineGuard::regs`]).
+    pub fn regs_in_isr(&self) -> Bar0 {
         Bar0::new(self.bar0.load(Ordering::Acquire))
     }
 
@@ -220,6 +235,16 @@ impl DeviceExtension {
 pub struct EngineGuard<'a> {
     ext: &'a DeviceExtension,
     irql: KIRQL,
+}
+
+impl EngineGuard<'_> {
+    /// The registers as they are under the lock: the mapping, or none once
+    /// a stop cleared it. BAR0 is cleared under this lock and unmapped only
+    /// after, so a pointer read here is never a stale mapping (a caller
+    /// preempted before the lock across a stop and start reads the new one).
+    pub fn regs(&self) -> Bar0 {
+        Bar0::new(self.ext.bar0.load(Ordering::Acquire))
+    }
 }
 
 impl Deref for EngineGuard<'_> {

@@ -179,8 +179,8 @@ pub unsafe extern "C" fn dispatch_cleanup(device: *mut DEVICE_OBJECT, irp: *mut 
         unsafe { complete_unstarted(ext, queued, NtStatus::CANCELLED, 0) };
     }
     let completion = {
-        let mut regs = ext.regs();
         let mut shared = ext.lock();
+        let mut regs = shared.regs();
         match shared.engine.current_request() {
             // SAFETY: the engine's current request is live until the engine
             // hands out its completion, which needs this lock.

@@ -130,8 +130,8 @@ pub unsafe extern "C" fn grant_dpc(_dpc: *mut KDPC, context: PVOID, base: PVOID,
     // SAFETY: the DPC's context is the extension (KeInitializeDpc in AddDevice).
     let ext = unsafe { &*context.cast::<DeviceExtension>() };
     let completion = {
-        let mut regs = ext.regs();
         let mut shared = ext.lock();
+        let mut regs = shared.regs();
         shared.engine.channel_granted(MapBase(base), &mut regs)
     };
     if let Some(c) = completion {

@@ -22,7 +22,7 @@ use crate::dispatch::{dispatch_cleanup, dispatch_close, dispatch_create, dispatc
 use crate::dma_ops::grant_dpc;
 use crate::isr::{dpc_for_isr, watchdog_dpc};
 use crate::pnp::dispatch_pnp;
-use crate::power::dispatch_pass_down;
+use crate::power::{dispatch_pass_down, dispatch_power};
 use crate::startio::{mailbox_dpc, start_io};
 use crate::{ffi, registry};
 
@@ -50,7 +50,7 @@ pub unsafe extern "system" fn driver_entry(
     driver.MajorFunction[IRP_MJ_WRITE as usize] = Some(dispatch_io);
     driver.MajorFunction[IRP_MJ_DEVICE_CONTROL as usize] = Some(dispatch_io);
     driver.MajorFunction[IRP_MJ_PNP as usize] = Some(dispatch_pnp);
-    driver.MajorFunction[IRP_MJ_POWER as usize] = Some(dispatch_pass_down);
+    driver.MajorFunction[IRP_MJ_POWER as usize] = Some(dispatch_power);
     driver.MajorFunction[IRP_MJ_SYSTEM_CONTROL as usize] = Some(dispatch_pass_down);
     driver.DriverStartIo = Some(start_io);
     driver.DriverUnload = Some(driver_unload);
@@ -106,6 +106,7 @@ unsafe extern "C" fn add_device(driver: *mut DRIVER_OBJECT, pdo: *mut DEVICE_OBJ
         KeInitializeDpc(ext.watchdog_dpc.get(), Some(watchdog_dpc), context);
         KeInitializeTimerEx(ext.watchdog_timer.get(), _TIMER_TYPE::NotificationTimer);
         KeInitializeEvent(ext.adapter_put.get(), _EVENT_TYPE::NotificationEvent, 0);
+        KeInitializeEvent(ext.power_drained.get(), _EVENT_TYPE::NotificationEvent, 0);
         // Deferred StartIo: IoStartNextPacket never recurses into StartIo.
         IoSetStartIoAttributes(fdo, 1, 0);
         (*fdo).Flags |= DO_DIRECT_IO | DO_POWER_PAGABLE;

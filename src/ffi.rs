@@ -33,8 +33,9 @@ use wdk_sys::{
     DMA_TRANSFER_INFO, FILE_OBJECT, GUID, INTERFACE, IO_CONNECT_INTERRUPT_PARAMETERS,
     IO_DISCONNECT_INTERRUPT_PARAMETERS, IO_NO_INCREMENT, IO_REMOVE_LOCK, IO_STACK_LOCATION,
     IO_STATUS_BLOCK, IRP, KDEVICE_QUEUE_ENTRY, KDPC, KSPIN_LOCK, LIST_ENTRY, MDL, NTSTATUS,
-    PKINTERRUPT, PVOID, SCATTER_GATHER_ELEMENT, SCATTER_GATHER_LIST, SL_PENDING_RETURNED,
-    ULONG_PTR,
+    PIO_COMPLETION_ROUTINE, PKINTERRUPT, POWER_STATE, POWER_STATE_TYPE, PVOID,
+    SCATTER_GATHER_ELEMENT, SCATTER_GATHER_LIST, SL_INVOKE_ON_CANCEL, SL_INVOKE_ON_ERROR,
+    SL_INVOKE_ON_SUCCESS, SL_PENDING_RETURNED, ULONG_PTR,
 };
 
 // ---- numeric macros of the WDK headers --------------------------------------
@@ -139,6 +140,59 @@ pub unsafe fn mark_irp_pending(irp: *mut IRP) {
     unsafe {
         let stack = current_stack(irp);
         (*stack).Control |= SL_PENDING_RETURNED as u8;
+    }
+}
+
+/// `IoCopyCurrentIrpStackLocationToNext` (wdm.h inline): the current
+/// location up to (not including) `CompletionRoutine` copied to the next,
+/// whose `Control` is cleared.
+///
+/// # Safety
+/// `irp` must be live, owned by the caller, with a location below the current.
+pub unsafe fn copy_current_stack_location_to_next(irp: *mut IRP) {
+    let length = core::mem::offset_of!(IO_STACK_LOCATION, CompletionRoutine);
+    // SAFETY: two distinct locations of the caller's IRP; the copied prefix
+    // is plain data (the header's RtlCopyMemory of the same bytes).
+    unsafe {
+        let current = current_stack(irp);
+        let next = next_stack(irp);
+        ptr::copy_nonoverlapping(current.cast::<u8>(), next.cast::<u8>(), length);
+        (*next).Control = 0;
+    }
+}
+
+/// `IoSetCompletionRoutine(Irp, routine, context, TRUE, TRUE, TRUE)` (wdm.h
+/// inline): the routine and its context in the next location, invoked on
+/// success, error and cancel.
+///
+/// # Safety
+/// `irp` must be live, owned by the caller, its next location set up.
+pub unsafe fn set_completion_routine(
+    irp: *mut IRP,
+    routine: PIO_COMPLETION_ROUTINE,
+    context: PVOID,
+) {
+    // SAFETY: the caller's IRP; plain fields of its next location.
+    unsafe {
+        let next = next_stack(irp);
+        (*next).CompletionRoutine = routine;
+        (*next).Context = context;
+        (*next).Control = (SL_INVOKE_ON_SUCCESS | SL_INVOKE_ON_ERROR | SL_INVOKE_ON_CANCEL) as u8;
+    }
+}
+
+/// `Parameters.Power.Type` and `Parameters.Power.State` of a power IRP's
+/// location (named C members of the `Power` arm).
+///
+/// # Safety
+/// `stack` must be the live location of an `IRP_MJ_POWER` IRP.
+pub unsafe fn power_parameters(stack: *mut IO_STACK_LOCATION) -> (POWER_STATE_TYPE, POWER_STATE) {
+    // SAFETY: the Power arm is the active one for IRP_MJ_POWER.
+    unsafe {
+        (
+            (*stack).Parameters.Power.Type,
+            (*stack).Parameters.Power.State,
+        )
     }
 }
 

@@ -22,7 +22,12 @@ const WATCHDOG_PERIOD_MS: i32 = 100;
 /// The ISR's work at DIRQL: read and acknowledge the status, record the
 /// bits in atomics, request the DPC. No lock, no engine.
 fn service(ext: &DeviceExtension) -> BOOLEAN {
-    let mut regs = ext.regs();
+    if ext.device_off.load(Ordering::Acquire) {
+        // Out of D0 the function does not decode BAR0: an interrupt on the
+        // shared line is another device's.
+        return 0;
+    }
+    let mut regs = ext.regs_in_isr();
     match regs::isr_acknowledge(&mut regs) {
         Some(bits) => {
             ext.irq_bits.fetch_or(bits.bits(), Ordering::AcqRel);
@@ -61,8 +66,8 @@ pub unsafe extern "C" fn dpc_for_isr(_dpc: *mut KDPC, context: PVOID, _a1: PVOID
     let bits = ext.irq_bits.swap(0, Ordering::AcqRel);
     let count = ext.irq_count.swap(0, Ordering::AcqRel);
     let completion = {
-        let mut regs = ext.regs();
         let mut shared = ext.lock();
+        let mut regs = shared.regs();
         shared
             .engine
             .dpc(IrqBits::from_bits_retain(bits), count, &mut regs)
@@ -77,8 +82,8 @@ pub unsafe extern "C" fn watchdog_dpc(_dpc: *mut KDPC, context: PVOID, _a1: PVOI
     // SAFETY: the DPC's context is the extension.
     let ext = unsafe { &*context.cast::<DeviceExtension>() };
     let (completion, failed) = {
-        let mut regs = ext.regs();
         let mut shared = ext.lock();
+        let mut regs = shared.regs();
         let c = shared.engine.watchdog_tick(&mut regs);
         (c, shared.engine.device_failed())
     };

@@ -20,8 +20,8 @@ use wdk_sys::{
     IRP_MN_QUERY_PNP_DEVICE_STATE, IRP_MN_QUERY_REMOVE_DEVICE, IRP_MN_QUERY_STOP_DEVICE,
     IRP_MN_REMOVE_DEVICE, IRP_MN_START_DEVICE, IRP_MN_STOP_DEVICE, IRP_MN_SURPRISE_REMOVAL, KEVENT,
     NTSTATUS, PHYSICAL_ADDRESS, PNP_DEVICE_FAILED, PVOID, SIZE_T,
-    STATUS_DEVICE_CONFIGURATION_ERROR, STATUS_INSUFFICIENT_RESOURCES, STATUS_NOT_SUPPORTED,
-    STATUS_PENDING, STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
+    STATUS_DEVICE_CONFIGURATION_ERROR, STATUS_DEVICE_NOT_READY, STATUS_INSUFFICIENT_RESOURCES,
+    STATUS_NOT_SUPPORTED, STATUS_PENDING, STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
 };
 
 use crate::device::{DeviceExtension, pnp_state};
@@ -212,8 +212,8 @@ unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
     // SAFETY: initialized in AddDevice; nobody waits on it during a start.
     unsafe { KeClearEvent(ext.adapter_put.get()) };
     let started = {
-        let mut regs = ext.regs();
         let mut shared = ext.lock();
+        let mut regs = shared.regs();
         shared.engine.start_device(ops, facts, &mut regs)
     };
     if let Err(status) = started {
@@ -228,8 +228,8 @@ unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
     ext.pnp.store(pnp_state::STARTED, Ordering::Release);
     // The packet held while the device was stopped (a rebalance) goes on.
     let resumed = {
-        let mut regs = ext.regs();
         let mut shared = ext.lock();
+        let mut regs = shared.regs();
         shared.engine.resume(&mut regs)
     };
     if let Some(c) = resumed {
@@ -246,8 +246,8 @@ unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
 fn release_hardware(ext: &DeviceExtension, reason: StopReason, next: u32) {
     let previous = ext.pnp.swap(next, Ordering::AcqRel);
     let completion = {
-        let mut regs = ext.regs();
         let mut shared = ext.lock();
+        let mut regs = shared.regs();
         shared.engine.stop(reason, &mut regs)
     };
     if let Some(c) = completion {
@@ -320,8 +320,15 @@ unsafe fn remove_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
 /// Unmap BAR0 (the ISR is disconnected and the DPCs flushed, or BAR0 was
 /// never used).
 fn unmap(ext: &DeviceExtension) {
-    let va = ext.bar0.swap(ptr::null_mut(), Ordering::AcqRel);
-    let length = ext.bar0_length.swap(0, Ordering::AcqRel);
+    // Cleared under the engine lock: whoever holds it has finished with the
+    // old mapping, whoever takes it next sees none (EngineGuard::regs).
+    let (va, length) = {
+        let _shared = ext.lock();
+        (
+            ext.bar0.swap(ptr::null_mut(), Ordering::AcqRel),
+            ext.bar0_length.swap(0, Ordering::AcqRel),
+        )
+    };
     if !va.is_null() {
         // SAFETY: the mapping MmMapIoSpaceEx returned, with its length.
         unsafe { MmUnmapIoSpace(va.cast(), length as SIZE_T) };
@@ -386,15 +393,39 @@ fn release_bus_interface(ext: &DeviceExtension) {
 /// # Safety
 /// Between start and the release of the hardware.
 pub unsafe fn clear_bus_master(ext: &DeviceExtension) {
+    // SAFETY: forwarded. A failure leaves nothing more to try: the device
+    // is reported failed anyway.
+    let _ = unsafe { bus_master_through_kept_interface(ext, false) };
+}
+
+/// Set Bus Master Enable again after the device came back to D0 (a wake
+/// resets the PCI function and the bus driver leaves the bit to us).
+///
+/// # Safety
+/// Between start and the release of the hardware, IRQL <= DISPATCH_LEVEL.
+pub unsafe fn restore_bus_master(ext: &DeviceExtension) -> Result<(), NTSTATUS> {
+    // SAFETY: forwarded.
+    unsafe { bus_master_through_kept_interface(ext, true) }
+}
+
+/// Bus Master Enable on or off through the `BUS_INTERFACE_STANDARD` kept
+/// since start (`STATUS_DEVICE_NOT_READY` when none is held).
+///
+/// # Safety
+/// As [`clear_bus_master`].
+unsafe fn bus_master_through_kept_interface(
+    ext: &DeviceExtension,
+    enable: bool,
+) -> Result<(), NTSTATUS> {
     if !ext.bus_referenced.load(Ordering::Acquire) {
-        return;
+        return Err(STATUS_DEVICE_NOT_READY);
     }
     // SAFETY: the interface stored at start, referenced until released.
     let bus = unsafe { &*ext.bus.get() };
-    if let (Some(get), Some(set)) = (bus.GetBusData, bus.SetBusData) {
-        // SAFETY: the routines and context of that interface. A failure
-        // leaves nothing more to try: the device is reported failed anyway.
-        let _ = unsafe { set_bus_master(get, set, bus.Context, false) };
+    match (bus.GetBusData, bus.SetBusData) {
+        // SAFETY: the routines and context of that interface.
+        (Some(get), Some(set)) => unsafe { set_bus_master(get, set, bus.Context, enable) },
+        _ => Err(STATUS_NOT_SUPPORTED),
     }
 }
 

@@ -1,19 +1,51 @@
-//! IRP_MJ_POWER and IRP_MJ_SYSTEM_CONTROL: passed down.
+//! IRP_MJ_POWER: the driver is its device's power policy owner;
+//! IRP_MJ_SYSTEM_CONTROL is passed down.
 //!
 //! The driver targets Windows 10 and later (the INF's `NT$ARCH$.10.0...`
-//! models). Since Windows Vista a power IRP is passed down with
-//! `IoCallDriver` (not `PoCallDriver`) and `PoStartNextPowerIrp` is not
-//! needed (Microsoft Learn, "Passing Power IRPs"). The edu device keeps no
-//! state across D-states that the engine does not restore at start.
+//! models): a power IRP is passed down with `IoCallDriver` and
+//! `PoStartNextPowerIrp` is not needed (Microsoft Learn, "Passing Power
+//! IRPs"). The FDO sets `DO_POWER_PAGABLE`, so power IRPs arrive at
+//! PASSIVE_LEVEL (Learn, IRP_MN_SET_POWER).
+//!
+//! - **System IRPs** (query or set, any S-state): passed down with a
+//!   completion routine that requests the matching device IRP with
+//!   `PoRequestPowerIrp` (D0 for S0, D3 otherwise, see
+//!   [`edudma_core::engine::device_state_for`]); the device IRP's callback
+//!   completes the system IRP (Learn, "Handling a System Set-Power IRP in a
+//!   Device Power Policy Owner", and the same for a query).
+//! - **Device set-power to D1–D3**: the engine holds StartIo's packets from
+//!   now on; the request in flight finishes (the watchdog bounds it); the
+//!   device is quiesced, `PoSetPowerState` reports the new state *before*
+//!   the device leaves D0, and the IRP goes down to the bus driver.
+//! - **Device set-power to D0**: down first (the bus driver makes the
+//!   function decode again and restores what it owns), then Bus Master
+//!   Enable, the engine's check and quiesce of the device, `PoSetPowerState`,
+//!   and the held packet goes on.
+//! - **Queries** succeed: every request can be held (the device queue and
+//!   the engine's held slot) or finished (the watchdog ends a stuck one), so
+//!   there is no state in which sleep must be refused.
 
-use wdk_sys::{DEVICE_OBJECT, IRP, NTSTATUS};
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+use edudma_core::engine::{POWER_DEVICE_D0, device_state_for};
+use wdk_sys::ntddk::{
+    IoForwardIrpSynchronously, IoInvalidateDeviceState, KeClearEvent, KeWaitForSingleObject,
+    PoRequestPowerIrp, PoSetPowerState,
+};
+use wdk_sys::{
+    _KWAIT_REASON, _MODE, _POWER_STATE_TYPE, DEVICE_OBJECT, IO_STATUS_BLOCK, IRP,
+    IRP_MN_QUERY_POWER, IRP_MN_SET_POWER, NTSTATUS, POWER_STATE, PVOID,
+    STATUS_MORE_PROCESSING_REQUIRED, STATUS_PENDING, STATUS_SUCCESS, STATUS_UNSUCCESSFUL, UCHAR,
+};
 
 use crate::device::DeviceExtension;
 use crate::ffi;
-use crate::pnp::pass_down;
+use crate::pnp::{pass_down, restore_bus_master};
+use crate::startio::deliver;
 
-/// `IRP_MJ_POWER` and `IRP_MJ_SYSTEM_CONTROL`: hold the remove lock, skip our
-/// stack location, `IoCallDriver` the lower device.
+/// `IRP_MJ_SYSTEM_CONTROL`: hold the remove lock, skip our stack location,
+/// `IoCallDriver` the lower device.
 pub unsafe extern "C" fn dispatch_pass_down(device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
     // SAFETY: `device` is our FDO.
     let ext = unsafe { DeviceExtension::from_device(device) };
@@ -26,4 +58,225 @@ pub unsafe extern "C" fn dispatch_pass_down(device: *mut DEVICE_OBJECT, irp: *mu
     }
     // SAFETY: we own the IRP and hold its remove-lock reference.
     unsafe { pass_down(ext, irp) }
+}
+
+/// `IRP_MJ_POWER` (PASSIVE_LEVEL: `DO_POWER_PAGABLE`).
+pub unsafe extern "C" fn dispatch_power(device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+    // SAFETY: `device` is our FDO.
+    let ext = unsafe { DeviceExtension::from_device(device) };
+    // SAFETY: an initialized remove lock; the IRP is the tag.
+    let status = unsafe { ffi::acquire_remove_lock(ext.remove_lock(), irp.cast()) };
+    if status < 0 {
+        // SAFETY: ours to complete.
+        unsafe { ffi::complete_irp(irp, status, 0) };
+        return status;
+    }
+    // SAFETY: a live power IRP at our location.
+    let (minor, kind, state) = unsafe {
+        let stack = ffi::current_stack(irp);
+        let (kind, state) = ffi::power_parameters(stack);
+        (u32::from((*stack).MinorFunction), kind, state)
+    };
+    // SAFETY: (all arms) we own the IRP and hold its remove-lock reference.
+    unsafe {
+        match (minor, kind) {
+            (IRP_MN_SET_POWER | IRP_MN_QUERY_POWER, _POWER_STATE_TYPE::SystemPowerState) => {
+                system_power(ext, irp)
+            }
+            (IRP_MN_SET_POWER, _POWER_STATE_TYPE::DevicePowerState)
+                if state.DeviceState == POWER_DEVICE_D0 =>
+            {
+                power_up(ext, irp)
+            }
+            (IRP_MN_SET_POWER, _POWER_STATE_TYPE::DevicePowerState) => power_down(ext, irp, state),
+            // Device queries (nothing to refuse), wait-wake, power sequence.
+            _ => pass_down(ext, irp),
+        }
+    }
+}
+
+/// A system query or set: down with [`system_power_done`] as completion
+/// routine, which asks for the device IRP.
+///
+/// # Safety
+/// We own `irp` and hold its remove-lock reference (released when the
+/// system IRP completes).
+unsafe fn system_power(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
+    // SAFETY: see above; the lower device outlives our attachment.
+    unsafe {
+        ffi::copy_current_stack_location_to_next(irp);
+        ffi::set_completion_routine(irp, Some(system_power_done), ext.as_context());
+        ffi::mark_irp_pending(irp);
+        let _ = ffi::call_driver(ext.lower, irp);
+    }
+    STATUS_PENDING
+}
+
+/// `IO_COMPLETION_ROUTINE` of a system IRP (any IRQL <= DISPATCH_LEVEL):
+/// the lower drivers agreed; request the device IRP of the same minor code
+/// and keep the system IRP until it completes.
+unsafe extern "C" fn system_power_done(
+    _device: *mut DEVICE_OBJECT,
+    irp: *mut IRP,
+    context: PVOID,
+) -> NTSTATUS {
+    // SAFETY: the context is the extension (system_power).
+    let ext = unsafe { &*context.cast::<DeviceExtension>() };
+    // SAFETY: the IRP is back at our location.
+    let (status, minor, system_state) = unsafe {
+        let stack = ffi::current_stack(irp);
+        let (_, state) = ffi::power_parameters(stack);
+        (
+            ffi::irp_status(irp),
+            (*stack).MinorFunction,
+            state.SystemState,
+        )
+    };
+    if status >= 0 {
+        let device_state = POWER_STATE {
+            DeviceState: device_state_for(system_state),
+        };
+        // SAFETY: our PDO (Learn: the target of the request; the power
+        // manager sends it to the top of the stack); the system IRP is the
+        // callback's context and stays ours (MORE_PROCESSING_REQUIRED).
+        let requested = unsafe {
+            PoRequestPowerIrp(
+                ext.pdo,
+                minor,
+                device_state,
+                Some(device_power_done),
+                irp.cast(),
+                ptr::null_mut(),
+            )
+        };
+        if requested == STATUS_PENDING {
+            return STATUS_MORE_PROCESSING_REQUIRED;
+        }
+        // No device IRP: the system IRP fails with the reason.
+        // SAFETY: ours until this routine returns.
+        unsafe { ffi::set_irp_status(irp, requested) };
+    }
+    // SAFETY: the reference taken in dispatch_power; the IRP goes on up.
+    unsafe { ffi::release_remove_lock(ext.remove_lock(), irp.cast()) };
+    STATUS_SUCCESS // STATUS_CONTINUE_COMPLETION
+}
+
+/// `REQUEST_POWER_COMPLETE` of the device IRP: complete the system IRP with
+/// its status.
+unsafe extern "C" fn device_power_done(
+    _device: *mut DEVICE_OBJECT,
+    _minor: UCHAR,
+    _state: POWER_STATE,
+    context: PVOID,
+    io_status: *mut IO_STATUS_BLOCK,
+) {
+    let system_irp = context.cast::<IRP>();
+    // SAFETY: the system IRP system_power_done kept; its current location is
+    // ours (the unwind stopped there), so its device object is our FDO.
+    unsafe {
+        let ext = DeviceExtension::from_device((*ffi::current_stack(system_irp)).DeviceObject);
+        ffi::complete_irp(system_irp, ffi::io_status_status(&*io_status), 0);
+        ffi::release_remove_lock(ext.remove_lock(), system_irp.cast());
+    }
+}
+
+/// Device set-power to D1–D3: drain, quiesce, report, pass down.
+///
+/// # Safety
+/// PASSIVE_LEVEL; we own `irp` and hold its remove-lock reference.
+unsafe fn power_down(ext: &DeviceExtension, irp: *mut IRP, state: POWER_STATE) -> NTSTATUS {
+    ext.draining.store(true, Ordering::Release);
+    loop {
+        // Cleared before the engine is asked, so a completion in between
+        // leaves the event set.
+        // SAFETY: initialized in AddDevice.
+        unsafe { KeClearEvent(ext.power_drained.get()) };
+        let drained = {
+            let mut shared = ext.lock();
+            let mut regs = shared.regs();
+            shared.engine.power_down(&mut regs)
+        };
+        if drained {
+            break;
+        }
+        // The request in flight ends (done, cancelled or timed out by the
+        // watchdog) and its completion sets the event.
+        // SAFETY: PASSIVE_LEVEL; the event lives in the extension.
+        unsafe {
+            let _ = KeWaitForSingleObject(
+                ext.power_drained.get().cast(),
+                _KWAIT_REASON::Executive,
+                _MODE::KernelMode as i8,
+                0,
+                ptr::null_mut(),
+            );
+        }
+    }
+    ext.draining.store(false, Ordering::Release);
+    ext.device_off.store(true, Ordering::Release);
+    // Learn (PoSetPowerState): "If the device is powering down, the driver
+    // must call PoSetPowerState before leaving the D0 state."
+    // SAFETY: our FDO; PASSIVE_LEVEL.
+    unsafe {
+        let _ = PoSetPowerState(ext.fdo, _POWER_STATE_TYPE::DevicePowerState, state);
+        pass_down(ext, irp)
+    }
+}
+
+/// Device set-power to D0: the bus driver first, then the device.
+///
+/// # Safety
+/// PASSIVE_LEVEL; we own `irp` and hold its remove-lock reference.
+unsafe fn power_up(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
+    // SAFETY: PASSIVE_LEVEL (DO_POWER_PAGABLE); the lower device is ours.
+    let status = if unsafe { IoForwardIrpSynchronously(ext.lower, irp) } == 0 {
+        STATUS_UNSUCCESSFUL
+    } else {
+        // SAFETY: the IRP came back to us.
+        unsafe { ffi::irp_status(irp) }
+    };
+    if status >= 0 {
+        restore_device(ext);
+        // SAFETY: our FDO, after the device entered D0.
+        unsafe {
+            let _ = PoSetPowerState(
+                ext.fdo,
+                _POWER_STATE_TYPE::DevicePowerState,
+                POWER_STATE {
+                    DeviceState: POWER_DEVICE_D0,
+                },
+            );
+        }
+    }
+    // SAFETY: ours to complete; the reference taken in dispatch_power.
+    unsafe {
+        ffi::complete_irp(irp, status, 0);
+        ffi::release_remove_lock(ext.remove_lock(), irp.cast());
+    }
+    status
+}
+
+/// Back in D0: the wake reset the PCI function and the device kept stale
+/// registers. Bus mastering first (a held packet starts right after), then
+/// the engine's ID check and quiesce; a device that does not come back is
+/// reported failed.
+fn restore_device(ext: &DeviceExtension) {
+    ext.device_off.store(false, Ordering::Release);
+    let started = !ext.bar0.load(Ordering::Acquire).is_null();
+    // SAFETY: started: the bus interface is held until the hardware is
+    // released, which cannot happen while we hold the remove lock of a
+    // power IRP (PnP and power are serialized for this stack).
+    let bus_master = !started || unsafe { restore_bus_master(ext) }.is_ok();
+    let up = {
+        let mut shared = ext.lock();
+        let mut regs = shared.regs();
+        shared.engine.power_up(bus_master, &mut regs)
+    };
+    if let Some(c) = up.resumed {
+        deliver(ext, c);
+    }
+    if started && !up.status.is_success() && !ext.failure_reported.swap(true, Ordering::AcqRel) {
+        // SAFETY: our PDO; PASSIVE_LEVEL.
+        unsafe { IoInvalidateDeviceState(ext.pdo) };
+    }
 }

@@ -11,9 +11,9 @@ use edudma_core::engine::Completion;
 use edudma_core::ioctl::SelfTestReport;
 use wdk_sys::ntddk::{
     IoAcquireCancelSpinLock, IoReleaseCancelSpinLock, IoStartNextPacket, KeGetCurrentIrql,
-    KeInsertQueueDpc, KeRemoveEntryDeviceQueue,
+    KeInsertQueueDpc, KeRemoveEntryDeviceQueue, KeSetEvent,
 };
-use wdk_sys::{DEVICE_OBJECT, IRP, KDPC, KIRQL, PVOID};
+use wdk_sys::{DEVICE_OBJECT, IO_NO_INCREMENT, IRP, KDPC, KIRQL, PVOID};
 
 use crate::device::{DeviceExtension, ReqId};
 use crate::dispatch::{Classified, classify};
@@ -76,6 +76,14 @@ pub fn deliver(ext: &DeviceExtension, completion: Completion<ReqId>) {
         }
         ffi::complete_irp(irp, completion.status.0, completion.information);
         ffi::release_remove_lock(ext.remove_lock(), irp.cast());
+    }
+    if ext.draining.load(Ordering::Acquire) {
+        // A D3 IRP waits for the request in flight to end: look again.
+        // SAFETY: initialized in AddDevice; KeSetEvent with Wait FALSE is
+        // callable at DISPATCH_LEVEL.
+        unsafe {
+            let _ = KeSetEvent(ext.power_drained.get(), IO_NO_INCREMENT as i32, 0);
+        }
     }
 }
 
@@ -145,8 +153,8 @@ pub unsafe extern "C" fn start_io(device: *mut DEVICE_OBJECT, irp: *mut IRP) {
         }
     };
     let completion = {
-        let mut regs = ext.regs();
         let mut shared = ext.lock();
+        let mut regs = shared.regs();
         match shared.engine.start_io(id, what, &mut regs) {
             None if shared.pending_cancel == Some(id) => {
                 shared.pending_cancel = None;
@@ -197,8 +205,8 @@ unsafe extern "C" fn engine_cancel(device: *mut DEVICE_OBJECT, irp: *mut IRP) {
     };
     let id = ReqId { irp, seq };
     let completion = {
-        let mut regs = ext.regs();
         let mut shared = ext.lock();
+        let mut regs = shared.regs();
         if shared.engine.current_request() == Some(id) {
             shared.engine.cancel(id, &mut regs)
         } else {
