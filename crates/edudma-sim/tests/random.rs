@@ -1,8 +1,11 @@
 //! Randomized scenarios: each seed builds a machine (map registers, SG,
 //! allocation mode, CPUs, MSI, placement, window, contention, layout), runs
 //! a few transfers, concurrent batches, cancels, self-tests, rebalances
-//! (stop and restart with I/O in flight) and sometimes a surprise removal,
-//! checks every byte, and ends with the leak check.
+//! (query-stop, then stop and restart or a cancelled stop, with I/O in
+//! flight), system sleeps and wakes with I/O in flight and queued, and
+//! sometimes an orderly removal with I/O pending (query-remove, remove, or
+//! a cancelled removal) or a surprise removal; checks every byte, and ends
+//! with the leak check.
 //!
 //! `EDUDMA_SIM_SEEDS=n` runs n seeds (default 10,000);
 //! `EDUDMA_SIM_SEED=s` runs only seed s (to reproduce a failure).
@@ -12,6 +15,7 @@ use std::time::Duration;
 use edudma_core::NtStatus;
 use edudma_sim::mdl::BufferLayout;
 use edudma_sim::rng::SimRng;
+use edudma_sim::wdm::PnpMinor;
 use edudma_sim::{Allocation, IrpSpec, Placement, SimConfig, SimMachine};
 
 fn config(r: &mut SimRng, seed: u64) -> SimConfig {
@@ -84,6 +88,23 @@ fn check(shadow: &[u8; 4096], offset: u32, out: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Submit a random write; its IRP, offset and data.
+fn submit_write(
+    sim: &mut SimMachine,
+    r: &mut SimRng,
+    window: u32,
+) -> Result<(edudma_sim::io::IrpId, u32, Vec<u8>), String> {
+    let (offset, len) = range(r, window);
+    let mut data = vec![0u8; len as usize];
+    r.fill(&mut data);
+    sim.submit(IrpSpec::Write {
+        offset: i64::from(offset),
+        data: data.clone(),
+    })
+    .map(|irp| (irp, offset, data))
+    .map_err(|e| format!("submit: {e}"))
+}
+
 fn scenario(seed: u64) -> Result<(), String> {
     let mut r = SimRng::new(seed ^ 0x5EED_0000_0000);
     let cfg = config(&mut r, seed);
@@ -96,7 +117,7 @@ fn scenario(seed: u64) -> Result<(), String> {
     let mut shadow = sim.device_buffer();
     let ops = r.range(1, 4);
     for _ in 0..ops {
-        match r.below(11) {
+        match r.below(13) {
             0..=3 => {
                 let (offset, len) = range(&mut r, window);
                 let mut data = vec![0u8; len as usize];
@@ -228,18 +249,34 @@ fn scenario(seed: u64) -> Result<(), String> {
                 }
                 sim.run_for(Duration::from_micros(r.below(250_000)))
                     .map_err(|e| format!("run: {e}"))?;
-                let stopped = sim.stop_device().map_err(|e| format!("stop: {e}"))?;
-                if stopped != NtStatus::SUCCESS {
-                    return Err(format!("stop ended {stopped}"));
+                let query = sim
+                    .pnp_irp(PnpMinor::QueryStopDevice)
+                    .map_err(|e| format!("query-stop: {e}"))?;
+                if query != NtStatus::SUCCESS {
+                    return Err(format!("query-stop ended {query}"));
                 }
-                if r.chance(50) {
-                    writes.push(submit(&mut sim, &mut r)?);
-                }
-                sim.run_for(Duration::from_micros(r.below(50_000)))
-                    .map_err(|e| format!("run while stopped: {e}"))?;
-                let started = sim.start_device().map_err(|e| format!("restart: {e}"))?;
-                if started != NtStatus::SUCCESS {
-                    return Err(format!("restart ended {started}"));
+                if r.chance(25) {
+                    // The PnP manager changed its mind: nothing stops.
+                    let cancel = sim
+                        .pnp_irp(PnpMinor::CancelStopDevice)
+                        .map_err(|e| format!("cancel-stop: {e}"))?;
+                    if cancel != NtStatus::SUCCESS {
+                        return Err(format!("cancel-stop ended {cancel}"));
+                    }
+                } else {
+                    let stopped = sim.stop_device().map_err(|e| format!("stop: {e}"))?;
+                    if stopped != NtStatus::SUCCESS {
+                        return Err(format!("stop ended {stopped}"));
+                    }
+                    if r.chance(50) {
+                        writes.push(submit(&mut sim, &mut r)?);
+                    }
+                    sim.run_for(Duration::from_micros(r.below(50_000)))
+                        .map_err(|e| format!("run while stopped: {e}"))?;
+                    let started = sim.start_device().map_err(|e| format!("restart: {e}"))?;
+                    if started != NtStatus::SUCCESS {
+                        return Err(format!("restart ended {started}"));
+                    }
                 }
                 for (irp, offset, data) in writes {
                     let res = sim
@@ -252,6 +289,78 @@ fn scenario(seed: u64) -> Result<(), String> {
                 }
                 if sim.device_buffer() != shadow {
                     return Err("device buffer wrong after writes across a stop".into());
+                }
+            }
+            10 => {
+                // A system sleep with I/O in flight and queued: the request
+                // in flight finishes before D3, the rest is held across the
+                // sleep; every write succeeds and lands.
+                let mut writes = Vec::new();
+                for _ in 0..r.range(0, 4) {
+                    writes.push(submit_write(&mut sim, &mut r, window)?);
+                }
+                sim.run_for(Duration::from_micros(r.below(200_000)))
+                    .map_err(|e| format!("run: {e}"))?;
+                let slept = sim.sleep().map_err(|e| format!("sleep: {e}"))?;
+                if slept != NtStatus::SUCCESS {
+                    return Err(format!("sleep ended {slept}"));
+                }
+                for (irp, offset, data) in writes {
+                    let res = sim
+                        .wait(irp)
+                        .map_err(|e| format!("wait across a sleep: {e}"))?;
+                    if res.status != NtStatus::SUCCESS {
+                        return Err(format!("a write across a sleep ended {}", res.status));
+                    }
+                    shadow[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
+                }
+                if sim.device_buffer() != shadow {
+                    return Err("device buffer wrong after writes across a sleep".into());
+                }
+            }
+            11 => {
+                // An orderly removal with I/O pending: query-remove, then
+                // the removal (or, sometimes, its cancel). Each write either
+                // succeeded and landed whole, or failed and touched nothing.
+                let mut writes = Vec::new();
+                for _ in 0..r.range(1, 4) {
+                    writes.push(submit_write(&mut sim, &mut r, window)?);
+                }
+                sim.run_for(Duration::from_micros(r.below(200_000)))
+                    .map_err(|e| format!("run: {e}"))?;
+                let query = sim
+                    .pnp_irp(PnpMinor::QueryRemoveDevice)
+                    .map_err(|e| format!("query-remove: {e}"))?;
+                if query != NtStatus::SUCCESS {
+                    return Err(format!("query-remove ended {query}"));
+                }
+                let removing = !r.chance(30);
+                if removing {
+                    sim.remove().map_err(|e| format!("removal: {e}"))?;
+                } else {
+                    let cancel = sim
+                        .pnp_irp(PnpMinor::CancelRemoveDevice)
+                        .map_err(|e| format!("cancel-remove: {e}"))?;
+                    if cancel != NtStatus::SUCCESS {
+                        return Err(format!("cancel-remove ended {cancel}"));
+                    }
+                }
+                for (irp, offset, data) in writes {
+                    let res = sim
+                        .wait(irp)
+                        .map_err(|e| format!("wait across a removal: {e}"))?;
+                    match res.status {
+                        NtStatus::SUCCESS => shadow[offset as usize..offset as usize + data.len()]
+                            .copy_from_slice(&data),
+                        NtStatus::DELETE_PENDING if removing => {}
+                        other => return Err(format!("a write across a removal ended {other}")),
+                    }
+                }
+                if sim.device_buffer() != shadow {
+                    return Err("device buffer wrong after writes across a removal".into());
+                }
+                if removing {
+                    break;
                 }
             }
             _ => {
