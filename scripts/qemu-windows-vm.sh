@@ -42,6 +42,9 @@ fi
 
 args=(
     -machine q35,accel="$accel"
+    # S3 for the driver's sleep/resume test (scripts/run-sleep-test.ps1);
+    # the wake resets every device, edu's PCI function included.
+    -global ICH9-LPC.disable_s3=0
     -cpu "$([[ $accel == kvm ]] && echo host || echo max)"
     -smp "$cpus"
     -m "$mem"
