@@ -241,6 +241,8 @@ struct Edu {
     removed: bool,
     /// The factorial never finishes and never interrupts.
     factorial_stuck: bool,
+    /// Microseconds the engine stalled the CPU for (KeStallExecutionProcessor).
+    stalled_us: u32,
 }
 
 impl RegisterFile for Edu {
@@ -291,7 +293,9 @@ impl RegisterFile for Edu {
         }
     }
 
-    fn stall_us(&mut self, _micros: u32) {}
+    fn stall_us(&mut self, micros: u32) {
+        self.stalled_us += micros;
+    }
 }
 
 impl Edu {
@@ -1060,7 +1064,13 @@ fn selftest_reports_failures_instead_of_hanging() {
     let (mut engine, _hal, mut edu) = setup();
     edu.factorial_stuck = true;
     assert_eq!(engine.start_io(1, StartRequest::SelfTest, &mut edu), None);
-    let ticks = engine.config().timeout_ticks;
+    assert!(
+        edu.stalled_us <= 50,
+        "StartIo stalled {} µs",
+        edu.stalled_us
+    );
+    // The polled factorial times out, then the one by interrupt.
+    let ticks = 2 * engine.config().timeout_ticks;
     let mut done = None;
     for _ in 0..ticks {
         if let Some(c) = engine.watchdog_tick(&mut edu) {
@@ -1251,4 +1261,25 @@ fn a_removal_in_d3_does_not_touch_the_registers() {
     assert_eq!(engine.stop(StopReason::Remove, &mut edu), None);
     assert_eq!(edu.status, 0x80, "no register written");
     assert_eq!(hal.calls().last(), Some(&Call::Put));
+}
+
+#[test]
+fn a_slow_polled_factorial_is_polled_from_the_watchdog_not_stalled_for() {
+    let (mut engine, _hal, mut edu) = setup();
+    edu.factorial_stuck = true;
+    assert_eq!(engine.start_io(1, StartRequest::SelfTest, &mut edu), None);
+    assert!(
+        edu.stalled_us <= 50,
+        "StartIo stalled {} µs",
+        edu.stalled_us
+    );
+    // The host thread finishes the factorial a while later.
+    edu.factorial_stuck = false;
+    edu.factorial = regs::factorial_u32(5);
+    assert_eq!(engine.watchdog_tick(&mut edu), None);
+    // Now the factorial by interrupt, then the raised interrupt.
+    assert_eq!(interrupt(&mut engine, &mut edu), None);
+    let done = interrupt(&mut engine, &mut edu).expect("the raised interrupt ends it");
+    assert!(done.selftest.unwrap().all_passed(), "{:?}", done.selftest);
+    assert_eq!(edu.stalled_us, 50);
 }
