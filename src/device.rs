@@ -42,6 +42,8 @@ pub struct Shared {
     pub mailbox: Option<Completion<ReqId>>,
     /// A cancel that arrived before the engine knew the request.
     pub pending_cancel: Option<ReqId>,
+    /// The watchdog's one-shot timer is set (or its DPC is queued).
+    pub watchdog_armed: bool,
 }
 
 /// PnP state of the device, in [`DeviceExtension::pnp`].
@@ -137,57 +139,45 @@ pub struct DeviceExtension {
 }
 
 impl DeviceExtension {
-    /// A fresh extension for `fdo`, not yet attached.
-    pub fn new(fdo: *mut DEVICE_OBJECT, pdo: *mut DEVICE_OBJECT, engine: DriverEngine) -> Self {
+    /// Build the extension in place at `slot` for `fdo`, not yet attached.
+    /// It is ~5.5 KiB (the scatter/gather buffer alone is 4 KiB), which does
+    /// not belong on AddDevice's kernel stack: the memory is zeroed — the
+    /// documented "not yet initialized" state of each kernel object in it
+    /// (each is initialized by its Ke*/Io* routine in AddDevice before use)
+    /// and a valid value of every atomic, pointer, array and empty
+    /// `UNICODE_STRING` — then only the fields that are not zero are written
+    /// (the engine's state, a few hundred bytes, is the largest).
+    ///
+    /// # Safety
+    /// `slot` must be the device extension IoCreateDevice allocated for
+    /// `fdo`: `size_of::<DeviceExtension>()` writable, suitably aligned bytes
+    /// nothing else uses yet.
+    pub unsafe fn init_in_place<'a>(
+        slot: *mut DeviceExtension,
+        fdo: *mut DEVICE_OBJECT,
+        pdo: *mut DEVICE_OBJECT,
+        engine: DriverEngine,
+    ) -> &'a mut DeviceExtension {
         let window = engine.window();
-        Self {
-            fdo,
-            pdo,
-            lower: ptr::null_mut(),
-            // SAFETY: all-zero is the documented "not yet initialized" state
-            // of these kernel objects; each is initialized by its Ke*/Io*
-            // routine in AddDevice before use.
-            remove_lock: UnsafeCell::new(unsafe { core::mem::zeroed() }),
-            lock: UnsafeCell::new(0),
-            shared: UnsafeCell::new(Shared {
+        // SAFETY: see above; every field not written below is valid zeroed
+        // (raw pointers, atomics, integer arrays, KSPIN_LOCK 0 is what
+        // KeInitializeSpinLock does, the kernel objects before their init).
+        unsafe {
+            slot.cast::<u8>()
+                .write_bytes(0, size_of::<DeviceExtension>());
+            (&raw mut (*slot).fdo).write(fdo);
+            (&raw mut (*slot).pdo).write(pdo);
+            (&raw mut (*slot).shared).write(UnsafeCell::new(Shared {
                 engine,
                 mailbox: None,
                 pending_cancel: None,
-            }),
-            bar0: AtomicPtr::new(ptr::null_mut()),
-            bar0_length: AtomicU32::new(0),
-            irq_bits: AtomicU32::new(0),
-            irq_count: AtomicU32::new(0),
-            interrupt: InterruptConnection {
-                context: UnsafeCell::new(ptr::null_mut()),
-                version: AtomicU32::new(0),
-            },
-            // SAFETY: all-zero is a valid BUS_INTERFACE_STANDARD (no routines).
-            bus: UnsafeCell::new(unsafe { core::mem::zeroed() }),
-            bus_referenced: AtomicBool::new(false),
-            // SAFETY: as for `remove_lock` (KeInitializeEvent in AddDevice).
-            adapter_put: UnsafeCell::new(unsafe { core::mem::zeroed() }),
-            failure_reported: AtomicBool::new(false),
-            // SAFETY: as for `remove_lock` (KeInitializeEvent in AddDevice).
-            power_drained: UnsafeCell::new(unsafe { core::mem::zeroed() }),
-            draining: AtomicBool::new(false),
-            device_off: AtomicBool::new(false),
-            grant: GrantSlot::new(),
-            // SAFETY: as for `remove_lock`.
-            grant_dpc: UnsafeCell::new(unsafe { core::mem::zeroed() }),
-            // SAFETY: as for `remove_lock`.
-            mailbox_dpc: UnsafeCell::new(unsafe { core::mem::zeroed() }),
-            // SAFETY: as for `remove_lock`.
-            watchdog_timer: UnsafeCell::new(unsafe { core::mem::zeroed() }),
-            // SAFETY: as for `remove_lock`.
-            watchdog_dpc: UnsafeCell::new(unsafe { core::mem::zeroed() }),
-            dma_context: UnsafeCell::new([0; crate::dma_ops::CONTEXT_WORDS]),
-            sg_buffer: UnsafeCell::new([0; crate::dma_ops::SG_BUFFER_WORDS]),
-            // SAFETY: an empty UNICODE_STRING (null buffer, zero lengths).
-            interface_name: UnsafeCell::new(unsafe { core::mem::zeroed() }),
-            pnp: AtomicU32::new(pnp_state::ADDED),
-            next_seq: AtomicU32::new(1),
-            window,
+                watchdog_armed: false,
+            }));
+            (&raw mut (*slot).grant).write(GrantSlot::new());
+            (&raw mut (*slot).pnp).write(AtomicU32::new(pnp_state::ADDED));
+            (&raw mut (*slot).next_seq).write(AtomicU32::new(1));
+            (&raw mut (*slot).window).write(window);
+            &mut *slot
         }
     }
 
@@ -265,6 +255,14 @@ impl DerefMut for EngineGuard<'_> {
 
 impl Drop for EngineGuard<'_> {
     fn drop(&mut self) {
+        // Every engine event goes through this guard: the watchdog is armed
+        // exactly while the engine needs it, decided under the lock (its DPC
+        // clears `watchdog_armed` under the same lock).
+        let shared = self.deref_mut();
+        if !shared.watchdog_armed && shared.engine.needs_watchdog() {
+            shared.watchdog_armed = true;
+            crate::isr::arm_watchdog(self.ext);
+        }
         // SAFETY: acquired in `DeviceExtension::lock` with this IRQL.
         unsafe { KeReleaseSpinLock(self.ext.lock.get(), self.irql) }
     }

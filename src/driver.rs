@@ -88,12 +88,11 @@ unsafe extern "C" fn add_device(driver: *mut DRIVER_OBJECT, pdo: *mut DEVICE_OBJ
     if status < 0 {
         return status;
     }
-    // SAFETY: IoCreateDevice allocated `extension_size` zeroed, suitably
-    // aligned nonpaged bytes at DeviceExtension for us.
+    // SAFETY: IoCreateDevice allocated `extension_size` suitably aligned
+    // nonpaged bytes at DeviceExtension for us.
     let ext = unsafe {
         let slot = (*fdo).DeviceExtension.cast::<DeviceExtension>();
-        slot.write(DeviceExtension::new(fdo, pdo, Engine::new(config)));
-        &mut *slot
+        DeviceExtension::init_in_place(slot, fdo, pdo, Engine::new(config))
     };
     let context = ext.as_context();
     // SAFETY: PASSIVE_LEVEL; every object lives in the nonpaged extension or

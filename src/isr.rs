@@ -77,12 +77,16 @@ pub unsafe extern "C" fn dpc_for_isr(_dpc: *mut KDPC, context: PVOID, _a1: PVOID
     }
 }
 
-/// The watchdog timer's DPC: one engine tick every 100 ms.
+/// The watchdog timer's DPC: one engine tick, 100 ms after the engine
+/// began to need it or after the previous tick (re-armed by the guard).
 pub unsafe extern "C" fn watchdog_dpc(_dpc: *mut KDPC, context: PVOID, _a1: PVOID, _a2: PVOID) {
     // SAFETY: the DPC's context is the extension.
     let ext = unsafe { &*context.cast::<DeviceExtension>() };
     let (completion, failed) = {
         let mut shared = ext.lock();
+        // The timer fired: the guard arms it again if the engine still
+        // needs it after this tick.
+        shared.watchdog_armed = false;
         let mut regs = shared.regs();
         let c = shared.engine.watchdog_tick(&mut regs);
         (c, shared.engine.device_failed())
@@ -100,8 +104,10 @@ pub unsafe extern "C" fn watchdog_dpc(_dpc: *mut KDPC, context: PVOID, _a1: PVOI
     }
 }
 
-/// Start the periodic watchdog.
-pub fn start_watchdog(ext: &DeviceExtension) {
+/// Arm the watchdog for one tick (one-shot: its DPC re-arms it through
+/// the engine guard while the engine still needs it). Called holding the
+/// engine lock.
+pub fn arm_watchdog(ext: &DeviceExtension) {
     // Relative due time in 100 ns units (negative = relative).
     let due = LARGE_INTEGER {
         QuadPart: -i64::from(WATCHDOG_PERIOD_MS) * 10_000,
@@ -109,22 +115,19 @@ pub fn start_watchdog(ext: &DeviceExtension) {
     // SAFETY: timer and DPC were initialized in AddDevice and live in the
     // nonpaged extension; KeSetTimerEx is callable at <= DISPATCH_LEVEL.
     unsafe {
-        KeSetTimerEx(
-            ext.watchdog_timer.get(),
-            due,
-            WATCHDOG_PERIOD_MS,
-            ext.watchdog_dpc.get(),
-        );
+        KeSetTimerEx(ext.watchdog_timer.get(), due, 0, ext.watchdog_dpc.get());
     }
 }
 
 /// Stop the watchdog (a DPC already queued may still run: callers flush
 /// queued DPCs before freeing anything it uses).
 pub fn stop_watchdog(ext: &DeviceExtension) {
+    let mut shared = ext.lock();
     // SAFETY: the timer was initialized in AddDevice.
     unsafe {
         KeCancelTimer(ext.watchdog_timer.get());
     }
+    shared.watchdog_armed = false;
 }
 
 /// Connect the interrupt: message-signalled when the INF's `MSISupported`

@@ -223,7 +223,6 @@ unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
         release_bus_interface(ext);
         return status.0;
     }
-    isr::start_watchdog(ext);
     set_interface(ext, true);
     ext.pnp.store(pnp_state::STARTED, Ordering::Release);
     // The packet held while the device was stopped (a rebalance) goes on.

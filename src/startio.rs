@@ -211,8 +211,13 @@ unsafe extern "C" fn engine_cancel(device: *mut DEVICE_OBJECT, irp: *mut IRP) {
             shared.engine.cancel(id, &mut regs)
         } else {
             // Not started yet (StartIo is between its two steps) or already
-            // finished: StartIo picks this up, or it is stale and harmless.
-            shared.pending_cancel = Some(id);
+            // finished. Only the newest StartIo packet can be between the
+            // steps: a late cancel of an older (finished) one must not
+            // overwrite the pending cancel of the live one.
+            let newest = ext.next_seq.load(Ordering::Acquire).wrapping_sub(1);
+            if seq == newest {
+                shared.pending_cancel = Some(id);
+            }
             None
         }
     };

@@ -27,8 +27,24 @@ fn preempted_run(cpus: usize, seed: u64) -> edudma_sim::native::SchedStats {
     .expect("start");
     for i in 0..20u32 {
         let data: Vec<u8> = (0..100u32).map(|b| (b + i) as u8).collect();
-        sim.dma_write(i * 100, &data).unwrap();
-        assert_eq!(sim.dma_read(i * 100, 100).unwrap(), data);
+        // A write and its read back in flight together (dispatch of the
+        // read on one CPU while the write's StartIo, ISR or DPC runs on
+        // another); StartIo keeps their order.
+        let offset = i64::from(i * 100);
+        let write = sim
+            .submit(edudma_sim::machine::IrpSpec::Write {
+                offset,
+                data: data.clone(),
+            })
+            .unwrap();
+        let read = sim
+            .submit(edudma_sim::machine::IrpSpec::Read {
+                offset,
+                length: 100,
+            })
+            .unwrap();
+        assert_eq!(sim.wait(write).unwrap().information, 100);
+        assert_eq!(sim.wait(read).unwrap().output, data);
     }
     let report = sim.selftest().expect("selftest");
     assert!(report.all_passed(), "{report:?}");

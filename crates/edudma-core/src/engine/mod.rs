@@ -571,6 +571,13 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         matches!(self.state, State::Unstarted | State::Stopped)
     }
 
+    /// True while the device works on something the watchdog must watch: a
+    /// mapped transfer (lost interrupts, stuck commands) or the self-test.
+    /// The glue keeps its timer armed only then.
+    pub fn needs_watchdog(&self) -> bool {
+        matches!(self.state, State::Transferring(_) | State::SelfTest { .. })
+    }
+
     /// True when no request is current.
     pub fn is_idle(&self) -> bool {
         matches!(

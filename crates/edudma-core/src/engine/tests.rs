@@ -1283,3 +1283,18 @@ fn a_slow_polled_factorial_is_polled_from_the_watchdog_not_stalled_for() {
     assert!(done.selftest.unwrap().all_passed(), "{:?}", done.selftest);
     assert_eq!(edu.stalled_us, 50);
 }
+
+#[test]
+fn the_watchdog_is_needed_only_while_the_device_works() {
+    let (mut engine, _hal, mut edu) = setup();
+    assert!(!engine.needs_watchdog(), "idle");
+    engine.start_io(1, dma(Direction::ToDevice, 0, 8), &mut edu);
+    assert!(engine.needs_watchdog(), "a command is programmed");
+    run_to_completion(&mut engine, &mut edu);
+    assert!(!engine.needs_watchdog(), "done");
+    engine.start_io(2, StartRequest::SelfTest, &mut edu);
+    assert!(
+        engine.needs_watchdog(),
+        "the self-test waits for interrupts"
+    );
+}
