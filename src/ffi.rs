@@ -532,13 +532,20 @@ pub unsafe fn mdl_chain_byte_count(mut mdl: *mut MDL) -> u64 {
 
 // ---- resources ------------------------------------------------------------------
 
+/// `CmResourceTypeDeviceSpecific` (wdm.h).
+pub const CM_RESOURCE_TYPE_DEVICE_SPECIFIC: u8 = 5;
+
 /// A translated `CmResourceTypeMemory` descriptor: `(start, length)`.
 ///
-/// Paths `List[0].PartialResourceList.{Count, PartialDescriptors}` and
-/// `u.Memory.{Start.QuadPart, Length}` (H; `u` and `Memory` are named C
-/// members, `QuadPart` of PHYSICAL_ADDRESS is P: id 3668005010). The list
-/// and descriptors are `#pragma pack(4)` structures with variable-length
-/// arrays: only raw pointers and by-value reads are used, never references.
+/// Paths `List[0].PartialResourceList.{Count, PartialDescriptors}`,
+/// `u.Memory.{Start.QuadPart, Length}` and `u.DeviceSpecificData.DataSize`
+/// (H; `u`, `Memory` and `DeviceSpecificData` are named C members,
+/// `QuadPart` of PHYSICAL_ADDRESS is P: id 3668005010). The list and
+/// descriptors are `#pragma pack(4)` structures with variable-length
+/// arrays, and a descriptor of type `CmResourceTypeDeviceSpecific` is
+/// followed by its `DataSize` bytes of data (Learn,
+/// CM_PARTIAL_RESOURCE_DESCRIPTOR), so the next descriptor may be unaligned:
+/// only raw pointers and unaligned by-value reads, never references.
 ///
 /// # Safety
 /// `list` must be null or a live resource list from the PnP manager.
@@ -546,25 +553,32 @@ pub unsafe fn first_memory_resource(list: *mut CM_RESOURCE_LIST) -> Option<(i64,
     if list.is_null() {
         return None;
     }
-    // SAFETY: the PnP manager's list has `Count` full descriptors; a PCI
-    // function gets exactly one, so `List[0]` is the only one read, and its
-    // partial list has `Count` entries laid out contiguously.
+    // SAFETY: the PnP manager's list has `Count` full descriptors; for a WDM
+    // driver it is 1 (Learn, CM_RESOURCE_LIST), so `List[0]` is the only one
+    // read; its partial list has `Count` entries laid out one after the
+    // other, each device-specific one followed by its data.
     unsafe {
-        if (*list).Count == 0 {
+        if (&raw const (*list).Count).read_unaligned() == 0 {
             return None;
         }
         let full = (&raw mut (*list).List).cast::<wdk_sys::CM_FULL_RESOURCE_DESCRIPTOR>();
         let partial = &raw mut (*full).PartialResourceList;
-        let count = (*partial).Count as usize;
-        let first =
+        let count = (&raw const (*partial).Count).read_unaligned() as usize;
+        let mut d =
             (&raw mut (*partial).PartialDescriptors).cast::<CM_PARTIAL_RESOURCE_DESCRIPTOR>();
-        for i in 0..count {
-            let d = first.add(i);
-            if (*d).Type == CM_RESOURCE_TYPE_MEMORY {
-                let start = (*d).u.Memory.Start.QuadPart;
-                let length = (*d).u.Memory.Length;
+        for _ in 0..count {
+            let kind = (&raw const (*d).Type).read_unaligned();
+            if kind == CM_RESOURCE_TYPE_MEMORY {
+                let start = (&raw const (*d).u.Memory.Start.QuadPart).read_unaligned();
+                let length = (&raw const (*d).u.Memory.Length).read_unaligned();
                 return Some((start, length));
             }
+            let data = if kind == CM_RESOURCE_TYPE_DEVICE_SPECIFIC {
+                (&raw const (*d).u.DeviceSpecificData.DataSize).read_unaligned() as usize
+            } else {
+                0
+            };
+            d = d.add(1).cast::<u8>().add(data).cast();
         }
         None
     }

@@ -244,6 +244,13 @@ unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
 /// registers and the bus interface. PASSIVE_LEVEL.
 fn release_hardware(ext: &DeviceExtension, reason: StopReason, next: u32) {
     let previous = ext.pnp.swap(next, Ordering::AcqRel);
+    let enabled = previous == pnp_state::STARTED || previous == pnp_state::STOPPED;
+    if next == pnp_state::GONE && enabled {
+        // Going away: no new opens first (the interface is enabled from the
+        // first start to the removal; a stop, a rebalance, keeps it), then
+        // the resources.
+        set_interface(ext, false);
+    }
     let completion = {
         let mut shared = ext.lock();
         let mut regs = shared.regs();
@@ -253,11 +260,7 @@ fn release_hardware(ext: &DeviceExtension, reason: StopReason, next: u32) {
         deliver(ext, c);
     }
     if previous != pnp_state::STARTED {
-        // Released already (a removal after a stop): only the interface,
-        // which a stop leaves enabled, is left to disable.
-        if previous == pnp_state::STOPPED && next == pnp_state::GONE {
-            set_interface(ext, false);
-        }
+        // Released already (a removal after a stop or a surprise removal).
         return;
     }
     // Proof, not a clock: the engine puts the adapter when nothing is
@@ -282,11 +285,6 @@ fn release_hardware(ext: &DeviceExtension, reason: StopReason, next: u32) {
     unsafe { KeFlushQueuedDpcs() };
     unmap(ext);
     release_bus_interface(ext);
-    // Only a removal disables the interface: across a stop (a rebalance)
-    // applications keep their handles and their requests are held.
-    if next == pnp_state::GONE {
-        set_interface(ext, false);
-    }
 }
 
 /// `IRP_MN_REMOVE_DEVICE`.
@@ -295,12 +293,18 @@ fn release_hardware(ext: &DeviceExtension, reason: StopReason, next: u32) {
 /// PASSIVE_LEVEL; we own the IRP and hold its remove-lock reference.
 unsafe fn remove_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
     release_hardware(ext, StopReason::Remove, pnp_state::GONE);
+    // Learn (IoReleaseRemoveLockAndWait): "each driver should call
+    // IoReleaseRemoveLockAndWait after it passes the remove IRP to the
+    // next-lower driver, and before it releases memory, calls
+    // IoDetachDevice, or calls IoDeleteDevice" — the bus driver cancels
+    // what it still holds of ours on the removal. The IRP is only the tag.
     // SAFETY: see above. After the wait no other IRP is in the driver.
     let status = unsafe {
-        ffi::release_remove_lock_and_wait(ext.remove_lock(), irp.cast());
         ffi::set_irp_status(irp, STATUS_SUCCESS);
         ffi::skip_current_stack_location(irp);
-        ffi::call_driver(ext.lower, irp)
+        let status = ffi::call_driver(ext.lower, irp);
+        ffi::release_remove_lock_and_wait(ext.remove_lock(), irp.cast());
+        status
     };
     // SAFETY: PASSIVE_LEVEL; nothing queues our DPCs any more.
     unsafe { KeFlushQueuedDpcs() };

@@ -226,6 +226,9 @@ pub enum Violation {
         /// IRQL at the call.
         irql: Irql,
     },
+    /// `IoReleaseRemoveLockAndWait` before the remove IRP was passed down
+    /// (Learn: after).
+    RemoveLockWaitBeforeRemovePassedDown,
     /// Power: a BAR0 register accessed while the function does not decode
     /// it (after the driver let the device leave D0, or after a wake left it
     /// unconfigured).
@@ -293,6 +296,9 @@ impl Violation {
             SpinLockHeldAtReturn { .. } | SpinLockDeadlock { .. } => Rule::Sdv("SpinLock"),
             IrpUsedAfterCompletion { .. } => Rule::Sdv("IrpUse"),
             WrongIrql { .. } => Rule::Irql("IrqlCheck"),
+            RemoveLockWaitBeforeRemovePassedDown => {
+                Rule::Own("ReleaseRemoveLockAndWaitAfterPassingRemove")
+            }
             RegisterAccessWithoutDecode { .. } => Rule::Own("RegisterAccessWithoutDecode"),
             PoweredDownWithDmaInFlight => Rule::Own("PoweredDownWithDmaInFlight"),
             PowerDownNotReported => Rule::Own("PoSetPowerStateBeforeD3"),

@@ -692,3 +692,19 @@ fn the_watchdog_runs_only_while_the_device_works() {
     assert!(ticks(&m) <= during + 1, "at most the tick already armed");
     m.leak_check().unwrap();
 }
+
+/// A device going away disables its interface (no new opens) before it
+/// releases its resources; a stop keeps it.
+#[test]
+fn removal_disables_the_interface_before_releasing_the_resources() {
+    for minor in [PnpMinor::SurpriseRemoval, PnpMinor::RemoveDevice] {
+        let mut m = started(&quiet_config(32));
+        assert_eq!(m.pnp(minor, 1_000 * MS), Ok(NtStatus::SUCCESS));
+        assert!(!m.driver().interface_enabled(), "{minor:?}");
+        assert_eq!(
+            m.driver().interface_disabled_holding_bar0(),
+            Some(true),
+            "{minor:?}: disabled while BAR0 was still mapped"
+        );
+    }
+}

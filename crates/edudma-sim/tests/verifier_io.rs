@@ -7,7 +7,7 @@ mod common;
 
 use common::testdriver::{
     self as kit, DEFERRED_START_IO, DMA_ADAPTER_AT_START, KEEP_ADAPTER_AT_REMOVE, MODE,
-    NON_CANCELABLE, Probe, STATUS_PENDING, STATUS_SUCCESS, TestDriver,
+    NON_CANCELABLE, Probe, STATUS_PENDING, STATUS_SUCCESS, TestDriver, WAIT_BEFORE_REMOVE_PASSES,
 };
 use common::{bugcheck, quiet_config};
 use edudma_core::NtStatus;
@@ -481,6 +481,18 @@ fn verifier_leak_check_catches_an_adapter_never_put() {
     assert_eq!(
         m.pnp(PnpMinor::RemoveDevice, MS),
         Err(Crash::BugCheck(Violation::AdapterLeaked))
+    );
+}
+
+#[test]
+fn verifier_catches_a_remove_lock_wait_before_the_removal_went_down() {
+    // Learn: IoReleaseRemoveLockAndWait after passing the remove IRP down.
+    let (mut m, _) = kit::boot::<Bad>(&quiet_config(3), &[(WAIT_BEFORE_REMOVE_PASSES, 1)]);
+    assert_eq!(
+        m.pnp(PnpMinor::RemoveDevice, MS),
+        Err(Crash::BugCheck(
+            Violation::RemoveLockWaitBeforeRemovePassedDown
+        ))
     );
 }
 

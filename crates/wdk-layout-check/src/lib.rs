@@ -109,6 +109,16 @@ pub const KNOWN_DIFFERENCES: &[KnownDifference] = &[
         reason: POINTER_ALIGNMENT,
     },
     KnownDifference {
+        type_name: "IO_STACK_LOCATION",
+        what: "Parameters.Power.Type",
+        reason: POINTER_ALIGNMENT,
+    },
+    KnownDifference {
+        type_name: "IO_STACK_LOCATION",
+        what: "Parameters.Power.State",
+        reason: POINTER_ALIGNMENT,
+    },
+    KnownDifference {
         type_name: "CM_RESOURCE_LIST",
         what: "size",
         reason: PACK_4,
@@ -161,6 +171,11 @@ pub const KNOWN_DIFFERENCES: &[KnownDifference] = &[
     KnownDifference {
         type_name: "CM_PARTIAL_RESOURCE_DESCRIPTOR",
         what: "u.Memory.Length",
+        reason: PACK_4,
+    },
+    KnownDifference {
+        type_name: "CM_PARTIAL_RESOURCE_DESCRIPTOR",
+        what: "u.DeviceSpecificData.DataSize",
         reason: PACK_4,
     },
 ];
@@ -225,6 +240,11 @@ pub fn table() -> Vec<TypeRow> {
             Parameters.QueryInterface.Version => Parameters.QueryInterface.Version;
             Parameters.QueryInterface.Interface => Parameters.QueryInterface.Interface;
             Parameters.QueryInterface.InterfaceSpecificData => Parameters.QueryInterface.InterfaceSpecificData;
+            Parameters.Power.Type => Parameters.Power.Type;
+            Parameters.Power.State => Parameters.Power.State;
+            DeviceObject => DeviceObject;
+            CompletionRoutine => CompletionRoutine;
+            Context => Context;
         }
         DRIVER_OBJECT: wdk_sys::DRIVER_OBJECT, wf::DRIVER_OBJECT {
             DriverExtension => DriverExtension;
@@ -372,6 +392,7 @@ pub fn table() -> Vec<TypeRow> {
             Flags => Flags;
             u.Memory.Start.QuadPart => u.Memory.Start;
             u.Memory.Length => u.Memory.Length;
+            u.DeviceSpecificData.DataSize => u.DeviceSpecificData.DataSize;
         }
         IO_CONNECT_INTERRUPT_PARAMETERS: wdk_sys::IO_CONNECT_INTERRUPT_PARAMETERS, ws::IO_CONNECT_INTERRUPT_PARAMETERS {
             Version => Version;

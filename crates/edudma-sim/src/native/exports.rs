@@ -280,9 +280,14 @@ pub unsafe extern "C" fn IoSetDeviceInterfaceState(
     let c = Call::enter();
     // SAFETY: the caller's string.
     let name = unsafe { objects::read_unicode(SymbolicLinkName) };
-    match c.n.objects().interfaces.get_mut(&name) {
+    let mut o = c.n.objects();
+    let holding = !o.mappings.is_empty();
+    match o.interfaces.get_mut(&name) {
         Some(state) => {
             *state = Enable != 0;
+            if Enable == 0 {
+                o.interface_disabled_holding_bar0 = Some(holding);
+            }
             st(NtStatus::SUCCESS)
         }
         None => STATUS_OBJECT_NAME_NOT_FOUND,
@@ -842,13 +847,29 @@ pub unsafe extern "C" fn IoReleaseRemoveLockEx(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn IoReleaseRemoveLockAndWaitEx(
     RemoveLock: *mut IO_REMOVE_LOCK,
-    _Tag: PVOID,
+    Tag: PVOID,
     RemlockSize: ULONG,
 ) {
     let c = Call::enter();
     must_be_passive(&c, "IoReleaseRemoveLockAndWait");
     if !remove_lock_size_ok(&c, RemlockSize) {
         return;
+    }
+    // Learn: "each driver should call IoReleaseRemoveLockAndWait after it
+    // passes the remove IRP to the next-lower driver" (the bus driver then
+    // cancels what it still holds of ours, e.g. a wait-wake IRP).
+    let waits_first = {
+        let o = c.n.objects();
+        o.irps.get(&(Tag as usize)).is_some_and(|r| {
+            // SAFETY: a live IRP block; its first location is the PnP manager's.
+            let minor = unsafe { (*objects::first_location(Tag as usize)).MinorFunction };
+            r.kind == IrpKind::System
+                && u32::from(minor) == wdk_sys::IRP_MN_REMOVE_DEVICE
+                && r.completed.is_none()
+        })
+    };
+    if waits_first {
+        c.report(Violation::RemoveLockWaitBeforeRemovePassedDown);
     }
     // SAFETY: an initialized lock: mark removed, drop the caller's
     // reference and the initial bias, wait for the others.

@@ -188,6 +188,12 @@ impl NativeDriver {
         self.0.objects().interfaces.values().any(|on| *on)
     }
 
+    /// When the device interface was last disabled, whether the driver still
+    /// held BAR0 (it disabled the interface before releasing resources).
+    pub fn interface_disabled_holding_bar0(&self) -> Option<bool> {
+        self.0.objects().interface_disabled_holding_bar0
+    }
+
     /// The leak check of the native objects after unload: what is still
     /// allocated or registered that the driver should have given back.
     pub fn leaks(&self) -> Vec<String> {

@@ -30,6 +30,11 @@ pub const BAR0_LENGTH: u32 = 1 << 20;
 /// `CmResourceTypeMemory`, `CmResourceTypeInterrupt` (wdm.h).
 const CM_MEMORY: u8 = 3;
 const CM_INTERRUPT: u8 = 2;
+const CM_DEVICE_SPECIFIC: u8 = 5;
+/// Bytes of device-specific data in the start's resource list: not a
+/// multiple of 4, so the descriptors after it are not even 4-aligned and a
+/// walk that does not step over the data reads garbage.
+const DEVICE_SPECIFIC_BYTES: usize = 6;
 /// Where MDLs pretend the user buffers live (page-aligned, user space).
 const USER_VA_BASE: u64 = 0x0000_7FF0_0000_0000;
 
@@ -258,6 +263,9 @@ pub struct Objects {
     pub links: BTreeSet<String>,
     /// Device interfaces registered → enabled.
     pub interfaces: BTreeMap<String, bool>,
+    /// When an interface was last disabled: did the driver still hold its
+    /// BAR0 mapping (resources not released yet)?
+    pub interface_disabled_holding_bar0: Option<bool>,
     /// Strings the kernel allocated for the driver (`RtlFreeUnicodeString`).
     pub strings: BTreeMap<usize, Vec<u16>>,
     /// `Device Parameters` values.
@@ -349,6 +357,7 @@ impl Objects {
             files: BTreeMap::new(),
             links: BTreeSet::new(),
             interfaces: BTreeMap::new(),
+            interface_disabled_holding_bar0: None,
             fdo_name: None,
             file_names: BTreeMap::new(),
             strings: BTreeMap::new(),
@@ -758,13 +767,17 @@ pub fn build_system_irp(
     addr
 }
 
-/// One full descriptor (PCI) with BAR0 and the interrupt.
+/// One full descriptor (PCI): device-specific data (whose bytes follow its
+/// descriptor, Learn `CM_PARTIAL_RESOURCE_DESCRIPTOR`), the interrupt, then
+/// BAR0 — last, so that only a walk that steps over the data finds it.
 fn resource_list() -> (*mut CM_RESOURCE_LIST, usize) {
-    let bytes = size_of::<CM_RESOURCE_LIST>() + size_of::<CM_PARTIAL_RESOURCE_DESCRIPTOR>() * 2;
+    let descriptor = size_of::<CM_PARTIAL_RESOURCE_DESCRIPTOR>();
+    let bytes = size_of::<CM_RESOURCE_LIST>() + descriptor * 2 + DEVICE_SPECIFIC_BYTES;
     let words = bytes.div_ceil(8);
     let list = alloc_words(words) as *mut CM_RESOURCE_LIST;
-    // SAFETY: zeroed memory large enough for the list and two descriptors;
-    // the structures are pack(4): every write goes through a raw pointer.
+    // SAFETY: zeroed memory large enough for the list, three descriptors and
+    // the data; the structures are pack(4) and the ones after the data are
+    // unaligned: every write goes through a raw pointer, unaligned.
     unsafe {
         (&raw mut (*list).Count).write_unaligned(1);
         let full = (&raw mut (*list).List).cast::<CM_FULL_RESOURCE_DESCRIPTOR>();
@@ -772,13 +785,22 @@ fn resource_list() -> (*mut CM_RESOURCE_LIST, usize) {
         let partial = &raw mut (*full).PartialResourceList;
         (&raw mut (*partial).Version).write_unaligned(1);
         (&raw mut (*partial).Revision).write_unaligned(1);
-        (&raw mut (*partial).Count).write_unaligned(2);
-        let d = (&raw mut (*partial).PartialDescriptors).cast::<CM_PARTIAL_RESOURCE_DESCRIPTOR>();
+        (&raw mut (*partial).Count).write_unaligned(3);
+        let s = (&raw mut (*partial).PartialDescriptors).cast::<CM_PARTIAL_RESOURCE_DESCRIPTOR>();
+        (&raw mut (*s).Type).write_unaligned(CM_DEVICE_SPECIFIC);
+        (&raw mut (*s).u.DeviceSpecificData.DataSize).write_unaligned(DEVICE_SPECIFIC_BYTES as u32);
+        let data = s.add(1).cast::<u8>();
+        // Data that reads like a memory descriptor to a walk that does not
+        // step over it.
+        data.write_bytes(CM_MEMORY, DEVICE_SPECIFIC_BYTES);
+        let i = data
+            .add(DEVICE_SPECIFIC_BYTES)
+            .cast::<CM_PARTIAL_RESOURCE_DESCRIPTOR>();
+        (&raw mut (*i).Type).write_unaligned(CM_INTERRUPT);
+        let d = i.add(1);
         (&raw mut (*d).Type).write_unaligned(CM_MEMORY);
         (&raw mut (*d).u.Memory.Start.QuadPart).write_unaligned(BAR0_PHYSICAL);
         (&raw mut (*d).u.Memory.Length).write_unaligned(BAR0_LENGTH);
-        let i = d.add(1);
-        (&raw mut (*i).Type).write_unaligned(CM_INTERRUPT);
     }
     (list, words)
 }

@@ -38,9 +38,10 @@ use edudma_sim::native::{NativeConfig, NativeDriver};
 use edudma_sim::sched::MS;
 use edudma_sim::wdm::PnpMinor;
 use wdk_sys::ntddk::{
-    IoAttachDeviceToDeviceStack, IoConnectInterruptEx, IoCreateDevice, IoDeleteDevice,
-    IoDetachDevice, IoDisconnectInterruptEx, IoForwardIrpSynchronously, IoGetDmaAdapter,
-    IoOpenDeviceRegistryKey, IoSetStartIoAttributes, IofCallDriver, IofCompleteRequest,
+    IoAcquireRemoveLockEx, IoAttachDeviceToDeviceStack, IoConnectInterruptEx, IoCreateDevice,
+    IoDeleteDevice, IoDetachDevice, IoDisconnectInterruptEx, IoForwardIrpSynchronously,
+    IoGetDmaAdapter, IoInitializeRemoveLockEx, IoOpenDeviceRegistryKey,
+    IoReleaseRemoveLockAndWaitEx, IoSetStartIoAttributes, IofCallDriver, IofCompleteRequest,
     KeFlushQueuedDpcs, KeGetCurrentIrql, KeInitializeDpc, KeInsertQueueDpc, MmMapIoSpaceEx,
     MmUnmapIoSpace, ZwClose, ZwQueryValueKey,
 };
@@ -49,11 +50,11 @@ use wdk_sys::{
     CM_FULL_RESOURCE_DESCRIPTOR, CM_PARTIAL_RESOURCE_DESCRIPTOR, CM_RESOURCE_LIST,
     DEVICE_DESCRIPTION, DEVICE_OBJECT, DMA_ADAPTER, DO_DEVICE_INITIALIZING, DO_DIRECT_IO,
     DRIVER_OBJECT, HANDLE, IO_CONNECT_INTERRUPT_PARAMETERS, IO_DISCONNECT_INTERRUPT_PARAMETERS,
-    IO_NO_INCREMENT, IO_STACK_LOCATION, IRP, IRP_MJ_CLOSE, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL,
-    IRP_MJ_PNP, IRP_MJ_READ, IRP_MJ_WRITE, IRP_MN_REMOVE_DEVICE, IRP_MN_START_DEVICE,
-    IRP_MN_STOP_DEVICE, IRP_MN_SURPRISE_REMOVAL, KDPC, KSPIN_LOCK, NTSTATUS, PDRIVER_CANCEL,
-    PHYSICAL_ADDRESS, PKINTERRUPT, PVOID, SIZE_T, SL_PENDING_RETURNED, ULONG, ULONG_PTR,
-    UNICODE_STRING,
+    IO_NO_INCREMENT, IO_REMOVE_LOCK, IO_STACK_LOCATION, IRP, IRP_MJ_CLOSE, IRP_MJ_CREATE,
+    IRP_MJ_DEVICE_CONTROL, IRP_MJ_PNP, IRP_MJ_READ, IRP_MJ_WRITE, IRP_MN_REMOVE_DEVICE,
+    IRP_MN_START_DEVICE, IRP_MN_STOP_DEVICE, IRP_MN_SURPRISE_REMOVAL, KDPC, KSPIN_LOCK, NTSTATUS,
+    PDRIVER_CANCEL, PHYSICAL_ADDRESS, PKINTERRUPT, PVOID, SIZE_T, SL_PENDING_RETURNED, ULONG,
+    ULONG_PTR, UNICODE_STRING,
 };
 
 // ---- the DDI shapes and header values ----------------------------------------
@@ -77,6 +78,8 @@ const KEY_READ: ULONG = 0x0002_0019;
 const REG_DWORD: u32 = 4;
 /// `CmResourceTypeMemory` (wdm.h).
 const CM_RESOURCE_TYPE_MEMORY: u8 = 3;
+/// `CmResourceTypeDeviceSpecific` (wdm.h).
+const CM_RESOURCE_TYPE_DEVICE_SPECIFIC: u8 = 5;
 /// `PAGE_READWRITE | PAGE_NOCACHE` (wdm.h): how registers are mapped.
 const PAGE_READWRITE_NOCACHE: ULONG = 0x04 | 0x200;
 /// `CONNECT_MESSAGE_BASED` (wdm.h).
@@ -104,6 +107,8 @@ pub const NON_CANCELABLE: &str = "NonCancelable";
 pub const DMA_ADAPTER_AT_START: &str = "DmaAdapter";
 /// 1: removal forgets to put the adapter (a leak on purpose).
 pub const KEEP_ADAPTER_AT_REMOVE: &str = "KeepAdapterAtRemove";
+/// 1: removal waits on its remove lock before passing the removal down.
+pub const WAIT_BEFORE_REMOVE_PASSES: &str = "WaitBeforeRemovePasses";
 
 // ---- what the test sees ------------------------------------------------------------
 
@@ -186,6 +191,8 @@ pub struct Ext {
     pub want_adapter: bool,
     /// The registry's `KeepAdapterAtRemove`.
     pub keep_adapter: bool,
+    /// The registry's `WaitBeforeRemovePasses`.
+    pub wait_before_remove_passes: bool,
     /// A driver spin lock (`KSPIN_LOCK`, nonpaged).
     pub lock: UnsafeCell<KSPIN_LOCK>,
     /// BAR0, mapped at start.
@@ -299,6 +306,7 @@ unsafe extern "C" fn add_device<D: TestDriver>(
     let non_cancelable = read_dword(pdo, NON_CANCELABLE);
     let want_adapter = read_dword(pdo, DMA_ADAPTER_AT_START) == Some(1);
     let keep_adapter = read_dword(pdo, KEEP_ADAPTER_AT_REMOVE) == Some(1);
+    let wait_before_remove_passes = read_dword(pdo, WAIT_BEFORE_REMOVE_PASSES) == Some(1);
     let probe = locked(&MAILBOX).remove(&id).unwrap_or_default();
     let mut fdo: *mut DEVICE_OBJECT = ptr::null_mut();
     // SAFETY: PASSIVE_LEVEL; our driver object; an unnamed device.
@@ -327,6 +335,7 @@ unsafe extern "C" fn add_device<D: TestDriver>(
             mode,
             want_adapter,
             keep_adapter,
+            wait_before_remove_passes,
             lock: UnsafeCell::new(0),
             bar0: AtomicPtr::new(ptr::null_mut()),
             connection: UnsafeCell::new(ptr::null_mut()),
@@ -617,6 +626,19 @@ unsafe fn remove_device(fdo: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
         }
     }
     let lower = ext.lower;
+    if ext.wait_before_remove_passes {
+        // The misbehaviour: IoReleaseRemoveLockAndWait before the removal
+        // went down (Learn: after). A lock of the moment, tagged by the IRP.
+        // SAFETY: all-zero before IoInitializeRemoveLockEx; PASSIVE_LEVEL.
+        let mut lock: IO_REMOVE_LOCK = unsafe { std::mem::zeroed() };
+        let size = size_of::<IO_REMOVE_LOCK>() as u32;
+        // SAFETY: a local lock, acquired and released with the same tag.
+        unsafe {
+            IoInitializeRemoveLockEx(&mut lock, 0, 0, 0, size);
+            let _ = IoAcquireRemoveLockEx(&mut lock, irp.cast(), c"t".as_ptr(), 0, size);
+            IoReleaseRemoveLockAndWaitEx(&mut lock, irp.cast(), size);
+        }
+    }
     // SAFETY: PASSIVE_LEVEL; the removal goes down the stack, then our
     // device leaves it. The extension is dropped before its memory goes.
     unsafe {
@@ -638,20 +660,28 @@ unsafe fn first_memory_resource(list: *mut CM_RESOURCE_LIST) -> Option<i64> {
         return None;
     }
     // SAFETY: one full descriptor (a PCI function) with `Count` partial
-    // descriptors laid out contiguously; pack(4): raw pointers, by-value reads.
+    // descriptors one after the other, a device-specific one followed by its
+    // data (so the next may be unaligned); pack(4): raw pointers, unaligned
+    // by-value reads.
     unsafe {
-        if (*list).Count == 0 {
+        if (&raw const (*list).Count).read_unaligned() == 0 {
             return None;
         }
         let full = (&raw mut (*list).List).cast::<CM_FULL_RESOURCE_DESCRIPTOR>();
         let partial = &raw mut (*full).PartialResourceList;
-        let first =
+        let mut d =
             (&raw mut (*partial).PartialDescriptors).cast::<CM_PARTIAL_RESOURCE_DESCRIPTOR>();
-        for i in 0..(*partial).Count as usize {
-            let d = first.add(i);
-            if (*d).Type == CM_RESOURCE_TYPE_MEMORY {
-                return Some((*d).u.Memory.Start.QuadPart);
+        for _ in 0..(&raw const (*partial).Count).read_unaligned() as usize {
+            let kind = (&raw const (*d).Type).read_unaligned();
+            if kind == CM_RESOURCE_TYPE_MEMORY {
+                return Some((&raw const (*d).u.Memory.Start.QuadPart).read_unaligned());
             }
+            let data = if kind == CM_RESOURCE_TYPE_DEVICE_SPECIFIC {
+                (&raw const (*d).u.DeviceSpecificData.DataSize).read_unaligned() as usize
+            } else {
+                0
+            };
+            d = d.add(1).cast::<u8>().add(data).cast();
         }
         None
     }
