@@ -98,10 +98,15 @@ impl WinDma {
 ///
 /// It returns `KeepObject`: the channel and its map registers stay held
 /// until the transfer ends, and one `FreeAdapterChannel` gives both back
-/// (step 9). `DeallocateObjectKeepRegisters` would free the channel here and
-/// leave the registers to `FreeMapRegisters` — the other documented ending
-/// for a bus master, with no advantage for a device that moves one request
-/// at a time. `_device` is the PDO the allocation named (Learn).
+/// (step 9 of the version-3 sequence). Learn (IO_ALLOCATION_ACTION) says a
+/// packet-based bus master "should return DeallocateObjectKeepRegisters",
+/// which frees the adapter object here so that another device object can
+/// allocate it while this one's map registers stay held (then released with
+/// `FreeMapRegisters`). That buys nothing here: the adapter IoGetDmaAdapter
+/// returned serves this one device, whose StartIo never asks for a second
+/// channel before the first is freed; keeping the object makes the one
+/// documented v3 release, `FreeAdapterChannel`, the only one. `_device` is
+/// the PDO the allocation named (Learn).
 unsafe extern "C" fn execution_routine(
     _device: *mut DEVICE_OBJECT,
     _irp: *mut IRP,
