@@ -27,3 +27,7 @@ cargo +nightly miri test -p edudma-sim --test smoke -- write_then_read_back
 cargo +nightly miri test -p edudma-sim --test glue -- \
     an_irp_cancelled_before_io_start_packet_is_cancelled_at_once \
     cleanup_cancels_the_request_of_its_file_object_only
+# Power: the S-IRP's completion routine, PoRequestPowerIrp's D-IRPs and
+# their callbacks, the D3 drain and the D0 restore.
+cargo +nightly miri test -p edudma-sim --test power -- \
+    sx_brings_d3_reported_first_and_s0_brings_d0_and_bus_mastering_back
