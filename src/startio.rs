@@ -55,6 +55,16 @@ pub fn deliver(ext: &DeviceExtension, completion: Completion<ReqId>) {
         }
         return;
     }
+    if ext.draining.load(Ordering::Acquire) {
+        // A D3 IRP waits for the request in flight to end (the engine has
+        // ended it): look again. Before the completion: once the IRP's
+        // remove-lock reference is dropped, `ext` may be gone.
+        // SAFETY: initialized in AddDevice; KeSetEvent with Wait FALSE is
+        // callable at DISPATCH_LEVEL.
+        unsafe {
+            let _ = KeSetEvent(ext.power_drained.get(), IO_NO_INCREMENT as i32, 0);
+        }
+    }
     let irp = completion.request.irp;
     // SAFETY: the completion makes us the IRP's owner. If a cancel routine
     // was already taken by IoCancelIrp, it is running under the cancel spin
@@ -76,14 +86,6 @@ pub fn deliver(ext: &DeviceExtension, completion: Completion<ReqId>) {
         }
         ffi::complete_irp(irp, completion.status.0, completion.information);
         ffi::release_remove_lock(ext.remove_lock(), irp.cast());
-    }
-    if ext.draining.load(Ordering::Acquire) {
-        // A D3 IRP waits for the request in flight to end: look again.
-        // SAFETY: initialized in AddDevice; KeSetEvent with Wait FALSE is
-        // callable at DISPATCH_LEVEL.
-        unsafe {
-            let _ = KeSetEvent(ext.power_drained.get(), IO_NO_INCREMENT as i32, 0);
-        }
     }
 }
 
