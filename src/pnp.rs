@@ -11,15 +11,15 @@ use wdk_sys::ntddk::{
     IoBuildSynchronousFsdRequest, IoDeleteDevice, IoDetachDevice, IoForwardIrpSynchronously,
     IoGetAttachedDeviceReference, IoGetDmaAdapter, IoSetDeviceInterfaceState, KeClearEvent,
     KeFlushQueuedDpcs, KeInitializeEvent, KeWaitForSingleObject, MmMapIoSpaceEx, MmUnmapIoSpace,
-    ObfDereferenceObject, RtlFreeUnicodeString,
+    ObfDereferenceObject, PoSetPowerState, RtlFreeUnicodeString,
 };
 use wdk_sys::{
-    _DMA_SPEED, _DMA_WIDTH, _EVENT_TYPE, _INTERFACE_TYPE, _KWAIT_REASON, _MODE,
+    _DMA_SPEED, _DMA_WIDTH, _EVENT_TYPE, _INTERFACE_TYPE, _KWAIT_REASON, _MODE, _POWER_STATE_TYPE,
     BUS_INTERFACE_STANDARD, DEVICE_DESCRIPTION, DEVICE_OBJECT, IO_STATUS_BLOCK, IRP, IRP_MJ_PNP,
     IRP_MN_CANCEL_REMOVE_DEVICE, IRP_MN_CANCEL_STOP_DEVICE, IRP_MN_QUERY_INTERFACE,
     IRP_MN_QUERY_PNP_DEVICE_STATE, IRP_MN_QUERY_REMOVE_DEVICE, IRP_MN_QUERY_STOP_DEVICE,
     IRP_MN_REMOVE_DEVICE, IRP_MN_START_DEVICE, IRP_MN_STOP_DEVICE, IRP_MN_SURPRISE_REMOVAL, KEVENT,
-    NTSTATUS, PHYSICAL_ADDRESS, PNP_DEVICE_FAILED, PVOID, SIZE_T,
+    NTSTATUS, PHYSICAL_ADDRESS, PNP_DEVICE_FAILED, POWER_STATE, PVOID, SIZE_T,
     STATUS_DEVICE_CONFIGURATION_ERROR, STATUS_DEVICE_NOT_READY, STATUS_INSUFFICIENT_RESOURCES,
     STATUS_NOT_SUPPORTED, STATUS_PENDING, STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
 };
@@ -222,6 +222,22 @@ unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
         unmap(ext);
         release_bus_interface(ext);
         return status.0;
+    }
+    // A start finds the device in D0 (Learn, PoSetPowerState: "When handling
+    // a PnP IRP_MN_START_DEVICE request, the driver should call
+    // PoSetPowerState to notify the power manager that the device is in the
+    // D0 state"); whatever a failed wake left behind is over.
+    ext.device_off.store(false, Ordering::Release);
+    ext.draining.store(false, Ordering::Release);
+    // SAFETY: our FDO; PASSIVE_LEVEL.
+    unsafe {
+        let _ = PoSetPowerState(
+            ext.fdo,
+            _POWER_STATE_TYPE::DevicePowerState,
+            POWER_STATE {
+                DeviceState: edudma_core::engine::POWER_DEVICE_D0,
+            },
+        );
     }
     set_interface(ext, true);
     ext.pnp.store(pnp_state::STARTED, Ordering::Release);

@@ -152,20 +152,35 @@ unsafe extern "C" fn system_power_done(
         if requested == STATUS_PENDING {
             return STATUS_MORE_PROCESSING_REQUIRED;
         }
-        // No device IRP: the system IRP fails with the reason.
+        // No device IRP: a query fails with the reason; a set cannot fail
+        // (Learn, "Power IRPs for the System": a driver "cannot fail
+        // IRP_MN_SET_POWER").
+        let status = settled_status(minor, requested);
         // SAFETY: ours until this routine returns.
-        unsafe { ffi::set_irp_status(irp, requested) };
+        unsafe { ffi::set_irp_status(irp, status) };
     }
     // SAFETY: the reference taken in dispatch_power; the IRP goes on up.
     unsafe { ffi::release_remove_lock(ext.remove_lock(), irp.cast()) };
     STATUS_SUCCESS // STATUS_CONTINUE_COMPLETION
 }
 
-/// `REQUEST_POWER_COMPLETE` of the device IRP: complete the system IRP with
-/// its status.
+/// The status a system IRP completes with when its device IRP ended with
+/// `device`: a query takes it, a set succeeds whatever happened (a set
+/// cannot be failed; a device that did not come back is reported failed
+/// through PnP instead).
+fn settled_status(minor: UCHAR, device: NTSTATUS) -> NTSTATUS {
+    if u32::from(minor) == IRP_MN_QUERY_POWER {
+        device
+    } else {
+        STATUS_SUCCESS
+    }
+}
+
+/// `REQUEST_POWER_COMPLETE` of the device IRP: complete the system IRP
+/// (see [`settled_status`]).
 unsafe extern "C" fn device_power_done(
     _device: *mut DEVICE_OBJECT,
-    _minor: UCHAR,
+    minor: UCHAR,
     _state: POWER_STATE,
     context: PVOID,
     io_status: *mut IO_STATUS_BLOCK,
@@ -175,7 +190,8 @@ unsafe extern "C" fn device_power_done(
     // ours (the unwind stopped there), so its device object is our FDO.
     unsafe {
         let ext = DeviceExtension::from_device((*ffi::current_stack(system_irp)).DeviceObject);
-        ffi::complete_irp(system_irp, ffi::io_status_status(&*io_status), 0);
+        let status = settled_status(minor, ffi::io_status_status(&*io_status));
+        ffi::complete_irp(system_irp, status, 0);
         ffi::release_remove_lock(ext.remove_lock(), system_irp.cast());
     }
 }
@@ -185,6 +201,14 @@ unsafe extern "C" fn device_power_done(
 /// # Safety
 /// PASSIVE_LEVEL; we own `irp` and hold its remove-lock reference.
 unsafe fn power_down(ext: &DeviceExtension, irp: *mut IRP, state: POWER_STATE) -> NTSTATUS {
+    if ext.device_off.load(Ordering::Acquire) {
+        // Already out of D0 (D3 after D2, say): nothing runs, nothing decodes.
+        // SAFETY: our FDO; PASSIVE_LEVEL; we own the IRP.
+        unsafe {
+            let _ = PoSetPowerState(ext.fdo, _POWER_STATE_TYPE::DevicePowerState, state);
+            return pass_down(ext, irp);
+        }
+    }
     ext.draining.store(true, Ordering::Release);
     loop {
         // Cleared before the engine is asked, so a completion in between
@@ -235,8 +259,8 @@ unsafe fn power_up(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
         // SAFETY: the IRP came back to us.
         unsafe { ffi::irp_status(irp) }
     };
+    restore_device(ext, status >= 0);
     if status >= 0 {
-        restore_device(ext);
         // SAFETY: our FDO, after the device entered D0.
         unsafe {
             let _ = PoSetPowerState(
@@ -256,21 +280,30 @@ unsafe fn power_up(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
     status
 }
 
-/// Back in D0: the wake reset the PCI function and the device kept stale
-/// registers. Bus mastering first (a held packet starts right after), then
-/// the engine's ID check and quiesce; a device that does not come back is
-/// reported failed.
-fn restore_device(ext: &DeviceExtension) {
-    ext.device_off.store(false, Ordering::Release);
+/// After the D0 IRP (`powered`: the bus driver completed it with success):
+/// the wake reset the PCI function and the device kept stale registers.
+/// Bus mastering first (a held packet starts right after), then the
+/// engine's ID check and quiesce. A device that did not come back, or that
+/// the watchdog cut off the bus on purpose (it may still own an abandoned
+/// command), gets no bus mastering: the engine fails the held packet and the
+/// device is reported failed, so the PnP manager restarts or removes it.
+fn restore_device(ext: &DeviceExtension, powered: bool) {
     let started = !ext.bar0.load(Ordering::Acquire).is_null();
+    let cut_off = ext.lock().engine.device_failed();
+    if powered {
+        // Decoding again. Stale interrupt bits the ISR may acknowledge before
+        // the quiesce below are harmless: the engine believes the command
+        // register, not the bits.
+        ext.device_off.store(false, Ordering::Release);
+    }
     // SAFETY: started: the bus interface is held until the hardware is
     // released, which cannot happen while we hold the remove lock of a
     // power IRP (PnP and power are serialized for this stack).
-    let bus_master = !started || unsafe { restore_bus_master(ext) }.is_ok();
+    let restored = powered && !cut_off && (!started || unsafe { restore_bus_master(ext) }.is_ok());
     let up = {
         let mut shared = ext.lock();
         let mut regs = shared.regs();
-        shared.engine.power_up(bus_master, &mut regs)
+        shared.engine.power_up(restored, &mut regs)
     };
     if let Some(c) = up.resumed {
         deliver(ext, c);

@@ -74,6 +74,9 @@ pub struct PowerModel {
     pub sleeps: u64,
     /// Device set-power IRPs the bus driver completed.
     pub device_irps: u64,
+    /// Fault injection: the bus driver fails D0 IRPs (the function did not
+    /// come back from the wake); it stays out of D0.
+    pub fail_d0: bool,
 }
 
 impl Default for PowerModel {
@@ -84,6 +87,7 @@ impl Default for PowerModel {
             decodes: true,
             sleeps: 0,
             device_irps: 0,
+            fail_d0: false,
         }
     }
 }
@@ -95,13 +99,19 @@ impl Sys {
         self.with(|k| std::mem::replace(&mut k.power.reported, state))
     }
 
-    /// The PCI bus driver completes a device set-power IRP at the PDO.
-    pub fn pci_set_device_power(&self, state: DevicePower) {
+    /// The PCI bus driver completes a device set-power IRP at the PDO; false
+    /// when it fails it ([`PowerModel::fail_d0`]).
+    pub fn pci_set_device_power(&self, state: DevicePower) -> bool {
         self.with(|k| {
             k.power.device_irps += 1;
+            if state == DevicePower::D0 && k.power.fail_d0 {
+                return false;
+            }
             match state {
                 DevicePower::Off => {
-                    if k.device.busy() {
+                    // A command the device still owns with Bus Master Enable
+                    // off (abandoned by a watchdog) cannot reach memory.
+                    if k.device.busy() && k.device.bus_master() {
                         k.verifier.report(Violation::PoweredDownWithDmaInFlight);
                     }
                     if k.power.reported != DevicePower::Off {
@@ -113,6 +123,16 @@ impl Sys {
                 DevicePower::D0 => Self::restore_function(k),
             }
             k.power.function = state;
+            true
+        })
+    }
+
+    /// The PCI bus driver starts the function: it is in D0 for the start
+    /// (the PnP manager powers a device up to start it).
+    pub fn pci_start_device(&self) {
+        self.with(|k| {
+            k.power.function = DevicePower::D0;
+            Self::restore_function(k);
         });
     }
 

@@ -205,6 +205,78 @@ fn a_request_sent_in_d3_is_held_and_can_be_cancelled() {
     assert!(violations(&m).is_empty(), "{:?}", violations(&m));
 }
 
+/// The function does not come back from the wake (the bus driver fails
+/// the D0 IRP): the system set-power IRP still succeeds (a set cannot be
+/// failed), the request held across the sleep fails instead of hanging, the
+/// device is reported failed, and the PnP manager's restart brings it back
+/// in D0, reported and taking interrupts again.
+#[test]
+fn a_device_that_does_not_come_back_fails_its_held_request_and_restarts() {
+    let mut m = started(&quiet_config(14), 0);
+    let set = m.system_power(PowerMinor::Set, SystemPower::Sleeping3, 1_000 * MS);
+    assert_eq!(set, Ok(NtStatus::SUCCESS));
+    let held = write(&mut m, 0, pattern(32, 3));
+    m.sys().with(|k| k.power.fail_d0 = true);
+    m.sys().sleep_and_wake();
+    let set = m.system_power(PowerMinor::Set, SystemPower::Working, 1_000 * MS);
+    assert_eq!(set, Ok(NtStatus::SUCCESS), "S0 cannot fail");
+    let r = m.wait(held, 1_000 * MS).expect("the held write ends");
+    assert_eq!(r.status, NtStatus::DEVICE_HARDWARE_ERROR);
+    let (status, state) = m
+        .run(0, Irql::Passive, |d, sys| d.query_pnp_device_state(sys))
+        .unwrap();
+    assert_eq!(status, NtStatus::SUCCESS);
+    assert_ne!(state & wdk_sys::PNP_DEVICE_FAILED as usize, 0, "{state:#x}");
+    // The PnP manager restarts it.
+    m.sys().with(|k| k.power.fail_d0 = false);
+    assert_eq!(
+        m.pnp(PnpMinor::StopDevice, 1_000 * MS),
+        Ok(NtStatus::SUCCESS)
+    );
+    assert_eq!(m.pnp(PnpMinor::StartDevice, MS), Ok(NtStatus::SUCCESS));
+    assert_eq!(
+        m.sys().with(|k| k.power.reported),
+        DevicePower::D0,
+        "the start reports D0"
+    );
+    let data = pattern(48, 4);
+    let irp = write(&mut m, 0, data.clone());
+    assert_eq!(m.wait(irp, 1_000 * MS).unwrap().status, NtStatus::SUCCESS);
+    assert_eq!(read(&mut m, 0, 48), data);
+    assert!(violations(&m).is_empty(), "{:?}", violations(&m));
+}
+
+/// A device the watchdog cut off the bus (it may still own the abandoned
+/// command) stays off the bus across a sleep: D0 does not turn bus
+/// mastering back on; only the PnP restart does.
+#[test]
+fn a_device_cut_off_the_bus_stays_off_it_across_a_sleep() {
+    let mut c = quiet_config(15);
+    c.edu.dma_stall_ns = 1_500 * MS;
+    let mut m = started(&c, 0);
+    let irp = m
+        .send(
+            IrpSpec::Read {
+                offset: 0,
+                length: 64,
+            },
+            &BufferLayout::default(),
+        )
+        .expect("send");
+    assert_eq!(
+        m.wait(irp, 3_000 * MS).unwrap().status,
+        NtStatus::IO_TIMEOUT
+    );
+    assert_eq!(m.sys().pci_command() & 0x4, 0, "cut off");
+    assert_eq!(m.sleep(2_000 * MS), Ok(NtStatus::SUCCESS));
+    assert_eq!(
+        m.sys().pci_command() & 0x4,
+        0,
+        "still off the bus after the wake"
+    );
+    assert!(violations(&m).is_empty(), "{:?}", violations(&m));
+}
+
 // ---- the model's power checks can fire ---------------------------------------
 
 #[test]

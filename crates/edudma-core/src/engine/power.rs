@@ -40,19 +40,19 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         self.powered_down
     }
 
-    /// The D0 IRP came back from the bus driver (the function is decoding
-    /// again) and the glue tried to set Bus Master Enable again
-    /// (`bus_master`: it succeeded): the device must still be the edu device
-    /// — its registers survived the wake, so it is quiesced as at start —
-    /// and then the packet held while powered down starts. If bus mastering
-    /// could not be restored or the ID register is wrong, the device is
-    /// failed (the glue reports it); the held packet is then failed too,
-    /// never lost.
-    pub fn power_up(&mut self, bus_master: bool, regs: &mut impl RegisterFile) -> PowerUp<R> {
-        self.powered_down = false;
+    /// The D0 IRP came back from the bus driver. `restored`: it succeeded
+    /// (the function decodes again) and the glue set Bus Master Enable again.
+    /// Then the device must still be the edu device — its registers survived
+    /// the wake, so it is quiesced as at start — and the packet held while
+    /// powered down starts. Otherwise (no D0, no bus mastering, or a wrong ID
+    /// register) the device is failed until the next start (the glue reports
+    /// it) and the held packet is failed too, never lost; without `restored`
+    /// the registers stay untouched until that start (they may not decode).
+    pub fn power_up(&mut self, restored: bool, regs: &mut impl RegisterFile) -> PowerUp<R> {
+        self.powered_down = !restored;
         let status = if !matches!(self.state, State::Idle(_)) {
             NtStatus::SUCCESS
-        } else if !bus_master {
+        } else if !restored {
             self.failed = true;
             NtStatus::DEVICE_CONFIGURATION_ERROR
         } else if regs.read32(regs::REG_ID) == self.device_id {

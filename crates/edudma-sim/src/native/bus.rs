@@ -76,13 +76,15 @@ pub(crate) unsafe fn dispatch(n: &Arc<Native>, irp: *mut IRP) -> NTSTATUS {
                 status = NtStatus::SUCCESS.0;
             }
         } else {
+            if minor == wdk_sys::IRP_MN_START_DEVICE {
+                n.sys.pci_start_device();
+            }
             // Start, stop, removal and the queries: the bus agrees.
             status = NtStatus::SUCCESS.0;
         }
     } else if major == IRP_MJ_POWER {
         // SAFETY: the PDO's location of this power IRP.
-        unsafe { super::power::at_pdo(&n.sys, minor, stack) };
-        status = NtStatus::SUCCESS.0;
+        status = unsafe { super::power::at_pdo(&n.sys, minor, stack) }.0;
     }
     // SAFETY: as above.
     unsafe { (*irp).IoStatus.__bindgen_anon_1.Status = status };

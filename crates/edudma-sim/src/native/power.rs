@@ -208,19 +208,27 @@ impl NativeDriver {
 }
 
 /// The bus driver's handling of a power IRP at the PDO: a D-state changes
-/// the function's decodes; S0 restores a D0 function after a wake.
+/// the function's decodes; S0 restores a D0 function after a wake. The
+/// status it completes the IRP with.
 ///
 /// # Safety
 /// `stack` must be the PDO's location of a live power IRP.
-pub(crate) unsafe fn at_pdo(sys: &Sys, minor: u32, stack: *const wdk_sys::IO_STACK_LOCATION) {
+pub(crate) unsafe fn at_pdo(
+    sys: &Sys,
+    minor: u32,
+    stack: *const wdk_sys::IO_STACK_LOCATION,
+) -> NtStatus {
     if minor != IRP_MN_SET_POWER {
-        return;
+        return NtStatus::SUCCESS;
     }
     // SAFETY: forwarded.
     let (kind, state) = unsafe { parameters(stack) };
     if kind == _POWER_STATE_TYPE::DevicePowerState {
-        sys.pci_set_device_power(device_power(state));
+        if !sys.pci_set_device_power(device_power(state)) {
+            return NtStatus::DEVICE_NOT_READY;
+        }
     } else if state == _SYSTEM_POWER_STATE::PowerSystemWorking {
         sys.pci_system_working();
     }
+    NtStatus::SUCCESS
 }
