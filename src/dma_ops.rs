@@ -139,8 +139,11 @@ pub unsafe extern "C" fn grant_dpc(_dpc: *mut KDPC, context: PVOID, base: PVOID,
         let mut regs = shared.regs();
         shared.engine.channel_granted(MapBase(base), &mut regs)
     };
-    if let Some(c) = completion {
-        deliver(ext, c);
+    match completion {
+        Some(c) => deliver(ext, c),
+        // A grant that came back to a power-down held its request: no
+        // completion, but the drain may be over.
+        None => crate::power::wake_drain(ext),
     }
 }
 

@@ -30,11 +30,11 @@ use core::sync::atomic::Ordering;
 
 use edudma_core::engine::{POWER_DEVICE_D0, device_state_for};
 use wdk_sys::ntddk::{
-    IoForwardIrpSynchronously, IoInvalidateDeviceState, KeClearEvent, KeWaitForSingleObject,
-    PoRequestPowerIrp, PoSetPowerState,
+    IoForwardIrpSynchronously, IoInvalidateDeviceState, KeClearEvent, KeSetEvent,
+    KeWaitForSingleObject, PoRequestPowerIrp, PoSetPowerState,
 };
 use wdk_sys::{
-    _KWAIT_REASON, _MODE, _POWER_STATE_TYPE, DEVICE_OBJECT, IO_STATUS_BLOCK, IRP,
+    _KWAIT_REASON, _MODE, _POWER_STATE_TYPE, DEVICE_OBJECT, IO_NO_INCREMENT, IO_STATUS_BLOCK, IRP,
     IRP_MN_QUERY_POWER, IRP_MN_SET_POWER, NTSTATUS, POWER_STATE, PVOID,
     STATUS_MORE_PROCESSING_REQUIRED, STATUS_PENDING, STATUS_SUCCESS, STATUS_UNSUCCESSFUL, UCHAR,
 };
@@ -215,12 +215,15 @@ unsafe fn power_down(ext: &DeviceExtension, irp: *mut IRP, state: POWER_STATE) -
         // leaves the event set.
         // SAFETY: initialized in AddDevice.
         unsafe { KeClearEvent(ext.power_drained.get()) };
-        let drained = {
+        let down = {
             let mut shared = ext.lock();
             let mut regs = shared.regs();
             shared.engine.power_down(&mut regs)
         };
-        if drained {
+        if let Some(c) = down.completion {
+            deliver(ext, c);
+        }
+        if down.drained {
             break;
         }
         // The request in flight ends (done, cancelled or timed out by the
@@ -244,6 +247,20 @@ unsafe fn power_down(ext: &DeviceExtension, irp: *mut IRP, state: POWER_STATE) -
     unsafe {
         let _ = PoSetPowerState(ext.fdo, _POWER_STATE_TYPE::DevicePowerState, state);
         pass_down(ext, irp)
+    }
+}
+
+/// A D3 IRP may be waiting for the engine to drain: let it look again.
+/// Called after every engine event that may end the work in flight, before
+/// anything that could let the device go (a completion's remove-lock
+/// release). IRQL <= DISPATCH_LEVEL.
+pub fn wake_drain(ext: &DeviceExtension) {
+    if ext.draining.load(Ordering::Acquire) {
+        // SAFETY: initialized in AddDevice; KeSetEvent with Wait FALSE is
+        // callable at DISPATCH_LEVEL.
+        unsafe {
+            let _ = KeSetEvent(ext.power_drained.get(), IO_NO_INCREMENT as i32, 0);
+        }
     }
 }
 

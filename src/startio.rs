@@ -11,9 +11,9 @@ use edudma_core::engine::Completion;
 use edudma_core::ioctl::SelfTestReport;
 use wdk_sys::ntddk::{
     IoAcquireCancelSpinLock, IoReleaseCancelSpinLock, IoStartNextPacket, KeGetCurrentIrql,
-    KeInsertQueueDpc, KeRemoveEntryDeviceQueue, KeSetEvent,
+    KeInsertQueueDpc, KeRemoveEntryDeviceQueue,
 };
-use wdk_sys::{DEVICE_OBJECT, IO_NO_INCREMENT, IRP, KDPC, KIRQL, PVOID};
+use wdk_sys::{DEVICE_OBJECT, IRP, KDPC, KIRQL, PVOID};
 
 use crate::device::{DeviceExtension, ReqId};
 use crate::dispatch::{Classified, classify};
@@ -55,16 +55,9 @@ pub fn deliver(ext: &DeviceExtension, completion: Completion<ReqId>) {
         }
         return;
     }
-    if ext.draining.load(Ordering::Acquire) {
-        // A D3 IRP waits for the request in flight to end (the engine has
-        // ended it): look again. Before the completion: once the IRP's
-        // remove-lock reference is dropped, `ext` may be gone.
-        // SAFETY: initialized in AddDevice; KeSetEvent with Wait FALSE is
-        // callable at DISPATCH_LEVEL.
-        unsafe {
-            let _ = KeSetEvent(ext.power_drained.get(), IO_NO_INCREMENT as i32, 0);
-        }
-    }
+    // Before the completion: once the IRP's remove-lock reference is
+    // dropped, `ext` may be gone.
+    crate::power::wake_drain(ext);
     let irp = completion.request.irp;
     // SAFETY: the completion makes us the IRP's owner. If a cancel routine
     // was already taken by IoCancelIrp, it is running under the cancel spin

@@ -104,6 +104,14 @@ pub struct Machine<D: WdmDriver> {
     rng: SimRng,
 }
 
+impl<D: WdmDriver> Drop for Machine<D> {
+    fn drop(&mut self) {
+        // The driver's threads end here, on the thread that drops the
+        // machine, not whenever the last of them lets go of it.
+        self.driver.shutdown();
+    }
+}
+
 impl<D: WdmDriver> Machine<D> {
     /// Boot a machine for `driver`.
     pub fn new(config: &MachineConfig, driver: D) -> Self {

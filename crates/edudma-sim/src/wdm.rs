@@ -192,6 +192,9 @@ pub trait WdmDriver {
         let _ = (sys, irp);
     }
 
+    /// The machine is being dropped: end any thread the driver runs on.
+    fn shutdown(&mut self) {}
+
     /// The device object has `DO_POWER_PAGABLE`: power IRPs at PASSIVE_LEVEL.
     fn power_pagable(&mut self, sys: &Sys) -> bool {
         let _ = sys;

@@ -277,6 +277,35 @@ fn a_device_cut_off_the_bus_stays_off_it_across_a_sleep() {
     assert!(violations(&m).is_empty(), "{:?}", violations(&m));
 }
 
+/// A sleep while a write waits for a channel the HAL committed but has not
+/// delivered yet (6 s late): D3 waits for the grant, which frees the
+/// channel and holds the write (no completion comes, the grant itself ends
+/// the drain); after the wake the write goes through.
+#[test]
+fn a_sleep_while_a_grant_is_still_to_come_waits_for_it_and_holds_the_request() {
+    let mut c = quiet_config(16);
+    c.hal.inline_grant_percent = 0;
+    c.hal.grant_latency_ns = Some(6_000 * MS);
+    let native = NativeConfig {
+        seed: c.seed,
+        registry: vec![("AsyncChannelAllocation".to_string(), 1)],
+        ..NativeConfig::default()
+    };
+    let mut m = Machine::new_with(&c, |sys| NativeDriver::new(sys, &native));
+    let loaded = m.run(0, Irql::Passive, |d, sys| d.load(sys));
+    assert_eq!(loaded, Some(NtStatus::SUCCESS));
+    assert_eq!(m.pnp(PnpMinor::StartDevice, MS), Ok(NtStatus::SUCCESS));
+    let data = pattern(64, 5);
+    let irp = write(&mut m, 0, data.clone());
+    m.run_for(MS).unwrap();
+    assert!(!m.is_complete(irp), "the grant is committed, not delivered");
+    assert_eq!(m.sleep(10_000 * MS), Ok(NtStatus::SUCCESS));
+    // The restarted write waits for its own late grant.
+    assert_eq!(m.wait(irp, 10_000 * MS).unwrap().status, NtStatus::SUCCESS);
+    assert_eq!(m.sys().with(|k| k.device.buffer()[..64].to_vec()), data);
+    assert!(violations(&m).is_empty(), "{:?}", violations(&m));
+}
+
 // ---- the model's power checks can fire ---------------------------------------
 
 #[test]

@@ -41,7 +41,7 @@ use core::mem;
 
 pub use config::{AdapterFacts, AllocationPolicy, DEFAULT_WINDOW, EngineConfig};
 pub use power::{
-    POWER_DEVICE_D0, POWER_DEVICE_D3, POWER_SYSTEM_WORKING, PowerUp, device_state_for,
+    POWER_DEVICE_D0, POWER_DEVICE_D3, POWER_SYSTEM_WORKING, PowerDown, PowerUp, device_state_for,
 };
 use selftest::SelfTest;
 
@@ -344,9 +344,10 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
             }
             State::CancellingChannel { job, awaited } => {
                 let channel = awaited.granted(base);
-                if !job.cancelled && self.stopping == Some(StopReason::Stop) {
-                    // Asked back for a stop, not a cancel: the channel goes,
-                    // the request is held for the restart.
+                if !job.cancelled && self.holding() {
+                    // Asked back for a stop or a power-down, not a cancel:
+                    // the channel goes, the request is held for the restart
+                    // or the return to D0.
                     self.stats.free_adapter_channel += 1;
                     let adapter = channel.free();
                     self.settle(adapter);
@@ -933,14 +934,19 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         }
     }
 
-    /// A request that never moved a byte, stopped before its channel was
-    /// granted: held for the restart after a stop, failed otherwise.
+    /// A request taken back now is held, not failed: the device is stopped
+    /// (a rebalance) or leaving D0, and nothing removes it.
+    fn holding(&self) -> bool {
+        match self.stopping {
+            Some(reason) => reason == StopReason::Stop,
+            None => self.powered_down,
+        }
+    }
+
+    /// A request that never moved a byte, taken back before its channel was
+    /// granted: held for the restart or D0 (see `holding`), failed otherwise.
     fn hold_or_fail(&mut self, job: Job<R, D::Mdl>, status: NtStatus) -> Option<Completion<R>> {
-        if self.stopping == Some(StopReason::Stop)
-            && job.done == 0
-            && !job.cancelled
-            && self.held.is_none()
-        {
+        if self.holding() && job.done == 0 && !job.cancelled && self.held.is_none() {
             self.held = Some((
                 job.request,
                 StartRequest::Dma {

@@ -11,6 +11,8 @@
 //! context." So the engine drains before D3 and, back in D0, checks and
 //! quiesces the device as a start does.
 
+use core::mem;
+
 use super::{Completion, DmaOps, Engine, State, quiesce};
 use crate::regs::{self, RegisterFile};
 use crate::status::NtStatus;
@@ -23,15 +25,47 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
     /// is in flight: the device is quiesced and the glue may report the new
     /// state and pass the IRP down. Call again after each completion until
     /// it is true.
-    pub fn power_down(&mut self, regs: &mut impl RegisterFile) -> bool {
+    ///
+    /// A request still waiting for its channel (the map registers may be
+    /// another device's for a long while) is taken back with
+    /// `CancelAdapterChannel` and held; if the HAL has already committed the
+    /// grant, the grant frees the channel and holds the request
+    /// ([`Engine::channel_granted`] returns no completion then: the glue
+    /// asks again after it too).
+    pub fn power_down(&mut self, regs: &mut impl RegisterFile) -> PowerDown<R> {
         self.powered_down = true;
-        match self.state {
-            State::Idle(_) => {
-                quiesce(regs);
-                true
+        let (drained, completion) = match mem::replace(&mut self.state, State::Transient) {
+            State::Idle(adapter) => {
+                self.state = State::Idle(adapter);
+                (true, None)
             }
-            State::Unstarted | State::Stopped => true,
-            _ => false,
+            State::AwaitingChannel { job, pending } => {
+                self.stats.cancel_adapter_channel += 1;
+                match pending.cancel() {
+                    Ok(adapter) => {
+                        self.settle(adapter);
+                        // Nothing moved yet and the held slot is free (this
+                        // was StartIo's current packet): held, not failed.
+                        (true, self.hold_or_fail(job, NtStatus::DEVICE_NOT_READY))
+                    }
+                    Err(awaited) => {
+                        self.state = State::CancellingChannel { job, awaited };
+                        (false, None)
+                    }
+                }
+            }
+            state => {
+                let drained = matches!(state, State::Unstarted | State::Stopped);
+                self.state = state;
+                (drained, None)
+            }
+        };
+        if drained && matches!(self.state, State::Idle(_)) {
+            quiesce(regs);
+        }
+        PowerDown {
+            drained,
+            completion,
         }
     }
 
@@ -67,6 +101,16 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
             resumed: self.resume(regs),
         }
     }
+}
+
+/// What [`Engine::power_down`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PowerDown<R> {
+    /// Nothing is in flight: the device is quiesced, D3 may go down.
+    pub drained: bool,
+    /// A completion to deliver (never expected: a request taken back from
+    /// its channel wait is held; carried so that nothing is ever lost).
+    pub completion: Option<Completion<R>>,
 }
 
 /// What [`Engine::power_up`] found.

@@ -1170,7 +1170,7 @@ fn power_down_when_idle_quiesces_and_holds_the_next_packet_until_d0() {
     let (mut engine, hal, mut edu) = setup();
     edu.status = 0x80;
     edu.irq = 0x100;
-    assert!(engine.power_down(&mut edu), "nothing in flight");
+    assert!(engine.power_down(&mut edu).drained, "nothing in flight");
     assert_eq!((edu.status, edu.irq), (0, 0), "quiesced before D3");
     let before = hal.calls().len();
     assert_eq!(
@@ -1194,16 +1194,16 @@ fn power_down_when_idle_quiesces_and_holds_the_next_packet_until_d0() {
 fn power_down_lets_the_transfer_in_flight_finish_first() {
     let (mut engine, _hal, mut edu) = setup();
     engine.start_io(1, dma(Direction::FromDevice, 0, 64), &mut edu);
-    assert!(!engine.power_down(&mut edu), "a command is running");
+    assert!(!engine.power_down(&mut edu).drained, "a command is running");
     assert_eq!(run_to_completion(&mut engine, &mut edu), ok(1, 64));
-    assert!(engine.power_down(&mut edu), "drained");
+    assert!(engine.power_down(&mut edu).drained, "drained");
     assert!(engine.powered_down());
 }
 
 #[test]
 fn a_device_that_wakes_with_a_wrong_id_is_failed_and_its_held_packet_too() {
     let (mut engine, _hal, mut edu) = setup();
-    assert!(engine.power_down(&mut edu));
+    assert!(engine.power_down(&mut edu).drained);
     engine.start_io(1, dma(Direction::ToDevice, 0, 8), &mut edu);
     edu.removed = true;
     let up = engine.power_up(true, &mut edu);
@@ -1215,7 +1215,7 @@ fn a_device_that_wakes_with_a_wrong_id_is_failed_and_its_held_packet_too() {
 #[test]
 fn a_packet_held_in_d3_can_be_cancelled_or_failed_by_a_removal() {
     let (mut engine, _hal, mut edu) = setup();
-    assert!(engine.power_down(&mut edu));
+    assert!(engine.power_down(&mut edu).drained);
     engine.start_io(1, dma(Direction::ToDevice, 0, 8), &mut edu);
     assert_eq!(
         engine.cancel(1, &mut edu),
@@ -1239,7 +1239,7 @@ fn every_system_state_but_working_maps_to_d3() {
 #[test]
 fn a_device_whose_bus_mastering_cannot_be_restored_is_failed() {
     let (mut engine, hal, mut edu) = setup();
-    assert!(engine.power_down(&mut edu));
+    assert!(engine.power_down(&mut edu).drained);
     engine.start_io(1, dma(Direction::ToDevice, 0, 8), &mut edu);
     let maps = hal.count(|c| matches!(c, Call::Map { .. }));
     let up = engine.power_up(false, &mut edu);
@@ -1255,7 +1255,7 @@ fn a_device_whose_bus_mastering_cannot_be_restored_is_failed() {
 #[test]
 fn a_removal_in_d3_does_not_touch_the_registers() {
     let (mut engine, hal, mut edu) = setup();
-    assert!(engine.power_down(&mut edu));
+    assert!(engine.power_down(&mut edu).drained);
     // Any write now would reach a function that does not decode.
     edu.status = 0x80;
     assert_eq!(engine.stop(StopReason::Remove, &mut edu), None);
@@ -1297,4 +1297,32 @@ fn the_watchdog_is_needed_only_while_the_device_works() {
         engine.needs_watchdog(),
         "the self-test waits for interrupts"
     );
+}
+
+#[test]
+fn power_down_takes_back_a_request_waiting_for_its_channel_and_holds_it() {
+    for cancel_result in [true, false] {
+        let (mut engine, hal, mut edu) = setup();
+        hal.set(|h| {
+            h.sync_busy = true;
+            h.cancel_result = cancel_result;
+        });
+        engine.start_io(1, dma(Direction::ToDevice, 0, 10), &mut edu);
+        let down = engine.power_down(&mut edu);
+        assert_eq!(down.completion, None, "held, not failed");
+        if cancel_result {
+            assert!(down.drained, "CancelAdapterChannel took it back");
+        } else {
+            assert!(!down.drained, "the committed grant is still to come");
+            assert_eq!(engine.channel_granted(BASE, &mut edu), None);
+            assert_eq!(hal.calls().last(), Some(&Call::FreeChannel));
+            assert!(engine.power_down(&mut edu).drained);
+        }
+        assert_eq!(engine.current_request(), Some(1), "held");
+        assert_eq!(hal.count(|c| *c == Call::Cancel), 1);
+        hal.set(|h| h.sync_busy = false);
+        let up = engine.power_up(true, &mut edu);
+        assert_eq!(up.resumed, None, "started again");
+        assert_eq!(run_to_completion(&mut engine, &mut edu), ok(1, 10));
+    }
 }

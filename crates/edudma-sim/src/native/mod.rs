@@ -442,6 +442,10 @@ impl WdmDriver for NativeDriver {
     fn power_pagable(&mut self, _sys: &Sys) -> bool {
         self.fdo_power_pagable()
     }
+
+    fn shutdown(&mut self) {
+        self.0.sched.join_idle_workers();
+    }
 }
 
 impl NativeDriver {

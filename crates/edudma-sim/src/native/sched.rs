@@ -192,23 +192,36 @@ impl Sched {
     }
 }
 
-impl Drop for Sched {
-    fn drop(&mut self) {
-        // Idle workers exit and are joined (nothing outlives the machine);
-        // parked ones (after a bug check) stay parked, never unwound.
-        let g = self.m.get_mut().unwrap_or_else(|e| e.into_inner());
-        let idle: Vec<_> = g.idle.drain(..).collect();
+impl Sched {
+    /// Idle workers exit and are joined (nothing outlives the machine);
+    /// parked ones (after a bug check) stay parked, never unwound. Called
+    /// when the machine is dropped — a worker finishing its last activity
+    /// may hold the machine a moment longer, and the machine's own drop
+    /// then runs on it — and again by `Drop` for whatever came since.
+    pub(crate) fn join_idle_workers(&self) {
+        let idle: Vec<_> = self.lock().idle.drain(..).collect();
         for (_, s) in &idle {
             let _ = s.send(None);
         }
         let me = thread::current().id();
-        let workers = self.workers.get_mut().unwrap_or_else(|e| e.into_inner());
-        for handle in workers.drain(..) {
-            let id = handle.thread().id();
-            if id != me && idle.iter().any(|(t, _)| *t == id) {
-                let _ = handle.join();
-            }
+        let handles: Vec<_> = {
+            let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+            let (joinable, rest): (Vec<_>, Vec<_>) = workers.drain(..).partition(|h| {
+                let id = h.thread().id();
+                id != me && idle.iter().any(|(t, _)| *t == id)
+            });
+            *workers = rest;
+            joinable
+        };
+        for handle in handles {
+            let _ = handle.join();
         }
+    }
+}
+
+impl Drop for Sched {
+    fn drop(&mut self) {
+        self.join_idle_workers();
     }
 }
 
