@@ -708,3 +708,52 @@ fn removal_disables_the_interface_before_releasing_the_resources() {
         );
     }
 }
+
+/// BAR0 is read under the engine lock (#11 item 5): a thread held just
+/// before it takes the lock, while a start maps BAR0 again, must not use the
+/// mapping it could have seen before (none: the device was stopped). Here
+/// the cleanup of a handle cancels a self-test that the restart resumed;
+/// its abandon must reach the device and quiesce it.
+#[test]
+fn a_thread_preempted_before_the_engine_lock_across_a_start_uses_the_new_mapping() {
+    let mut m = started(&quiet_config(33));
+    assert_eq!(
+        m.pnp(PnpMinor::StopDevice, 1_000 * MS),
+        Ok(NtStatus::SUCCESS)
+    );
+    let test = m
+        .send_on(
+            FileId(7),
+            IrpSpec::Control {
+                code: ioctl::IOCTL_EDUDMA_SELFTEST,
+                input: Vec::new(),
+                output_length: size_of::<ioctl::SelfTestReport>() as u32,
+                data: Vec::new(),
+            },
+            &BufferLayout::default(),
+        )
+        .expect("send");
+    m.run_for(10 * MS).unwrap();
+    assert!(!m.is_complete(test), "held while stopped");
+    m.driver().preempt_at_next_spin_lock(|d, sys| {
+        // Another CPU restarts the device meanwhile; the held self-test
+        // resumes and enables the factorial interrupt.
+        assert_eq!(
+            edudma_sim::wdm::WdmDriver::pnp(d, sys, PnpMinor::StartDevice),
+            edudma_sim::wdm::PnpOutcome::Done(NtStatus::SUCCESS),
+        );
+    });
+    assert_eq!(m.cleanup(FileId(7)), Ok(NtStatus::SUCCESS));
+    assert_eq!(
+        m.wait(test, 1_000 * MS).unwrap().status,
+        NtStatus::CANCELLED
+    );
+    let status = m.sys().with(|k| k.device.read(0x20, 4));
+    assert_eq!(
+        status & 0x80,
+        0,
+        "the abandoned self-test quiesced the device"
+    );
+    assert!(m.crash().is_none(), "{:?}", m.crash());
+    m.leak_check().unwrap();
+}

@@ -474,6 +474,7 @@ fn release_as(n: &Native, me: super::sched::ActId, word: usize, lock: SpinLock, 
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeAcquireSpinLockRaiseToDpc(SpinLock: *mut KSPIN_LOCK) -> KIRQL {
+    preempted_here();
     let c = Call::enter();
     let word = SpinLock as usize;
     kirql(acquire(
@@ -481,6 +482,24 @@ pub unsafe extern "C" fn KeAcquireSpinLockRaiseToDpc(SpinLock: *mut KSPIN_LOCK) 
         word,
         crate::irql::SpinLock::Native(word as u64),
     ))
+}
+
+/// A test's preemption armed with `NativeDriver::preempt_at_next_spin_lock`
+/// runs now if the caller is a thread at PASSIVE_LEVEL.
+fn preempted_here() {
+    let (n, _) = current();
+    if n.sys.irql() != Irql::Passive {
+        return;
+    }
+    let then = n
+        .preemption
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(then) = then {
+        let mut driver = NativeDriver(Arc::clone(&n));
+        then(&mut driver, &n.sys);
+    }
 }
 
 #[unsafe(no_mangle)]

@@ -102,7 +102,13 @@ pub struct Native {
     pub(crate) sys: Sys,
     pub(crate) sched: sched::Sched,
     pub(crate) objects: Mutex<objects::Objects>,
+    /// See [`NativeDriver::preempt_at_next_spin_lock`].
+    pub(crate) preemption: Mutex<Option<Preemption>>,
 }
+
+/// What runs while a PASSIVE_LEVEL thread is held just before it takes a
+/// spin lock (see [`NativeDriver::preempt_at_next_spin_lock`]).
+pub type Preemption = Box<dyn FnOnce(&mut NativeDriver, &Sys) + Send>;
 
 impl Native {
     pub(crate) fn objects(&self) -> MutexGuard<'_, objects::Objects> {
@@ -151,6 +157,7 @@ impl NativeDriver {
             sys: sys.clone(),
             sched: sched::Sched::new(cpus, config.seed, config.preempt_percent),
             objects: Mutex::new(objects::Objects::new(&config.registry)),
+            preemption: Mutex::new(None),
         };
         NativeDriver(Arc::new(native))
     }
@@ -192,6 +199,19 @@ impl NativeDriver {
     /// held BAR0 (it disabled the interface before releasing resources).
     pub fn interface_disabled_holding_bar0(&self) -> Option<bool> {
         self.0.objects().interface_disabled_holding_bar0
+    }
+
+    /// A preemption at one exact point, which the seeded scheduler cannot
+    /// aim at: the next thread at PASSIVE_LEVEL that calls
+    /// `KeAcquireSpinLockRaiseToDpc` is held just before it, and `then` runs
+    /// meanwhile (as another CPU would run it: here on the held thread, which
+    /// resumes its acquisition afterwards). For tests of what a driver may
+    /// read before it takes a lock.
+    pub fn preempt_at_next_spin_lock(
+        &self,
+        then: impl FnOnce(&mut NativeDriver, &Sys) + Send + 'static,
+    ) {
+        *self.0.preemption.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(then));
     }
 
     /// The leak check of the native objects after unload: what is still
