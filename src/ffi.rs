@@ -27,15 +27,16 @@ use core::sync::atomic::{compiler_fence, fence};
 use wdk_sys::ntddk::{
     IoAcquireRemoveLockEx, IoInitializeRemoveLockEx, IoReleaseRemoveLockAndWaitEx,
     IoReleaseRemoveLockEx, IofCallDriver, IofCompleteRequest, KeInitializeDpc, KeInsertQueueDpc,
+    KeWaitForSingleObject,
 };
 use wdk_sys::{
-    BUS_INTERFACE_STANDARD, CM_PARTIAL_RESOURCE_DESCRIPTOR, CM_RESOURCE_LIST, DEVICE_OBJECT,
-    DMA_TRANSFER_INFO, FILE_OBJECT, GUID, INTERFACE, IO_CONNECT_INTERRUPT_PARAMETERS,
-    IO_DISCONNECT_INTERRUPT_PARAMETERS, IO_NO_INCREMENT, IO_REMOVE_LOCK, IO_STACK_LOCATION,
-    IO_STATUS_BLOCK, IRP, KDEVICE_QUEUE_ENTRY, KDPC, KSPIN_LOCK, LIST_ENTRY, MDL, NTSTATUS,
-    PIO_COMPLETION_ROUTINE, PKINTERRUPT, POWER_STATE, POWER_STATE_TYPE, PVOID,
-    SCATTER_GATHER_ELEMENT, SCATTER_GATHER_LIST, SL_INVOKE_ON_CANCEL, SL_INVOKE_ON_ERROR,
-    SL_INVOKE_ON_SUCCESS, SL_PENDING_RETURNED, ULONG_PTR,
+    _KWAIT_REASON, _MODE, BUS_INTERFACE_STANDARD, CM_PARTIAL_RESOURCE_DESCRIPTOR, CM_RESOURCE_LIST,
+    DEVICE_OBJECT, DMA_TRANSFER_INFO, FILE_OBJECT, GUID, INTERFACE,
+    IO_CONNECT_INTERRUPT_PARAMETERS, IO_DISCONNECT_INTERRUPT_PARAMETERS, IO_NO_INCREMENT,
+    IO_REMOVE_LOCK, IO_STACK_LOCATION, IO_STATUS_BLOCK, IRP, KDEVICE_QUEUE_ENTRY, KDPC, KEVENT,
+    KSPIN_LOCK, LIST_ENTRY, MDL, NTSTATUS, PIO_COMPLETION_ROUTINE, PKINTERRUPT, POWER_STATE,
+    POWER_STATE_TYPE, PVOID, SCATTER_GATHER_ELEMENT, SCATTER_GATHER_LIST, SL_INVOKE_ON_CANCEL,
+    SL_INVOKE_ON_ERROR, SL_INVOKE_ON_SUCCESS, SL_PENDING_RETURNED, ULONG_PTR,
 };
 
 // ---- numeric macros of the WDK headers --------------------------------------
@@ -219,6 +220,24 @@ pub unsafe fn skip_current_stack_location(irp: *mut IRP) {
 pub unsafe fn call_driver(device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
     // SAFETY: forwarded from the caller.
     unsafe { IofCallDriver(device, irp) }
+}
+
+/// `KeWaitForSingleObject(event, Executive, KernelMode, FALSE, NULL)`: wait,
+/// without a timeout, for an event to be signalled.
+///
+/// # Safety
+/// PASSIVE_LEVEL; `event` is an initialized KEVENT that outlives the wait.
+pub unsafe fn wait_for_event(event: *mut KEVENT) {
+    // SAFETY: forwarded; a KEVENT is a dispatcher object.
+    unsafe {
+        let _ = KeWaitForSingleObject(
+            event.cast(),
+            _KWAIT_REASON::Executive,
+            _MODE::KernelMode as i8,
+            0,
+            ptr::null_mut(),
+        );
+    }
 }
 
 /// `IoCompleteRequest(Irp, IO_NO_INCREMENT)` (wdm.h macro → `IofCompleteRequest`;

@@ -10,11 +10,11 @@ use edudma_core::regs::{BAR0_SIZE, DEVICE_BUFFER_SIZE, DMA_ADDRESS_BITS};
 use wdk_sys::ntddk::{
     IoBuildSynchronousFsdRequest, IoDeleteDevice, IoDetachDevice, IoForwardIrpSynchronously,
     IoGetAttachedDeviceReference, IoGetDmaAdapter, IoSetDeviceInterfaceState, KeClearEvent,
-    KeFlushQueuedDpcs, KeInitializeEvent, KeWaitForSingleObject, MmMapIoSpaceEx, MmUnmapIoSpace,
-    ObfDereferenceObject, PoSetPowerState, RtlFreeUnicodeString,
+    KeFlushQueuedDpcs, KeInitializeEvent, MmMapIoSpaceEx, MmUnmapIoSpace, ObfDereferenceObject,
+    PoSetPowerState, RtlFreeUnicodeString,
 };
 use wdk_sys::{
-    _DMA_SPEED, _DMA_WIDTH, _EVENT_TYPE, _INTERFACE_TYPE, _KWAIT_REASON, _MODE, _POWER_STATE_TYPE,
+    _DMA_SPEED, _DMA_WIDTH, _EVENT_TYPE, _INTERFACE_TYPE, _POWER_STATE_TYPE,
     BUS_INTERFACE_STANDARD, DEVICE_DESCRIPTION, DEVICE_OBJECT, IO_STATUS_BLOCK, IRP, IRP_MJ_PNP,
     IRP_MN_CANCEL_REMOVE_DEVICE, IRP_MN_CANCEL_STOP_DEVICE, IRP_MN_QUERY_INTERFACE,
     IRP_MN_QUERY_PNP_DEVICE_STATE, IRP_MN_QUERY_REMOVE_DEVICE, IRP_MN_QUERY_STOP_DEVICE,
@@ -285,15 +285,7 @@ fn release_hardware(ext: &DeviceExtension, reason: StopReason, next: u32) {
     // took the device off the bus); until then the HAL may still run our
     // execution routine and the device may still own a mapping.
     // SAFETY: PASSIVE_LEVEL; the event lives in the extension.
-    unsafe {
-        let _ = KeWaitForSingleObject(
-            ext.adapter_put.get().cast(),
-            _KWAIT_REASON::Executive,
-            _MODE::KernelMode as i8,
-            0,
-            ptr::null_mut(),
-        );
-    }
+    unsafe { ffi::wait_for_event(ext.adapter_put.get()) };
     isr::stop_watchdog(ext);
     isr::disconnect(ext);
     // SAFETY: PASSIVE_LEVEL; waits for every queued DPC (ISR, watchdog,
@@ -542,13 +534,7 @@ unsafe fn query_bus_interface(
         ffi::set_query_interface(next, &ffi::GUID_BUS_INTERFACE_STANDARD, bus);
         let mut status = ffi::call_driver(top, irp);
         if status == STATUS_PENDING {
-            let _ = KeWaitForSingleObject(
-                ptr::from_mut(&mut event).cast(),
-                _KWAIT_REASON::Executive,
-                _MODE::KernelMode as i8,
-                0,
-                ptr::null_mut(),
-            );
+            ffi::wait_for_event(&mut event);
             status = ffi::io_status_status(&io_status);
         }
         ObfDereferenceObject(top.cast());

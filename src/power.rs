@@ -28,15 +28,16 @@
 use core::ptr;
 use core::sync::atomic::Ordering;
 
-use edudma_core::engine::{POWER_DEVICE_D0, device_state_for};
+use edudma_core::NtStatus;
+use edudma_core::engine::{POWER_DEVICE_D0, device_state_for, system_power_status};
 use wdk_sys::ntddk::{
     IoForwardIrpSynchronously, IoInvalidateDeviceState, KeClearEvent, KeSetEvent,
-    KeWaitForSingleObject, PoRequestPowerIrp, PoSetPowerState,
+    PoRequestPowerIrp, PoSetPowerState,
 };
 use wdk_sys::{
-    _KWAIT_REASON, _MODE, _POWER_STATE_TYPE, DEVICE_OBJECT, IO_NO_INCREMENT, IO_STATUS_BLOCK, IRP,
-    IRP_MN_QUERY_POWER, IRP_MN_SET_POWER, NTSTATUS, POWER_STATE, PVOID,
-    STATUS_MORE_PROCESSING_REQUIRED, STATUS_PENDING, STATUS_SUCCESS, STATUS_UNSUCCESSFUL, UCHAR,
+    _POWER_STATE_TYPE, DEVICE_OBJECT, IO_NO_INCREMENT, IO_STATUS_BLOCK, IRP, IRP_MN_QUERY_POWER,
+    IRP_MN_SET_POWER, NTSTATUS, POWER_STATE, PVOID, STATUS_MORE_PROCESSING_REQUIRED,
+    STATUS_PENDING, STATUS_SUCCESS, STATUS_UNSUCCESSFUL, UCHAR,
 };
 
 use crate::device::DeviceExtension;
@@ -164,16 +165,9 @@ unsafe extern "C" fn system_power_done(
     STATUS_SUCCESS // STATUS_CONTINUE_COMPLETION
 }
 
-/// The status a system IRP completes with when its device IRP ended with
-/// `device`: a query takes it, a set succeeds whatever happened (a set
-/// cannot be failed; a device that did not come back is reported failed
-/// through PnP instead).
+/// [`system_power_status`] for a minor code.
 fn settled_status(minor: UCHAR, device: NTSTATUS) -> NTSTATUS {
-    if u32::from(minor) == IRP_MN_QUERY_POWER {
-        device
-    } else {
-        STATUS_SUCCESS
-    }
+    system_power_status(u32::from(minor) == IRP_MN_QUERY_POWER, NtStatus(device)).0
 }
 
 /// `REQUEST_POWER_COMPLETE` of the device IRP: complete the system IRP
@@ -229,15 +223,7 @@ unsafe fn power_down(ext: &DeviceExtension, irp: *mut IRP, state: POWER_STATE) -
         // The request in flight ends (done, cancelled or timed out by the
         // watchdog) and its completion sets the event.
         // SAFETY: PASSIVE_LEVEL; the event lives in the extension.
-        unsafe {
-            let _ = KeWaitForSingleObject(
-                ext.power_drained.get().cast(),
-                _KWAIT_REASON::Executive,
-                _MODE::KernelMode as i8,
-                0,
-                ptr::null_mut(),
-            );
-        }
+        unsafe { ffi::wait_for_event(ext.power_drained.get()) };
     }
     ext.draining.store(false, Ordering::Release);
     ext.device_off.store(true, Ordering::Release);

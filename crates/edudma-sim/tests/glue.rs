@@ -12,7 +12,7 @@ use edudma_sim::io::{FileId, IrpId};
 use edudma_sim::irql::Irql;
 use edudma_sim::machine::{IrpSpec, Machine, MachineConfig};
 use edudma_sim::mdl::BufferLayout;
-use edudma_sim::native::{NativeConfig, NativeDriver};
+use edudma_sim::native::NativeDriver;
 use edudma_sim::sched::{DpcId, Event, MS, US};
 use edudma_sim::wdm::PnpMinor;
 use zerocopy::FromBytes;
@@ -23,16 +23,7 @@ const GRANT_DPC: u32 = 1;
 const MAILBOX_DPC: u32 = 2;
 
 fn started_with(config: &MachineConfig, preempt_percent: u32) -> Machine<NativeDriver> {
-    let native = NativeConfig {
-        seed: config.seed,
-        preempt_percent,
-        ..NativeConfig::default()
-    };
-    let mut m = Machine::new_with(config, |sys| NativeDriver::new(sys, &native));
-    let loaded = m.run(0, Irql::Passive, |d, sys| d.load(sys));
-    assert_eq!(loaded, Some(NtStatus::SUCCESS));
-    assert_eq!(m.pnp(PnpMinor::StartDevice, MS), Ok(NtStatus::SUCCESS));
-    m
+    boot_native(config, preempt_percent, &[])
 }
 
 fn started(config: &MachineConfig) -> Machine<NativeDriver> {
@@ -422,20 +413,6 @@ fn a_stop_waits_for_an_isr_running_on_another_cpu() {
     );
 }
 
-fn started_native(config: &MachineConfig, registry: &[(&str, u32)]) -> Machine<NativeDriver> {
-    let native = NativeConfig {
-        seed: config.seed,
-        preempt_percent: 0,
-        registry: registry.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-        ..NativeConfig::default()
-    };
-    let mut m = Machine::new_with(config, |sys| NativeDriver::new(sys, &native));
-    let loaded = m.run(0, Irql::Passive, |d, sys| d.load(sys));
-    assert_eq!(loaded, Some(NtStatus::SUCCESS));
-    assert_eq!(m.pnp(PnpMinor::StartDevice, MS), Ok(NtStatus::SUCCESS));
-    m
-}
-
 /// A stop waits for the proof that the adapter is put, however long the
 /// HAL takes to deliver a grant it already committed (Windows gives no
 /// bound): nothing is freed under an execution routine still to come, and
@@ -445,7 +422,7 @@ fn a_stop_waits_for_a_late_grant_and_puts_the_adapter() {
     let mut c = quiet_config(24);
     c.hal.inline_grant_percent = 0;
     c.hal.grant_latency_ns = Some(6_000 * MS);
-    let mut m = started_native(&c, &[("AsyncChannelAllocation", 1)]);
+    let mut m = boot_native(&c, 0, &[("AsyncChannelAllocation", 1)]);
     let irp = write(&mut m, 0, 64);
     m.run_for(MS).unwrap();
     assert!(

@@ -13,23 +13,14 @@ use edudma_sim::io::IrpId;
 use edudma_sim::irql::Irql;
 use edudma_sim::machine::{IrpSpec, Machine, MachineConfig};
 use edudma_sim::mdl::BufferLayout;
-use edudma_sim::native::{NativeConfig, NativeDriver};
+use edudma_sim::native::NativeDriver;
 use edudma_sim::power::{DevicePower, PowerMinor, SystemPower};
 use edudma_sim::sched::MS;
 use edudma_sim::verifier::Violation;
 use edudma_sim::wdm::PnpMinor;
 
 fn started(config: &MachineConfig, preempt_percent: u32) -> Machine<NativeDriver> {
-    let native = NativeConfig {
-        seed: config.seed,
-        preempt_percent,
-        ..NativeConfig::default()
-    };
-    let mut m = Machine::new_with(config, |sys| NativeDriver::new(sys, &native));
-    let loaded = m.run(0, Irql::Passive, |d, sys| d.load(sys));
-    assert_eq!(loaded, Some(NtStatus::SUCCESS));
-    assert_eq!(m.pnp(PnpMinor::StartDevice, MS), Ok(NtStatus::SUCCESS));
-    m
+    boot_native(config, preempt_percent, &[])
 }
 
 fn pattern(len: usize, salt: u8) -> Vec<u8> {
@@ -286,15 +277,7 @@ fn a_sleep_while_a_grant_is_still_to_come_waits_for_it_and_holds_the_request() {
     let mut c = quiet_config(16);
     c.hal.inline_grant_percent = 0;
     c.hal.grant_latency_ns = Some(6_000 * MS);
-    let native = NativeConfig {
-        seed: c.seed,
-        registry: vec![("AsyncChannelAllocation".to_string(), 1)],
-        ..NativeConfig::default()
-    };
-    let mut m = Machine::new_with(&c, |sys| NativeDriver::new(sys, &native));
-    let loaded = m.run(0, Irql::Passive, |d, sys| d.load(sys));
-    assert_eq!(loaded, Some(NtStatus::SUCCESS));
-    assert_eq!(m.pnp(PnpMinor::StartDevice, MS), Ok(NtStatus::SUCCESS));
+    let mut m = boot_native(&c, 0, &[("AsyncChannelAllocation", 1)]);
     let data = pattern(64, 5);
     let irp = write(&mut m, 0, data.clone());
     m.run_for(MS).unwrap();

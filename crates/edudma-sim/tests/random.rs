@@ -105,6 +105,29 @@ fn submit_write(
     .map_err(|e| format!("submit: {e}"))
 }
 
+/// Every write (in submission order, which StartIo keeps) succeeded and
+/// landed whole across `what`; the device buffer is the shadow then.
+fn all_land(
+    sim: &mut SimMachine,
+    writes: Vec<(edudma_sim::io::IrpId, u32, Vec<u8>)>,
+    shadow: &mut [u8; 4096],
+    what: &str,
+) -> Result<(), String> {
+    for (irp, offset, data) in writes {
+        let res = sim
+            .wait(irp)
+            .map_err(|e| format!("wait across {what}: {e}"))?;
+        if res.status != NtStatus::SUCCESS {
+            return Err(format!("a write across {what} ended {}", res.status));
+        }
+        shadow[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
+    }
+    if sim.device_buffer() != *shadow {
+        return Err(format!("device buffer wrong after writes across {what}"));
+    }
+    Ok(())
+}
+
 fn scenario(seed: u64) -> Result<(), String> {
     let mut r = SimRng::new(seed ^ 0x5EED_0000_0000);
     let cfg = config(&mut r, seed);
@@ -233,19 +256,8 @@ fn scenario(seed: u64) -> Result<(), String> {
                 // stopped, start. Nothing fails: the stop lets the transfer
                 // in flight finish and holds the rest until the restart.
                 let mut writes = Vec::new();
-                let submit = |sim: &mut SimMachine, r: &mut SimRng| {
-                    let (offset, len) = range(r, window);
-                    let mut data = vec![0u8; len as usize];
-                    r.fill(&mut data);
-                    sim.submit(IrpSpec::Write {
-                        offset: i64::from(offset),
-                        data: data.clone(),
-                    })
-                    .map(|irp| (irp, offset, data))
-                    .map_err(|e| format!("submit: {e}"))
-                };
                 for _ in 0..r.range(1, 3) {
-                    writes.push(submit(&mut sim, &mut r)?);
+                    writes.push(submit_write(&mut sim, &mut r, window)?);
                 }
                 sim.run_for(Duration::from_micros(r.below(250_000)))
                     .map_err(|e| format!("run: {e}"))?;
@@ -269,7 +281,7 @@ fn scenario(seed: u64) -> Result<(), String> {
                         return Err(format!("stop ended {stopped}"));
                     }
                     if r.chance(50) {
-                        writes.push(submit(&mut sim, &mut r)?);
+                        writes.push(submit_write(&mut sim, &mut r, window)?);
                     }
                     sim.run_for(Duration::from_micros(r.below(50_000)))
                         .map_err(|e| format!("run while stopped: {e}"))?;
@@ -278,18 +290,7 @@ fn scenario(seed: u64) -> Result<(), String> {
                         return Err(format!("restart ended {started}"));
                     }
                 }
-                for (irp, offset, data) in writes {
-                    let res = sim
-                        .wait(irp)
-                        .map_err(|e| format!("wait across a stop: {e}"))?;
-                    if res.status != NtStatus::SUCCESS {
-                        return Err(format!("a write across a stop ended {}", res.status));
-                    }
-                    shadow[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
-                }
-                if sim.device_buffer() != shadow {
-                    return Err("device buffer wrong after writes across a stop".into());
-                }
+                all_land(&mut sim, writes, &mut shadow, "a stop")?;
             }
             10 => {
                 // A system sleep with I/O in flight and queued: the request
@@ -305,18 +306,7 @@ fn scenario(seed: u64) -> Result<(), String> {
                 if slept != NtStatus::SUCCESS {
                     return Err(format!("sleep ended {slept}"));
                 }
-                for (irp, offset, data) in writes {
-                    let res = sim
-                        .wait(irp)
-                        .map_err(|e| format!("wait across a sleep: {e}"))?;
-                    if res.status != NtStatus::SUCCESS {
-                        return Err(format!("a write across a sleep ended {}", res.status));
-                    }
-                    shadow[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
-                }
-                if sim.device_buffer() != shadow {
-                    return Err("device buffer wrong after writes across a sleep".into());
-                }
+                all_land(&mut sim, writes, &mut shadow, "a sleep")?;
             }
             11 => {
                 // An orderly removal with I/O pending: query-remove, then

@@ -42,6 +42,7 @@ use core::mem;
 pub use config::{AdapterFacts, AllocationPolicy, DEFAULT_WINDOW, EngineConfig};
 pub use power::{
     POWER_DEVICE_D0, POWER_DEVICE_D3, POWER_SYSTEM_WORKING, PowerDown, PowerUp, device_state_for,
+    system_power_status,
 };
 use selftest::SelfTest;
 

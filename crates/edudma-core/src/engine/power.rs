@@ -123,6 +123,15 @@ pub struct PowerUp<R> {
     pub resumed: Option<Completion<R>>,
 }
 
+/// The status a system power IRP completes with once its device IRP ended
+/// with `device`: a query (`query`) takes it; a set succeeds whatever
+/// happened (Learn, "Power IRPs for the System": a driver "cannot fail
+/// IRP_MN_SET_POWER"; a device that did not come back is reported failed
+/// through PnP instead).
+pub const fn system_power_status(query: bool, device: NtStatus) -> NtStatus {
+    if query { device } else { NtStatus::SUCCESS }
+}
+
 /// `PowerSystemWorking` (wdm.h `SYSTEM_POWER_STATE`).
 pub const POWER_SYSTEM_WORKING: i32 = 1;
 /// `PowerDeviceD0` (wdm.h `DEVICE_POWER_STATE`).

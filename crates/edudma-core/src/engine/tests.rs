@@ -1229,6 +1229,17 @@ fn a_packet_held_in_d3_can_be_cancelled_or_failed_by_a_removal() {
 }
 
 #[test]
+fn a_system_query_takes_the_device_irps_status_and_a_set_never_fails() {
+    let refused = NtStatus::DEVICE_NOT_READY;
+    assert_eq!(system_power_status(true, refused), refused);
+    assert_eq!(system_power_status(false, refused), NtStatus::SUCCESS);
+    assert_eq!(
+        system_power_status(true, NtStatus::SUCCESS),
+        NtStatus::SUCCESS
+    );
+}
+
+#[test]
 fn every_system_state_but_working_maps_to_d3() {
     assert_eq!(device_state_for(POWER_SYSTEM_WORKING), POWER_DEVICE_D0);
     for sleeping in 2..=6 {

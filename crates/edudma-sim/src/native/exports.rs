@@ -113,7 +113,7 @@ impl Call {
         self.n.sys.with(|k| k.faults.push(Crash::Hang(why)));
     }
 
-    fn report(&self, v: Violation) {
+    pub(crate) fn report(&self, v: Violation) {
         self.n.sys.report_violation(v);
     }
 
@@ -687,6 +687,14 @@ pub unsafe extern "C" fn KeCancelTimer(_Timer: *mut KTIMER) -> BOOLEAN {
 
 // ---- waits -----------------------------------------------------------------------------
 
+/// IRQL checking of a DDI callable at IRQL <= DISPATCH_LEVEL.
+pub(crate) fn must_be_at_most_dispatch(c: &Call, routine: &'static str) {
+    let irql = c.n.sys.irql();
+    if irql > Irql::Dispatch {
+        c.report(Violation::WrongIrql { routine, irql });
+    }
+}
+
 fn must_be_passive(c: &Call, routine: &'static str) {
     let irql = c.n.sys.irql();
     if irql > Irql::Apc {
@@ -716,13 +724,7 @@ pub unsafe extern "C" fn KeSetEvent(
     _Wait: BOOLEAN,
 ) -> LONG {
     let c = Call::enter();
-    let irql = c.n.sys.irql();
-    if irql > Irql::Dispatch {
-        c.report(Violation::WrongIrql {
-            routine: "KeSetEvent",
-            irql,
-        });
-    }
+    must_be_at_most_dispatch(&c, "KeSetEvent");
     // SAFETY: the caller's initialized event; a waiter sees the state
     // (Wait::NonZero) the next time the scheduler looks.
     unsafe { std::mem::replace(&mut (*Event).Header.SignalState, 1) }
@@ -955,13 +957,7 @@ pub unsafe extern "C" fn IoConnectInterruptEx(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn IoInvalidateDeviceState(_PhysicalDeviceObject: *mut DEVICE_OBJECT) {
     let c = Call::enter();
-    let irql = c.n.sys.irql();
-    if irql > Irql::Dispatch {
-        c.report(Violation::WrongIrql {
-            routine: "IoInvalidateDeviceState",
-            irql,
-        });
-    }
+    must_be_at_most_dispatch(&c, "IoInvalidateDeviceState");
     c.n.sys.with(|k| k.stats.device_state_invalidated += 1);
 }
 

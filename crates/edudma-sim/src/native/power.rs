@@ -14,14 +14,12 @@ use wdk_sys::{
     POWER_STATE_TYPE, PREQUEST_POWER_COMPLETE, PVOID, UCHAR,
 };
 
-use super::exports::Call;
+use super::exports::{Call, must_be_at_most_dispatch};
 use super::objects::{self, PowerRequest};
 use super::{Native, NativeDriver};
-use crate::irql::Irql;
 use crate::kernel::Sys;
 use crate::power::{DevicePower, PowerMinor, SystemPower};
 use crate::sched::{Event, US};
-use crate::verifier::Violation;
 
 const _: () = {
     let _ = [wdk_sys::ntddk::PoRequestPowerIrp, PoRequestPowerIrp];
@@ -64,13 +62,7 @@ pub unsafe extern "C" fn PoRequestPowerIrp(
     Irp: *mut *mut IRP,
 ) -> NTSTATUS {
     let c = Call::enter();
-    let irql = c.n.sys.irql();
-    if irql > Irql::Dispatch {
-        c.n.sys.report_violation(Violation::WrongIrql {
-            routine: "PoRequestPowerIrp",
-            irql,
-        });
-    }
+    must_be_at_most_dispatch(&c, "PoRequestPowerIrp");
     let minor = u32::from(MinorFunction);
     if minor != IRP_MN_SET_POWER && minor != IRP_MN_QUERY_POWER {
         // Learn: only IRP_MN_QUERY_POWER, IRP_MN_SET_POWER and
@@ -115,6 +107,7 @@ pub unsafe extern "C" fn PoSetPowerState(
     State: POWER_STATE,
 ) -> POWER_STATE {
     let c = Call::enter();
+    must_be_at_most_dispatch(&c, "PoSetPowerState");
     if Type != _POWER_STATE_TYPE::DevicePowerState {
         // A system state: only the previous one is returned.
         return State;

@@ -12,6 +12,7 @@ use edudma_sim::irql::Irql;
 use edudma_sim::kernel::Sys;
 use edudma_sim::machine::{Machine, MachineConfig};
 use edudma_sim::mdl::{BufferLayout, MdlId};
+use edudma_sim::native::{NativeConfig, NativeDriver};
 use edudma_sim::verifier::Violation;
 use edudma_sim::wdm::{PnpMinor, PnpOutcome, SimDma, WdmDriver};
 
@@ -39,6 +40,30 @@ impl WdmDriver for Null {
     fn execution_routine(&mut self, _: &Sys, _: MapRegisterBase) -> IoAllocationAction {
         IoAllocationAction::KeepObject
     }
+}
+
+/// A machine running the driver that ships (`src/` itself): loaded
+/// (DriverEntry, AddDevice) and started, its scheduler preempting at
+/// `preempt_percent` of the switch points, `registry` its Device Parameters.
+pub fn boot_native(
+    config: &MachineConfig,
+    preempt_percent: u32,
+    registry: &[(&str, u32)],
+) -> Machine<NativeDriver> {
+    let native = NativeConfig {
+        seed: config.seed,
+        preempt_percent,
+        registry: registry.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        ..NativeConfig::default()
+    };
+    let mut m = Machine::new_with(config, |sys| NativeDriver::new(sys, &native));
+    let loaded = m.run(0, Irql::Passive, |d, sys| d.load(sys));
+    assert_eq!(loaded, Some(NtStatus::SUCCESS));
+    assert_eq!(
+        m.pnp(PnpMinor::StartDevice, edudma_sim::sched::MS),
+        Ok(NtStatus::SUCCESS)
+    );
+    m
 }
 
 /// A quiet machine: no contention, grants inline.
