@@ -355,6 +355,10 @@ pub fn table() -> Vec<TypeRow> {
             Length => Length;
             Reserved => Reserved;
         }
+        POWER_STATE: wdk_sys::POWER_STATE, ws::POWER_STATE {
+            SystemState => SystemState;
+            DeviceState => DeviceState;
+        }
         BUS_INTERFACE_STANDARD: wdk_sys::BUS_INTERFACE_STANDARD, ws::BUS_INTERFACE_STANDARD {
             Size => Size;
             Version => Version;
