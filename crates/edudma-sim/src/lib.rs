@@ -8,8 +8,9 @@
 //! — and the kernel exports through which the real driver (`src/`) runs on it.
 //!
 //! - [`phys`], [`mdl`]: memory and MDLs.
-//! - [`hal`]: `IoGetDmaAdapter` and the DMA operations, with the verifier's checks.
-//! - [`verifier`]: every rule, a named [`verifier::Violation`].
+//! - [`hal`], [`verifier`]: `IoGetDmaAdapter`, the DMA operations and every
+//!   rule, a named [`verifier::Violation`] — the one model of `edudma-hal`,
+//!   which the hardware-in-the-loop harness runs over the guest's pages too.
 //! - [`edu`]: the device model; [`power`]: what sleep and D-states do to it.
 //! - [`irql`], [`sched`], [`io`], [`kernel`]: processors, time, IRPs and the DDIs.
 //! - [`wdm`]: the driver's side of the contract ([`wdm::WdmDriver`]) and the
@@ -48,10 +49,10 @@ pub mod mdl;
 pub mod native;
 pub mod phys;
 pub mod power;
-pub mod rng;
+pub use edudma_hal::rng;
 pub mod sched;
 pub mod sim;
-pub mod verifier;
+pub use edudma_hal::verifier;
 pub mod wdm;
 
 pub use kernel::Crash;

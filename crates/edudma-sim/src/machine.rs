@@ -7,7 +7,7 @@ use edudma_core::NtStatus;
 use edudma_core::ioctl::{METHOD_BUFFERED, METHOD_IN_DIRECT, method_of};
 
 use crate::edu::{EduConfig, EduDevice};
-use crate::hal::{Hal, HalConfig};
+use crate::hal::HalConfig;
 use crate::io::{DeviceQueue, Irp, IrpId, IrpTable, Major};
 use crate::irql::{Cpus, Irql};
 use crate::kernel::{Crash, Kernel, KernelStats, Sys};
@@ -129,7 +129,7 @@ impl<D: WdmDriver> Machine<D> {
                 .double_buffer_all
                 .unwrap_or(config.dma_verification),
         );
-        let hal = Hal::new(hal_config, &mut mem);
+        let hal = crate::hal::new_hal(hal_config, &mut mem);
         let mut device = EduDevice::new(config.edu, rng.next_u64());
         device.set_bus_master(config.bus_master_at_boot);
         let mut verifier = Verifier::new();
@@ -291,7 +291,7 @@ impl<D: WdmDriver> Machine<D> {
         let irp = self.sys.with(|k| {
             let now = k.sched.now();
             let build = |k: &mut Kernel, length: u32, data: Option<&[u8]>| {
-                let mdl = k.mdls.build(&mut k.mem, &mut k.rng, length, layout)?;
+                let mdl = crate::mdl::build(&mut k.mdls, &mut k.mem, &mut k.rng, length, layout)?;
                 let mut contents = vec![0u8; length as usize];
                 match data {
                     Some(d) => contents[..d.len().min(length as usize)]
@@ -453,7 +453,7 @@ impl<D: WdmDriver> Machine<D> {
                 _ => Vec::new(),
             };
             if let Some(mdl) = i.mdl {
-                k.mdls.free_chain(&mut k.mem, mdl);
+                crate::mdl::free_chain(&mut k.mdls, &mut k.mem, mdl);
             }
             Some(IrpResult {
                 status: i.status.unwrap_or(NtStatus::PENDING),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::rng::SimRng;
 
 /// Bytes in a page.
-pub const PAGE_SIZE: u64 = 4096;
+pub const PAGE_SIZE: u64 = edudma_hal::PAGE_SIZE;
 /// Page size as `usize`.
 pub const PAGE: usize = 4096;
 /// The first address the edu device cannot reach with its 28-bit `dma_mask`.
@@ -223,6 +223,18 @@ impl PhysicalMemory {
             page[off..off + n].fill(byte);
             done += n;
         }
+    }
+}
+
+impl edudma_hal::PhysMemory for PhysicalMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) {
+        PhysicalMemory::read(self, addr, buf);
+    }
+    fn write(&mut self, addr: u64, data: &[u8]) {
+        PhysicalMemory::write(self, addr, data);
+    }
+    fn fill(&mut self, addr: u64, len: usize, byte: u8) {
+        PhysicalMemory::fill(self, addr, len, byte);
     }
 }
 

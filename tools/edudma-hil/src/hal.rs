@@ -1,42 +1,50 @@
-//! A user-space HAL for one 28-bit bus-master adapter: the version-3 DMA
-//! routines ([`DmaOps`]) over real physical pages, with the bookkeeping of a
-//! strict Driver Verifier.
+//! The HAL of the harness: the one model of `edudma-hal` — the simulator's —
+//! run over the guest's pinned pages, behind the [`DmaOps`] the engine owns.
 //!
-//! It behaves like Windows' HAL for `DEVICE_DESCRIPTION_VERSION3` with
-//! `Master`, `ScatterGather` and `DmaAddressWidth = 28`:
-//! - an MDL ([`MdlId`]) is a locked list of physical pages with a byte offset
-//!   and a byte count, registered with [`HalHandle::lock_pages`];
-//! - `MapTransferEx` walks the MDL page by page, one map register per page;
-//!   a page whose range reaches 256 MiB or above is double-buffered through
-//!   the map register's bounce page (allocated below 256 MiB when the adapter
-//!   is created), every other page is handed to the device directly;
-//!   physically adjacent pieces coalesce into one scatter/gather element;
-//! - a transfer that needs more map registers than the channel holds, or more
-//!   elements than the scatter/gather list has room for, is mapped partially;
-//! - `FlushAdapterBuffersEx` after a device → memory transfer copies the bounce
-//!   pages back into the MDL's pages.
+//! It is `IoGetDmaAdapter` with `DEVICE_DESCRIPTION_VERSION3`, `Master`,
+//! `ScatterGather` and the configured `DmaAddressWidth` (28 bits: the edu
+//! device's `dma_mask`). What is the harness's own, and only that, lives
+//! here:
+//! - guest pages ([`GuestPages`]) addressed by physical address for the
+//!   model ([`Pinned`]): a page is known once it is a bounce page or part of
+//!   a locked buffer;
+//! - an MDL ([`MdlId`]) is a locked list of those pages with a byte offset
+//!   and a byte count ([`HalHandle::lock_pages`]); a page that moved since it
+//!   was locked is the model's 0xE6/0x0E;
+//! - a busy adapter ([`HalConfig::busy`]): another device holds the map
+//!   registers, so a synchronous allocation is refused and an asynchronous
+//!   one waits until the harness lets the grant through
+//!   ([`HalHandle::take_queued_grant`]).
 //!
-//! Every rule a strict HAL would bug-check on is recorded as a
-//! [`Violation`] instead (the harness fails the run on any).
+//! Every rule is the model's [`Violation`], with the simulator's codes.
 //! Nothing here panics on bad input.
 
 use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::rc::Rc;
 
 use edudma_core::NtStatus;
-use edudma_core::dma::{
-    AllocateOutcome, AllocationMode, DmaOps, DmaTransferInfo, MAX_SG_ELEMENTS, SgElement, SgList,
+use edudma_core::dma::{AllocateOutcome, AllocationMode, DmaOps, DmaTransferInfo, SgList};
+use edudma_hal::hal::{
+    AdapterId, AllocateResult, BouncePool, DEVICE_DESCRIPTION_VERSION3, DeviceDescription, Hal,
+    HalConfig as ModelConfig, HalCtx, HalStats, InterfaceType, IoAllocationAction, MapRegisterBase,
 };
+use edudma_hal::mdl::{Mdl, MdlTable};
+use edudma_hal::rng::SimRng;
+use edudma_hal::{Irql, Verifier};
+
+pub use edudma_hal::Violation;
+pub use edudma_hal::mdl::MdlId;
 
 /// Page size of the guest (x86-64).
-pub const PAGE_SIZE: usize = 4096;
+pub const PAGE_SIZE: usize = edudma_hal::PAGE_SIZE as usize;
 
-/// Index of one physical page in a [`PhysMemory`].
+/// Index of one physical page in a [`GuestPages`].
 pub type PageId = usize;
 
-/// Guest physical memory, page by page, as the HAL sees it.
-pub trait PhysMemory {
+/// Guest physical memory, page by page, as the harness holds it.
+pub trait GuestPages {
     /// The physical address of `page` as the platform reports it now
     /// (`None` when it cannot tell).
     fn phys(&self, page: PageId) -> Option<u64>;
@@ -54,12 +62,10 @@ pub struct HalConfig {
     pub map_registers: u32,
     /// `DmaAddressWidth`: pages at or above `1 << bits` are bounced.
     pub address_bits: u32,
-    /// Refuse synchronous allocations with `STATUS_INSUFFICIENT_RESOURCES`,
-    /// as if another device held the channel.
-    pub sync_busy: bool,
-    /// Queue asynchronous allocations: the execution routine runs later,
-    /// when the harness calls [`HalHandle::take_queued_grant`].
-    pub queue_async: bool,
+    /// Another device holds the map registers: synchronous allocations are
+    /// refused with `STATUS_INSUFFICIENT_RESOURCES`, asynchronous ones wait
+    /// for [`HalHandle::take_queued_grant`].
+    pub busy: bool,
 }
 
 impl Default for HalConfig {
@@ -67,176 +73,136 @@ impl Default for HalConfig {
         Self {
             map_registers: 2,
             address_bits: 28,
-            sync_busy: false,
-            queue_async: false,
+            busy: false,
         }
     }
 }
 
-/// Handle of a locked buffer (the MDL of the request).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct MdlId(pub u32);
-
-/// Handle of a grant's map registers: a generation number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct MapBase(pub u32);
-
-/// A rule of the strict HAL that was broken.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Violation {
-    /// Driver Verifier bug check 0xE6 parameter 1, or 0 for rules of this HAL.
-    pub code: u32,
-    /// What happened.
-    pub what: String,
+/// What the HAL did: the model's counters and the harness's own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HalCounters {
+    /// The model's counters.
+    pub model: HalStats,
+    /// Times the engine took the device off the bus.
+    pub bus_master_disabled: u64,
 }
 
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "verifier 0x{:02X}: {}", self.code, self.what)
+/// Guest pages addressed by physical address: what the model reads and
+/// writes. Only pages the harness registered (bounce pages, locked
+/// buffers) are reachable; any other address reads nothing and drops writes.
+pub struct Pinned<M: GuestPages> {
+    pages: M,
+    frames: HashMap<u64, PageId>,
+}
+
+impl<M: GuestPages> Pinned<M> {
+    fn register(&mut self, page: PageId, phys: u64) {
+        self.frames.insert(phys / PAGE_SIZE as u64, page);
+    }
+
+    /// Call `f` for each in-page piece of `[addr, addr + len)` that lands
+    /// on a registered page.
+    fn pieces(
+        &self,
+        addr: u64,
+        len: usize,
+        mut f: impl FnMut(PageId, usize, std::ops::Range<usize>),
+    ) {
+        let mut done = 0usize;
+        while done < len {
+            let a = addr.wrapping_add(done as u64);
+            let in_page = (a % PAGE_SIZE as u64) as usize;
+            let n = (PAGE_SIZE - in_page).min(len - done);
+            if let Some(&page) = self.frames.get(&(a / PAGE_SIZE as u64)) {
+                f(page, in_page, done..done + n);
+            }
+            done += n;
+        }
     }
 }
 
-/// Counters of what the HAL did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HalCounters {
-    /// `GetDmaTransferInfo` calls.
-    pub transfer_infos: u64,
-    /// Times the engine took the device off the bus.
-    pub bus_master_disabled: u64,
-    /// Channels granted.
-    pub channels: u64,
-    /// Synchronous allocations refused as busy.
-    pub sync_refusals: u64,
-    /// Grants delivered later (queued asynchronous allocations).
-    pub queued_grants: u64,
-    /// `MapTransferEx` calls that mapped something.
-    pub maps: u64,
-    /// Maps that mapped less than asked.
-    pub partial_maps: u64,
-    /// `FlushAdapterBuffersEx` calls.
-    pub flushes: u64,
-    /// Pages double-buffered through a bounce page.
-    pub bounced_pages: u64,
-    /// Bytes copied into bounce pages (memory → device).
-    pub bounce_bytes_in: u64,
-    /// Bytes copied back out of bounce pages (device → memory).
-    pub bounce_bytes_out: u64,
-    /// Pages handed to the device directly.
-    pub direct_pages: u64,
-    /// Scatter/gather elements handed out.
-    pub sg_elements: u64,
-    /// Most elements in one list.
-    pub max_sg_elements: u64,
-    /// `FreeAdapterChannel` calls.
-    pub frees: u64,
+impl<M: GuestPages> edudma_hal::PhysMemory for Pinned<M> {
+    fn read(&self, addr: u64, buf: &mut [u8]) {
+        self.pieces(addr, buf.len(), |page, in_page, range| {
+            self.pages.read(page, in_page, &mut buf[range]);
+        });
+    }
+    fn write(&mut self, addr: u64, data: &[u8]) {
+        let mut targets = Vec::new();
+        self.pieces(addr, data.len(), |page, in_page, range| {
+            targets.push((page, in_page, range));
+        });
+        for (page, in_page, range) in targets {
+            self.pages.write(page, in_page, &data[range]);
+        }
+    }
 }
 
-/// One locked buffer: what an MDL describes.
-#[derive(Clone, Debug)]
-struct MdlRecord {
-    pages: Vec<PageId>,
-    /// Physical address of each page when it was locked.
-    phys: Vec<u64>,
-    byte_offset: usize,
-    byte_count: usize,
-}
-
-/// One piece of a mapping that went through a bounce page.
-#[derive(Clone, Copy, Debug)]
-struct Bounced {
-    page: PageId,
-    bounce: PageId,
-    in_page: usize,
-    len: usize,
-}
-
-#[derive(Clone, Debug)]
-struct MapRecord {
-    mdl: MdlId,
-    offset: u64,
-    length: u32,
-    write_to_device: bool,
-    bounced: Vec<Bounced>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ChannelState {
-    Free,
-    Queued { base: MapBase, count: u32 },
-    Granted { base: MapBase, count: u32 },
-}
-
-/// Byte written into bounce pages before a device → memory transfer, so that
-/// bytes the device did not write show up in the comparison.
-pub const BOUNCE_POISON: u8 = 0x5A;
-
-struct HalInner<M: PhysMemory> {
-    mem: M,
-    config: HalConfig,
-    bounce: Vec<(PageId, u64)>,
-    mdls: Vec<Option<MdlRecord>>,
-    channel: ChannelState,
-    context_ready: bool,
-    mapping: Option<MapRecord>,
-    queued_grant: bool,
-    put: bool,
-    next_base: u32,
-    counters: HalCounters,
-    violations: Vec<Violation>,
+struct Shared<M: GuestPages> {
+    hal: Hal,
+    mem: Pinned<M>,
+    mdls: MdlTable,
+    /// The pages of each locked buffer and where they were when locked.
+    locked: BTreeMap<MdlId, Vec<(PageId, u64)>>,
+    verifier: Verifier,
+    rng: SimRng,
+    adapter: AdapterId,
+    busy: bool,
+    queued: bool,
+    bus_master_disabled: u64,
     /// Clears Bus Master Enable in the device's command register.
     bus_master_off: Option<Box<dyn FnMut()>>,
 }
 
-impl<M: PhysMemory> HalInner<M> {
-    fn violate(&mut self, code: u32, what: impl Into<String>) {
-        self.violations.push(Violation {
-            code,
-            what: what.into(),
-        });
-    }
-
-    fn limit(&self) -> u64 {
-        1u64.checked_shl(self.config.address_bits)
-            .unwrap_or(u64::MAX)
-    }
-
-    fn mdl(&self, mdl: MdlId) -> Option<&MdlRecord> {
-        self.mdls.get(mdl.0 as usize).and_then(Option::as_ref)
-    }
-
-    /// Common checks of the MDL, offset and length; the violation is recorded.
-    fn check_range(&mut self, mdl: MdlId, offset: u64, length: u32, what: &str) -> bool {
-        let Some(record) = self.mdl(mdl) else {
-            self.violate(0x0E, format!("{what}: MDL {mdl:?} is not a locked buffer"));
-            return false;
+impl<M: GuestPages> Shared<M> {
+    /// One call into the model at `irql`.
+    fn call<T>(
+        &mut self,
+        irql: Irql,
+        f: impl FnOnce(&mut Hal, AdapterId, &mut HalCtx<'_>) -> T,
+    ) -> T {
+        let mut ctx = HalCtx {
+            mem: &mut self.mem,
+            mdls: &self.mdls,
+            verifier: &mut self.verifier,
+            irql,
+            rng: &mut self.rng,
+            // The real device's progress is not observable from here.
+            device_busy: None,
         };
-        let count = record.byte_count as u64;
-        if length == 0 {
-            self.violate(0x21, format!("{what}: zero length"));
-            return false;
+        f(&mut self.hal, self.adapter, &mut ctx)
+    }
+
+    /// The channel is ours: the execution routine ran and returned
+    /// `KeepObject`, as the engine's does.
+    fn granted(&mut self, base: MapRegisterBase) -> MapRegisterBase {
+        let id = self.adapter;
+        self.hal
+            .routine_returned(&mut self.verifier, id, base, IoAllocationAction::KeepObject);
+        base
+    }
+
+    /// 0xE6/0x0E when a page of `mdl` is no longer where it was locked.
+    fn still_pinned(&mut self, mdl: MdlId) -> bool {
+        let Some(pages) = self.locked.get(&mdl) else {
+            return true;
+        };
+        let moved = pages
+            .iter()
+            .any(|&(page, phys)| self.mem.pages.phys(page) != Some(phys));
+        if moved {
+            self.verifier.report(Violation::UnlockedBuffer);
         }
-        if offset
-            .checked_add(u64::from(length))
-            .is_none_or(|end| end > count)
-        {
-            self.violate(
-                0x1B,
-                format!(
-                    "{what}: {length} bytes at offset {offset} are not inside the {count}-byte MDL"
-                ),
-            );
-            return false;
-        }
-        true
+        !moved
     }
 }
 
 /// The harness's handle on the HAL: shared with the [`HalDma`] the engine owns.
-pub struct HalHandle<M: PhysMemory> {
-    inner: Rc<RefCell<HalInner<M>>>,
+pub struct HalHandle<M: GuestPages> {
+    inner: Rc<RefCell<Shared<M>>>,
 }
 
-impl<M: PhysMemory> Clone for HalHandle<M> {
+impl<M: GuestPages> Clone for HalHandle<M> {
     fn clone(&self) -> Self {
         Self {
             inner: Rc::clone(&self.inner),
@@ -245,11 +211,11 @@ impl<M: PhysMemory> Clone for HalHandle<M> {
 }
 
 /// The adapter's DMA operations, owned by the engine.
-pub struct HalDma<M: PhysMemory> {
-    inner: Rc<RefCell<HalInner<M>>>,
+pub struct HalDma<M: GuestPages> {
+    inner: Rc<RefCell<Shared<M>>>,
 }
 
-impl<M: PhysMemory> fmt::Debug for HalDma<M> {
+impl<M: GuestPages> fmt::Debug for HalDma<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("HalDma")
     }
@@ -267,6 +233,8 @@ pub enum HalError {
     },
     /// A bounce page is not below the address limit (or its address is unknown).
     BouncePageTooHigh(PageId),
+    /// The model refused the adapter (`IoGetDmaAdapter` returned NULL).
+    NoAdapter,
 }
 
 impl fmt::Display for HalError {
@@ -278,45 +246,87 @@ impl fmt::Display for HalError {
             HalError::BouncePageTooHigh(page) => {
                 write!(f, "bounce page {page} is not below the DMA address limit")
             }
+            HalError::NoAdapter => f.write_str("IoGetDmaAdapter returned NULL"),
         }
     }
 }
 
-impl<M: PhysMemory> HalHandle<M> {
-    /// `IoGetDmaAdapter`: an adapter over `mem`, with one bounce page per map
-    /// register taken from `bounce_pages` (which must lie below the limit).
+impl<M: GuestPages> HalHandle<M> {
+    /// `IoGetDmaAdapter`: an adapter over `mem` whose HAL bounces through
+    /// `bounce_pages` (at least one per map register, all below 256 MiB).
     pub fn new(mem: M, config: HalConfig, bounce_pages: &[PageId]) -> Result<Self, HalError> {
-        let needed = config.map_registers as usize;
+        let needed = config.map_registers.max(1) as usize;
         if bounce_pages.len() < needed {
             return Err(HalError::NotEnoughBouncePages {
                 needed,
                 given: bounce_pages.len(),
             });
         }
-        let limit = 1u64.checked_shl(config.address_bits).unwrap_or(u64::MAX);
-        let mut bounce = Vec::with_capacity(needed);
-        for &page in &bounce_pages[..needed] {
-            match mem.phys(page) {
-                Some(phys) if phys + PAGE_SIZE as u64 <= limit => bounce.push((page, phys)),
+        // The pool serves every width down to 28 bits (the device's reach).
+        let limit = 1u64 << config.address_bits.clamp(1, 63).min(28);
+        let mut mem = Pinned {
+            pages: mem,
+            frames: HashMap::new(),
+        };
+        let mut frames = Vec::with_capacity(needed);
+        for &page in bounce_pages {
+            match mem.pages.phys(page) {
+                Some(phys) if phys + PAGE_SIZE as u64 <= limit => {
+                    mem.register(page, phys);
+                    frames.push(phys / PAGE_SIZE as u64);
+                }
                 _ => return Err(HalError::BouncePageTooHigh(page)),
             }
         }
+        let model = ModelConfig {
+            map_registers: config.map_registers,
+            pool_registers: frames.len() as u32,
+            double_buffer_all: Some(false),
+            // Decided by `busy`, not by chance.
+            inline_grant_percent: 100,
+            contention_percent: 0,
+            scatter_gather: true,
+            sg_buffer_bytes: None,
+            grant_latency_ns: None,
+            dma_alignment: 1,
+        };
+        let pool = BouncePool {
+            frames,
+            guards: Vec::new(),
+        };
+        let mut hal = Hal::new(model, pool, &mut mem);
+        hal.contended = config.busy;
+        let mut shared = Shared {
+            hal,
+            mem,
+            mdls: MdlTable::new(),
+            locked: BTreeMap::new(),
+            verifier: Verifier::new(),
+            rng: SimRng::new(0),
+            adapter: AdapterId(0),
+            busy: config.busy,
+            queued: false,
+            bus_master_disabled: 0,
+            bus_master_off: None,
+        };
+        let description = DeviceDescription {
+            version: DEVICE_DESCRIPTION_VERSION3,
+            master: true,
+            scatter_gather: true,
+            dma32_bit_addresses: false,
+            dma64_bit_addresses: false,
+            interface_type: InterfaceType::Pci,
+            maximum_length: config.map_registers.saturating_mul(PAGE_SIZE as u32),
+            dma_address_width: config.address_bits,
+        };
+        let adapter = shared
+            .call(Irql::Passive, |hal, _, ctx| {
+                hal.io_get_dma_adapter(ctx, &description)
+            })
+            .ok_or(HalError::NoAdapter)?;
+        shared.adapter = adapter.0;
         Ok(Self {
-            inner: Rc::new(RefCell::new(HalInner {
-                mem,
-                config,
-                bounce,
-                mdls: Vec::new(),
-                channel: ChannelState::Free,
-                context_ready: false,
-                mapping: None,
-                queued_grant: false,
-                put: false,
-                next_base: 1,
-                counters: HalCounters::default(),
-                violations: Vec::new(),
-                bus_master_off: None,
-            })),
+            inner: Rc::new(RefCell::new(shared)),
         })
     }
 
@@ -345,168 +355,126 @@ impl<M: PhysMemory> HalHandle<M> {
     ) -> Option<MdlId> {
         let mut inner = self.inner.borrow_mut();
         let end = byte_offset.checked_add(byte_count)?;
-        if byte_count == 0 || end > pages.len().checked_mul(PAGE_SIZE)? {
+        if byte_count == 0
+            || byte_offset >= PAGE_SIZE
+            || end > pages.len().checked_mul(PAGE_SIZE)?
+        {
             return None;
         }
-        let phys = pages
-            .iter()
-            .map(|&p| inner.mem.phys(p))
-            .collect::<Option<Vec<u64>>>()?;
-        let record = MdlRecord {
-            pages: pages.to_vec(),
-            phys,
-            byte_offset,
-            byte_count,
-        };
-        let slot = inner.mdls.iter().position(Option::is_none);
-        let id = match slot {
-            Some(i) => {
-                inner.mdls[i] = Some(record);
-                i
-            }
-            None => {
-                inner.mdls.push(Some(record));
-                inner.mdls.len() - 1
-            }
-        };
-        Some(MdlId(u32::try_from(id).ok()?))
+        let span = end.div_ceil(PAGE_SIZE);
+        let mut locked = Vec::with_capacity(span);
+        for &page in &pages[..span] {
+            locked.push((page, inner.mem.pages.phys(page)?));
+        }
+        for &(page, phys) in &locked {
+            inner.mem.register(page, phys);
+        }
+        let id = inner.mdls.insert(Mdl {
+            pages: locked
+                .iter()
+                .map(|&(_, phys)| phys / PAGE_SIZE as u64)
+                .collect(),
+            byte_offset: u32::try_from(byte_offset).ok()?,
+            byte_count: u32::try_from(byte_count).ok()?,
+            locked: true,
+            next: None,
+            system_va_mapped: false,
+        });
+        inner.locked.insert(id, locked);
+        Some(id)
     }
 
     /// `MmUnlockPages` + `IoFreeMdl`. Unlocking a buffer that is still
-    /// mapped, or twice, is a violation.
+    /// mapped is 0xE6/0x0D (its map was never flushed); one never locked
+    /// (or unlocked twice) is the leak check's `IoFreeMdl` rule.
     pub fn unlock(&self, mdl: MdlId) {
         let mut inner = self.inner.borrow_mut();
-        if inner.mapping.as_ref().is_some_and(|m| m.mdl == mdl) {
-            inner.violate(0x0E, format!("MDL {mdl:?} unlocked while still mapped"));
+        if inner.hal.has_mapping_on(&inner.mdls, mdl) {
+            inner.verifier.report(Violation::AdapterBuffersNotFlushed);
         }
-        match inner.mdls.get_mut(mdl.0 as usize) {
-            Some(slot @ Some(_)) => *slot = None,
-            _ => inner.violate(0, format!("MDL {mdl:?} unlocked twice or never locked")),
+        if inner.mdls.remove_chain(mdl).is_empty() {
+            inner.verifier.report(Violation::MdlLeaked { count: 0 });
         }
+        inner.locked.remove(&mdl);
     }
 
-    /// The byte at `index` of the buffer an MDL describes.
+    /// Copy the buffer an MDL describes into `out` (its length).
     pub fn read_mdl(&self, mdl: MdlId, out: &mut [u8]) -> bool {
-        self.access_mdl(mdl, |mem, page, in_page, range| {
-            mem.read(page, in_page, &mut out[range]);
-        })
+        let inner = self.inner.borrow();
+        inner.mdls.read(&inner.mem, mdl, 0, out).is_ok()
     }
 
-    /// Fill the buffer an MDL describes.
+    /// Fill the buffer an MDL describes from `data`.
     pub fn write_mdl(&self, mdl: MdlId, data: &[u8]) -> bool {
-        self.access_mdl(mdl, |mem, page, in_page, range| {
-            mem.write(page, in_page, &data[range]);
-        })
+        let inner = &mut *self.inner.borrow_mut();
+        inner.mdls.write(&mut inner.mem, mdl, 0, data).is_ok()
     }
 
-    fn access_mdl(
-        &self,
-        mdl: MdlId,
-        mut f: impl FnMut(&mut M, PageId, usize, std::ops::Range<usize>),
-    ) -> bool {
-        let mut inner = self.inner.borrow_mut();
-        let Some(record) = inner.mdl(mdl).cloned() else {
-            return false;
-        };
-        let mut done = 0;
-        let mut pos = record.byte_offset;
-        while done < record.byte_count {
-            let Some(&page) = record.pages.get(pos / PAGE_SIZE) else {
-                return false;
-            };
-            let in_page = pos % PAGE_SIZE;
-            let chunk = (PAGE_SIZE - in_page).min(record.byte_count - done);
-            f(&mut inner.mem, page, in_page, done..done + chunk);
-            done += chunk;
-            pos += chunk;
-        }
-        true
-    }
-
-    /// The queued execution routine runs now: the map-register base to feed
-    /// to the engine's `channel_granted`, if an allocation was queued.
-    pub fn take_queued_grant(&self) -> Option<MapBase> {
-        let mut inner = self.inner.borrow_mut();
-        if !inner.queued_grant {
+    /// The other device lets the map registers go: the waiting execution
+    /// routine runs now. The map-register base to feed to the engine's
+    /// `channel_granted`, if an allocation was waiting. The adapter stays as
+    /// busy as configured for the next allocation.
+    pub fn take_queued_grant(&self) -> Option<MapRegisterBase> {
+        let inner = &mut *self.inner.borrow_mut();
+        if !std::mem::take(&mut inner.queued) {
             return None;
         }
-        inner.queued_grant = false;
-        match inner.channel {
-            ChannelState::Queued { base, count } => {
-                inner.channel = ChannelState::Granted { base, count };
-                inner.counters.channels += 1;
-                inner.counters.queued_grants += 1;
-                Some(base)
-            }
-            _ => None,
-        }
+        inner.hal.contended = false;
+        let id = inner.adapter;
+        let base = inner.hal.retry_waiting(&mut inner.mem, id);
+        inner.hal.contended = inner.busy;
+        base.map(|b| inner.granted(b))
     }
 
     /// What the HAL counted.
     pub fn counters(&self) -> HalCounters {
-        self.inner.borrow().counters
+        let inner = self.inner.borrow();
+        HalCounters {
+            model: inner.hal.stats(),
+            bus_master_disabled: inner.bus_master_disabled,
+        }
     }
 
     /// Every rule broken so far.
     pub fn violations(&self) -> Vec<Violation> {
-        self.inner.borrow().violations.clone()
+        self.inner.borrow().verifier.violations().to_vec()
     }
 
-    /// Leak check at the end of a run: the adapter was put, nothing is
-    /// allocated or mapped, every buffer was unlocked, every map was flushed.
+    /// Leak check at the end of a run: the adapter was put, it holds and
+    /// maps nothing, every buffer was unlocked.
     pub fn leak_check(&self) -> Vec<Violation> {
         let inner = self.inner.borrow();
-        let mut found = Vec::new();
-        let mut push = |code, what: &str| {
-            found.push(Violation {
-                code,
-                what: what.to_string(),
-            })
-        };
-        if !inner.put {
-            push(0x11, "the adapter was never put (PutDmaAdapter missing)");
-        }
-        if inner.channel != ChannelState::Free {
-            push(0x08, "an adapter channel is still allocated");
-        }
-        if inner.mapping.is_some() {
-            push(0x0D, "a mapped range was never flushed");
-        }
-        if inner.counters.maps != inner.counters.flushes {
-            push(
-                0x0D,
-                "not every MapTransferEx was followed by FlushAdapterBuffersEx",
-            );
-        }
-        if inner.mdls.iter().any(Option::is_some) {
-            push(0, "a locked buffer was never unlocked");
+        let mut found = inner.hal.leaks(inner.adapter);
+        if !inner.mdls.is_empty() {
+            found.push(Violation::MdlLeaked {
+                count: inner.mdls.len(),
+            });
         }
         found
     }
 
-    /// Run a closure on the memory (for the tests' own checks).
+    /// Run a closure on the guest pages (for the tests' own checks).
     #[cfg(test)]
     pub fn with_memory<T>(&self, f: impl FnOnce(&mut M) -> T) -> T {
-        f(&mut self.inner.borrow_mut().mem)
+        f(&mut self.inner.borrow_mut().mem.pages)
     }
 }
 
-impl<M: PhysMemory> HalDma<M> {
-    fn guard(inner: &mut HalInner<M>, what: &str) -> bool {
-        if inner.put {
-            inner.violate(0x18, format!("{what} after PutDmaAdapter"));
-            return false;
-        }
-        true
+impl<M: GuestPages> HalDma<M> {
+    /// A DMA routine at DISPATCH_LEVEL, where the engine's callers run.
+    fn at_dispatch<T>(&self, f: impl FnOnce(&mut Hal, AdapterId, &mut HalCtx<'_>) -> T) -> T {
+        self.inner.borrow_mut().call(Irql::Dispatch, f)
     }
 }
 
-impl<M: PhysMemory> DmaOps for HalDma<M> {
+impl<M: GuestPages> DmaOps for HalDma<M> {
     type Mdl = MdlId;
-    type MapRegisterBase = MapBase;
+    type MapRegisterBase = MapRegisterBase;
 
     fn get_dma_alignment(&mut self) -> u32 {
-        1
+        self.inner
+            .borrow_mut()
+            .call(Irql::Passive, |hal, id, ctx| hal.get_dma_alignment(ctx, id))
     }
 
     fn get_dma_transfer_info(
@@ -514,349 +482,119 @@ impl<M: PhysMemory> DmaOps for HalDma<M> {
         mdl: MdlId,
         offset: u64,
         length: u32,
-        _write_only: bool,
+        write_only: bool,
     ) -> Result<DmaTransferInfo, NtStatus> {
-        let mut inner = self.inner.borrow_mut();
-        if !Self::guard(&mut inner, "GetDmaTransferInfo") {
-            return Err(NtStatus::INVALID_DEVICE_STATE);
-        }
-        if !inner.check_range(mdl, offset, length, "GetDmaTransferInfo") {
-            return Err(NtStatus::INVALID_PARAMETER);
-        }
-        let byte_offset = inner.mdl(mdl).map_or(0, |r| r.byte_offset) as u64;
-        let start = byte_offset + offset;
-        let end = start + u64::from(length);
-        let pages = end.div_ceil(PAGE_SIZE as u64) - start / PAGE_SIZE as u64;
-        let pages = u32::try_from(pages).unwrap_or(u32::MAX);
-        inner.counters.transfer_infos += 1;
-        Ok(DmaTransferInfo {
-            map_register_count: pages,
-            scatter_gather_element_count: pages,
-            scatter_gather_list_size: pages.saturating_mul(16).saturating_add(64),
+        self.at_dispatch(|hal, id, ctx| {
+            hal.get_dma_transfer_info(ctx, id, mdl, offset, length, write_only)
         })
     }
 
     fn initialize_dma_transfer_context(&mut self) -> Result<(), NtStatus> {
-        let mut inner = self.inner.borrow_mut();
-        if !Self::guard(&mut inner, "InitializeDmaTransferContext") {
-            return Err(NtStatus::INVALID_DEVICE_STATE);
-        }
-        if inner.channel != ChannelState::Free {
-            inner.violate(
-                0,
-                "InitializeDmaTransferContext on a context that a channel request still uses",
-            );
-        }
-        inner.context_ready = true;
-        Ok(())
+        self.at_dispatch(|hal, id, ctx| hal.initialize_dma_transfer_context(ctx, id))
     }
 
     fn allocate_adapter_channel_ex(
         &mut self,
         map_register_count: u32,
         mode: AllocationMode,
-    ) -> Result<AllocateOutcome<MapBase>, NtStatus> {
-        let mut inner = self.inner.borrow_mut();
-        if !Self::guard(&mut inner, "AllocateAdapterChannelEx") {
-            return Err(NtStatus::INVALID_DEVICE_STATE);
-        }
-        if inner.channel != ChannelState::Free {
-            inner.violate(
-                0x0B,
-                "a second adapter channel requested while one is outstanding",
-            );
-            return Err(NtStatus::INSUFFICIENT_RESOURCES);
-        }
-        if map_register_count > inner.config.map_registers {
-            let max = inner.config.map_registers;
-            inner.violate(
-                0x15,
-                format!("{map_register_count} map registers requested, the adapter has {max}"),
-            );
-            return Err(NtStatus::INSUFFICIENT_RESOURCES);
-        }
-        if !inner.context_ready {
-            inner.violate(
-                0,
-                "AllocateAdapterChannelEx without a fresh InitializeDmaTransferContext",
-            );
-        }
-        let base = MapBase(inner.next_base);
-        inner.next_base = inner.next_base.wrapping_add(1).max(1);
-        match mode {
-            AllocationMode::Synchronous if inner.config.sync_busy => {
-                inner.counters.sync_refusals += 1;
-                Err(NtStatus::INSUFFICIENT_RESOURCES)
+    ) -> Result<AllocateOutcome<MapRegisterBase>, NtStatus> {
+        let inner = &mut *self.inner.borrow_mut();
+        let synchronous = mode == AllocationMode::Synchronous;
+        let result = inner.call(Irql::Dispatch, |hal, id, ctx| {
+            hal.allocate_adapter_channel_ex(ctx, id, map_register_count, synchronous)
+        })?;
+        Ok(match result {
+            AllocateResult::RunNow(base) | AllocateResult::Committed(base) => {
+                AllocateOutcome::Granted(inner.granted(base))
             }
-            AllocationMode::Asynchronous if inner.config.queue_async => {
-                inner.context_ready = false;
-                inner.channel = ChannelState::Queued {
-                    base,
-                    count: map_register_count,
-                };
-                inner.queued_grant = true;
-                Ok(AllocateOutcome::Queued)
+            AllocateResult::Waiting => {
+                inner.queued = true;
+                AllocateOutcome::Queued
             }
-            _ => {
-                inner.context_ready = false;
-                inner.channel = ChannelState::Granted {
-                    base,
-                    count: map_register_count,
-                };
-                inner.counters.channels += 1;
-                Ok(AllocateOutcome::Granted(base))
-            }
-        }
+        })
     }
 
     fn cancel_adapter_channel(&mut self) -> bool {
-        let mut inner = self.inner.borrow_mut();
-        match inner.channel {
-            ChannelState::Queued { .. } => {
-                inner.channel = ChannelState::Free;
-                inner.queued_grant = false;
-                true
-            }
-            ChannelState::Granted { .. } => false,
-            ChannelState::Free => {
-                inner.violate(0, "CancelAdapterChannel with no channel request");
-                false
-            }
+        let inner = &mut *self.inner.borrow_mut();
+        let id = inner.adapter;
+        let was_waiting = inner.hal.is_waiting(id);
+        let cancelled = inner.call(Irql::Dispatch, |hal, id, ctx| {
+            hal.cancel_adapter_channel(ctx, id)
+        });
+        if cancelled && was_waiting {
+            inner.queued = false;
         }
+        cancelled
     }
 
     fn map_transfer_ex(
         &mut self,
         mdl: MdlId,
-        map_register_base: MapBase,
+        map_register_base: MapRegisterBase,
         offset: u64,
         length: u32,
         write_to_device: bool,
         sg: &mut SgList,
     ) -> Result<u32, NtStatus> {
-        let mut inner = self.inner.borrow_mut();
-        sg.clear();
-        if !Self::guard(&mut inner, "MapTransferEx") {
-            return Err(NtStatus::INVALID_DEVICE_STATE);
-        }
-        let count = match inner.channel {
-            ChannelState::Granted { base, count } if base == map_register_base => count,
-            ChannelState::Granted { .. } => {
-                inner.violate(
-                    0x05,
-                    "MapTransferEx with a map-register base of another grant",
-                );
-                return Err(NtStatus::INVALID_PARAMETER);
-            }
-            _ => {
-                inner.violate(0x04, "MapTransferEx without a granted channel");
-                return Err(NtStatus::INVALID_PARAMETER);
-            }
-        };
-        if inner.mapping.is_some() {
-            inner.violate(0x1D, "MapTransferEx while the previous map is not flushed");
-            return Err(NtStatus::INVALID_PARAMETER);
-        }
-        if !inner.check_range(mdl, offset, length, "MapTransferEx") {
-            return Err(NtStatus::INVALID_PARAMETER);
-        }
-        let Some(record) = inner.mdl(mdl).cloned() else {
-            return Err(NtStatus::INVALID_PARAMETER);
-        };
-        // The pages must still be where they were locked.
-        for (&page, &locked) in record.pages.iter().zip(&record.phys) {
-            let now = inner.mem.phys(page);
-            if now != Some(locked) {
-                inner.violate(
-                    0x0E,
-                    format!("locked page {page} moved from {locked:#x} to {now:x?}"),
-                );
-                return Err(NtStatus::INSUFFICIENT_RESOURCES);
-            }
-        }
-        let limit = inner.limit();
-        let mut pos = record.byte_offset + offset as usize;
-        let mut remaining = length as usize;
-        let mut mapped = 0usize;
-        let mut registers = 0u32;
-        let mut bounced = Vec::new();
-        let mut poison = [BOUNCE_POISON; PAGE_SIZE];
-        let mut copy = [0u8; PAGE_SIZE];
-        while remaining > 0 && registers < count {
-            let index = pos / PAGE_SIZE;
-            let in_page = pos % PAGE_SIZE;
-            let chunk = (PAGE_SIZE - in_page).min(remaining);
-            let (Some(&page), Some(&phys)) = (record.pages.get(index), record.phys.get(index))
-            else {
-                break;
-            };
-            let direct = phys + (in_page + chunk) as u64 <= limit;
-            let address = if direct {
-                phys + in_page as u64
-            } else {
-                let Some(&(_, bounce_phys)) = inner.bounce.get(registers as usize) else {
-                    break;
-                };
-                bounce_phys + in_page as u64
-            };
-            // Coalesce with the previous element when physically adjacent.
-            let merged = sg
-                .as_slice()
-                .last()
-                .is_some_and(|last| last.address + u64::from(last.length) == address);
-            if !merged && sg.len() == MAX_SG_ELEMENTS {
-                break;
-            }
-            if merged {
-                let mut elements: Vec<SgElement> = sg.as_slice().to_vec();
-                if let Some(last) = elements.last_mut() {
-                    last.length += chunk as u32;
-                }
-                sg.clear();
-                for e in elements {
-                    sg.push(e);
-                }
-            } else {
-                sg.push(SgElement {
-                    address,
-                    length: chunk as u32,
-                });
-            }
-            if direct {
-                inner.counters.direct_pages += 1;
-            } else {
-                let bounce = inner.bounce[registers as usize].0;
-                if write_to_device {
-                    inner.mem.read(page, in_page, &mut copy[..chunk]);
-                    inner.mem.write(bounce, in_page, &copy[..chunk]);
-                    inner.counters.bounce_bytes_in += chunk as u64;
-                } else {
-                    poison.fill(BOUNCE_POISON);
-                    inner.mem.write(bounce, in_page, &poison[..chunk]);
-                }
-                inner.counters.bounced_pages += 1;
-                bounced.push(Bounced {
-                    page,
-                    bounce,
-                    in_page,
-                    len: chunk,
-                });
-            }
-            registers += 1;
-            mapped += chunk;
-            remaining -= chunk;
-            pos += chunk;
-        }
-        if mapped == 0 {
+        let inner = &mut *self.inner.borrow_mut();
+        if !inner.still_pinned(mdl) {
             sg.clear();
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
-        inner.counters.maps += 1;
-        if mapped < length as usize {
-            inner.counters.partial_maps += 1;
-        }
-        inner.counters.sg_elements += sg.len() as u64;
-        inner.counters.max_sg_elements = inner.counters.max_sg_elements.max(sg.len() as u64);
-        inner.mapping = Some(MapRecord {
-            mdl,
-            offset,
-            length: mapped as u32,
-            write_to_device,
-            bounced,
-        });
-        Ok(mapped as u32)
+        inner.call(Irql::Dispatch, |hal, id, ctx| {
+            let sg_bytes = hal.sg_buffer_bytes();
+            hal.map_transfer_ex(
+                ctx,
+                id,
+                mdl,
+                map_register_base,
+                offset,
+                length,
+                write_to_device,
+                sg_bytes,
+                sg,
+            )
+        })
     }
 
     fn flush_adapter_buffers_ex(
         &mut self,
         mdl: MdlId,
-        map_register_base: MapBase,
+        map_register_base: MapRegisterBase,
         offset: u64,
         length: u32,
         write_to_device: bool,
     ) -> Result<(), NtStatus> {
-        let mut inner = self.inner.borrow_mut();
-        if !Self::guard(&mut inner, "FlushAdapterBuffersEx") {
-            return Err(NtStatus::INVALID_DEVICE_STATE);
-        }
-        match inner.channel {
-            ChannelState::Granted { base, .. } if base == map_register_base => {}
-            _ => inner.violate(0x23, "FlushAdapterBuffersEx without the granted channel"),
-        }
-        let Some(map) = inner.mapping.take() else {
-            inner.violate(0x16, "FlushAdapterBuffersEx of a range that is not mapped");
-            return Err(NtStatus::INVALID_PARAMETER);
-        };
-        if map.mdl != mdl
-            || map.offset != offset
-            || map.length != length
-            || map.write_to_device != write_to_device
-        {
-            inner.violate(
-                0x16,
-                format!(
-                    "FlushAdapterBuffersEx({mdl:?}, {offset}, {length}, {write_to_device}) does not match \
-                     MapTransferEx({:?}, {}, {}, {})",
-                    map.mdl, map.offset, map.length, map.write_to_device
-                ),
-            );
-        }
-        if !map.write_to_device {
-            let mut copy = [0u8; PAGE_SIZE];
-            for b in &map.bounced {
-                inner.mem.read(b.bounce, b.in_page, &mut copy[..b.len]);
-                inner.mem.write(b.page, b.in_page, &copy[..b.len]);
-                inner.counters.bounce_bytes_out += b.len as u64;
-            }
-        }
-        inner.counters.flushes += 1;
-        Ok(())
+        self.at_dispatch(|hal, id, ctx| {
+            hal.flush_adapter_buffers_ex(
+                ctx,
+                id,
+                mdl,
+                map_register_base,
+                offset,
+                length,
+                write_to_device,
+            )
+        })
     }
 
     fn free_adapter_channel(&mut self) {
-        let mut inner = self.inner.borrow_mut();
-        if !Self::guard(&mut inner, "FreeAdapterChannel") {
-            return;
-        }
-        if inner.mapping.is_some() {
-            inner.violate(0x10, "FreeAdapterChannel while a range is still mapped");
-            inner.mapping = None;
-        }
-        match inner.channel {
-            ChannelState::Granted { .. } => {
-                inner.channel = ChannelState::Free;
-                inner.counters.frees += 1;
-            }
-            _ => inner.violate(0x04, "FreeAdapterChannel without a granted channel"),
-        }
+        self.at_dispatch(|hal, id, ctx| hal.free_adapter_channel(ctx, id));
     }
 
-    fn free_map_registers(&mut self, _map_register_base: MapBase, _map_register_count: u32) {
-        let mut inner = self.inner.borrow_mut();
-        inner.violate(
-            0x05,
-            "FreeMapRegisters on a KeepObject grant (FreeAdapterChannel frees them)",
-        );
+    fn free_map_registers(&mut self, map_register_base: MapRegisterBase, map_register_count: u32) {
+        self.at_dispatch(|hal, id, ctx| {
+            hal.free_map_registers(ctx, id, map_register_base, map_register_count)
+        });
     }
 
     fn put_dma_adapter(&mut self) {
-        let mut inner = self.inner.borrow_mut();
-        if inner.put {
-            inner.violate(0x18, "PutDmaAdapter twice");
-            return;
-        }
-        if inner.channel != ChannelState::Free {
-            inner.violate(0x08, "PutDmaAdapter with an adapter channel outstanding");
-        }
-        if inner.mapping.is_some() {
-            inner.violate(0x09, "PutDmaAdapter with map registers still mapped");
-        }
-        inner.put = true;
+        self.at_dispatch(|hal, id, ctx| hal.put_dma_adapter(ctx, id));
     }
 
     fn disable_bus_master(&mut self) {
         let mut inner = self.inner.borrow_mut();
-        inner.counters.bus_master_disabled += 1;
+        inner.bus_master_disabled += 1;
         if let Some(off) = inner.bus_master_off.as_mut() {
             off();
         }
@@ -866,6 +604,8 @@ impl<M: PhysMemory> DmaOps for HalDma<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edudma_core::dma::SgElement;
+    use edudma_hal::hal::GUARD_BYTE;
 
     /// Memory whose page i lives at the physical address the test chose.
     struct FakeMemory {
@@ -882,7 +622,7 @@ mod tests {
         }
     }
 
-    impl PhysMemory for FakeMemory {
+    impl GuestPages for FakeMemory {
         fn phys(&self, page: PageId) -> Option<u64> {
             self.phys.get(page).copied()
         }
@@ -907,16 +647,21 @@ mod tests {
     const MB: u64 = 1 << 20;
 
     /// Pages 0, 1: bounce pages (low); 2, 3: adjacent low pages; 4: high; 5: low.
-    fn hal(map_registers: u32) -> HalHandle<FakeMemory> {
+    fn hal_with(map_registers: u32, busy: bool) -> HalHandle<FakeMemory> {
         let mem = FakeMemory::new(&[MB, MB + 4096, 10 * MB, 10 * MB + 4096, 300 * MB, 20 * MB]);
         let config = HalConfig {
             map_registers,
+            busy,
             ..HalConfig::default()
         };
         HalHandle::new(mem, config, &[0, 1]).unwrap()
     }
 
-    fn grant(ops: &mut HalDma<FakeMemory>, count: u32) -> MapBase {
+    fn hal(map_registers: u32) -> HalHandle<FakeMemory> {
+        hal_with(map_registers, false)
+    }
+
+    fn grant(ops: &mut HalDma<FakeMemory>, count: u32) -> MapRegisterBase {
         ops.initialize_dma_transfer_context().unwrap();
         match ops
             .allocate_adapter_channel_ex(count, AllocationMode::Synchronous)
@@ -925,6 +670,13 @@ mod tests {
             AllocateOutcome::Granted(base) => base,
             AllocateOutcome::Queued => panic!("queued"),
         }
+    }
+
+    fn codes(hal: &HalHandle<FakeMemory>) -> Vec<Option<u32>> {
+        hal.violations()
+            .iter()
+            .map(Violation::dma_subcode)
+            .collect()
     }
 
     #[test]
@@ -952,8 +704,8 @@ mod tests {
         ops.free_adapter_channel();
         hal.unlock(mdl);
         ops.put_dma_adapter();
-        assert!(hal.violations().is_empty());
-        assert!(hal.leak_check().is_empty());
+        assert!(hal.violations().is_empty(), "{:?}", hal.violations());
+        assert!(hal.leak_check().is_empty(), "{:?}", hal.leak_check());
     }
 
     #[test]
@@ -999,7 +751,15 @@ mod tests {
             .unwrap();
         hal.read_mdl(mdl, &mut out);
         assert_eq!(&out[96..], &[0xEE; 104][..]);
-        assert_eq!(hal.counters().bounced_pages, 2);
+        let counters = hal.counters().model;
+        assert_eq!(counters.bounced_pages, 2);
+        assert_eq!(
+            (counters.bounce_bytes_in, counters.bounce_bytes_out),
+            (104, 104)
+        );
+        // The bounce page is guard bytes again once flushed.
+        hal.with_memory(|m| m.read(1, 0, &mut bounced));
+        assert_eq!(bounced, [GUARD_BYTE; 104]);
         ops.free_adapter_channel();
         hal.unlock(mdl);
         ops.put_dma_adapter();
@@ -1025,15 +785,56 @@ mod tests {
         );
         ops.flush_adapter_buffers_ex(mdl, base, 96, 904, true)
             .unwrap();
-        assert_eq!(hal.counters().partial_maps, 1);
-        assert!(hal.violations().is_empty());
+        assert_eq!(hal.counters().model.partial_maps, 1);
+        assert!(hal.violations().is_empty(), "{:?}", hal.violations());
     }
 
     #[test]
-    fn verifier_catches_misuse() {
+    fn a_busy_adapter_refuses_sync_and_queues_async_until_released() {
+        let hal = hal_with(2, true);
+        let mut ops = hal.dma_ops();
+        ops.initialize_dma_transfer_context().unwrap();
+        assert_eq!(
+            ops.allocate_adapter_channel_ex(1, AllocationMode::Synchronous),
+            Err(NtStatus::INSUFFICIENT_RESOURCES)
+        );
+        ops.initialize_dma_transfer_context().unwrap();
+        assert_eq!(
+            ops.allocate_adapter_channel_ex(1, AllocationMode::Asynchronous),
+            Ok(AllocateOutcome::Queued)
+        );
+        let base = hal.take_queued_grant().expect("the waiting grant");
+        assert_eq!(hal.take_queued_grant(), None, "one grant per allocation");
+        let mdl = hal.lock_pages(&[2], 0, 10).unwrap();
+        let mut sg = SgList::new();
+        assert_eq!(ops.map_transfer_ex(mdl, base, 0, 10, true, &mut sg), Ok(10));
+        ops.flush_adapter_buffers_ex(mdl, base, 0, 10, true)
+            .unwrap();
+        ops.free_adapter_channel();
+        // Still busy: the next asynchronous allocation waits again, and a
+        // cancel takes it back.
+        ops.initialize_dma_transfer_context().unwrap();
+        assert_eq!(
+            ops.allocate_adapter_channel_ex(1, AllocationMode::Asynchronous),
+            Ok(AllocateOutcome::Queued)
+        );
+        assert!(ops.cancel_adapter_channel());
+        assert_eq!(hal.take_queued_grant(), None);
+        hal.unlock(mdl);
+        ops.put_dma_adapter();
+        let counters = hal.counters().model;
+        assert_eq!((counters.sync_refusals, counters.queued), (1, 2));
+        assert!(hal.violations().is_empty(), "{:?}", hal.violations());
+        assert!(hal.leak_check().is_empty(), "{:?}", hal.leak_check());
+    }
+
+    /// The codes are the simulator's: one model, one table.
+    #[test]
+    fn verifier_catches_misuse_with_the_simulators_codes() {
         let hal = hal(1);
         let mut ops = hal.dma_ops();
         let mdl = hal.lock_pages(&[2], 0, 10).unwrap();
+        let other = hal.lock_pages(&[5], 0, 10).unwrap();
         ops.initialize_dma_transfer_context().unwrap();
         assert!(
             ops.allocate_adapter_channel_ex(2, AllocationMode::Synchronous)
@@ -1043,17 +844,43 @@ mod tests {
         let mut sg = SgList::new();
         ops.map_transfer_ex(mdl, base, 0, 10, true, &mut sg)
             .unwrap();
+        // The same range again: already mapped.
         assert!(
             ops.map_transfer_ex(mdl, base, 0, 10, true, &mut sg)
                 .is_err()
         );
-        ops.flush_adapter_buffers_ex(mdl, base, 0, 9, true).unwrap();
+        // Another range before the flush: the first was not flushed.
+        assert!(
+            ops.map_transfer_ex(other, base, 0, 10, true, &mut sg)
+                .is_err()
+        );
+        // A flush with another length than the map's.
+        assert!(ops.flush_adapter_buffers_ex(mdl, base, 0, 9, true).is_err());
+        ops.flush_adapter_buffers_ex(mdl, base, 0, 10, true)
+            .unwrap();
         ops.free_adapter_channel();
         ops.free_adapter_channel();
         ops.put_dma_adapter();
         ops.put_dma_adapter();
-        let codes: Vec<u32> = hal.violations().iter().map(|v| v.code).collect();
-        assert_eq!(codes, vec![0x15, 0x1D, 0x16, 0x04, 0x18]);
-        assert_eq!(hal.leak_check().len(), 1, "the MDL is still locked");
+        assert_eq!(
+            codes(&hal),
+            [0x0C, 0x1D, 0x0D, 0x16, 0x04, 0x18].map(Some).to_vec()
+        );
+        assert_eq!(hal.leak_check().len(), 1, "two MDLs are still locked");
+    }
+
+    #[test]
+    fn a_page_that_moved_since_it_was_locked_is_not_mapped() {
+        let hal = hal(1);
+        let mut ops = hal.dma_ops();
+        let mdl = hal.lock_pages(&[2], 0, 10).unwrap();
+        let base = grant(&mut ops, 1);
+        hal.with_memory(|m| m.phys[2] = 40 * MB);
+        let mut sg = SgList::new();
+        assert_eq!(
+            ops.map_transfer_ex(mdl, base, 0, 10, true, &mut sg),
+            Err(NtStatus::INSUFFICIENT_RESOURCES)
+        );
+        assert_eq!(codes(&hal), vec![Some(0x0E)]);
     }
 }

@@ -13,7 +13,9 @@ use edudma_core::ioctl::{Direction, DmaRequest, InterruptKind, Stats};
 use edudma_core::regs::{self, RegisterFile};
 
 use crate::conform;
-use crate::hal::{HalConfig, HalCounters, HalDma, HalHandle, MdlId, PAGE_SIZE, PageId, PhysMemory};
+use edudma_hal::hal::HalStats;
+
+use crate::hal::{GuestPages, HalConfig, HalDma, HalHandle, MdlId, PAGE_SIZE, PageId};
 use crate::linux::{Bar, PagePool, PciDevice, Uio, Wait, command};
 use crate::rng::Rng;
 
@@ -44,7 +46,7 @@ const LIMIT_28: u64 = 1 << 28;
 
 type Mem = Rc<PagePool>;
 
-impl PhysMemory for Rc<PagePool> {
+impl GuestPages for Rc<PagePool> {
     fn phys(&self, page: PageId) -> Option<u64> {
         PagePool::phys_now(self, page)
     }
@@ -118,7 +120,7 @@ struct Totals {
     interrupts: u64,
     spurious: u64,
     lost_interrupts: u64,
-    hal: HalCounters,
+    hal: HalStats,
 }
 
 /// One engine with its adapter: what START_DEVICE created.
@@ -280,10 +282,9 @@ impl Rig {
             .start_device(hal.dma_ops(), facts, &mut self.bar)
             .map_err(|s| format!("start_device: {s}"))?;
         say(&format!(
-            "HIL INFO phase {name}: {} map registers, sync busy {}, queued grants {}, interrupts {}",
+            "HIL INFO phase {name}: {} map registers, busy (sync refused, async queued) {}, interrupts {}",
             hal_config.map_registers,
-            hal_config.sync_busy,
-            hal_config.queue_async,
+            hal_config.busy,
             if interrupts {
                 "on"
             } else {
@@ -603,7 +604,7 @@ impl Rig {
                 list.join("; ")
             ),
         );
-        let hal = drv.hal.counters();
+        let hal = drv.hal.counters().model;
         say(&format!(
             "HIL INFO {} engine: requests={} completed={} commands={} maps={} partial={} flushes={} \
              interrupts={} dpcs={} lost={} timeouts={} errors={} fallbacks={} | hal: bounced={} direct={} \
@@ -626,7 +627,7 @@ impl Rig {
             hal.sg_elements,
             hal.max_sg_elements,
             hal.partial_maps,
-            hal.queued_grants,
+            hal.queued,
             hal.sync_refusals,
         ));
         let t = &mut self.totals;
@@ -639,7 +640,7 @@ impl Rig {
         t.hal.maps += hal.maps;
         t.hal.sg_elements += hal.sg_elements;
         t.hal.max_sg_elements = t.hal.max_sg_elements.max(hal.max_sg_elements);
-        t.hal.queued_grants += hal.queued_grants;
+        t.hal.queued += hal.queued;
         stats
     }
 
@@ -881,8 +882,7 @@ fn extra_phases(rig: &mut Rig, window: u32) {
     // A busy adapter: synchronous allocation refused, the asynchronous
     // grant arrives later (the execution routine runs outside StartIo).
     let busy = HalConfig {
-        sync_busy: true,
-        queue_async: true,
+        busy: true,
         ..HalConfig::default()
     };
     if let Ok(mut drv) = rig.start_driver("queued", busy, EngineConfig::default(), true) {
@@ -1061,8 +1061,7 @@ fn cancel_and_stop(rig: &mut Rig, window: u32) {
     // (b) and (c) Cancel while waiting for the channel: TRUE (the routine
     // never runs) and FALSE (it ran; the grant is awaited, then freed).
     let busy = HalConfig {
-        sync_busy: true,
-        queue_async: true,
+        busy: true,
         ..HalConfig::default()
     };
     if let Ok(mut drv) = rig.start_driver("cancelq", busy, EngineConfig::default(), true) {
@@ -1207,7 +1206,7 @@ fn report(rig: &Rig, elapsed: Duration) -> bool {
         t.hal.partial_maps,
         t.hal.sg_elements,
         t.hal.max_sg_elements,
-        t.hal.queued_grants,
+        t.hal.queued,
         t.interrupts,
         t.spurious,
         t.lost_interrupts,

@@ -106,9 +106,7 @@ pub fn buffer(
     fill: impl Fn(usize) -> u8,
 ) -> MdlId {
     m.sys().with(|k| {
-        let mdl = k
-            .mdls
-            .build(&mut k.mem, &mut k.rng, len, layout)
+        let mdl = edudma_sim::mdl::build(&mut k.mdls, &mut k.mem, &mut k.rng, len, layout)
             .expect("memory");
         let data: Vec<u8> = (0..len as usize).map(fill).collect();
         k.mdls.write(&mut k.mem, mdl, 0, &data).expect("write");
