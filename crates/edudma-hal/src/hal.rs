@@ -1097,14 +1097,19 @@ impl Hal {
             ctx.verifier.report(Violation::MapRegistersFreedWhileMapped);
             return;
         }
-        // The guard bytes of the registers this channel held and of the pool.
+        self.end_channel(ctx, id, first, count);
+        self.stats.channel_frees += 1;
+    }
+
+    /// The channel and its map registers are given back: the guard bytes of
+    /// the registers it held and of the pool are checked first.
+    fn end_channel(&mut self, ctx: &mut HalCtx<'_>, id: AdapterId, first: u32, count: u32) {
         self.check_guards(ctx, first, count);
         self.release_registers(first, count);
         let a = &mut self.adapters[id.0 as usize];
         a.channel = Channel::Free;
         a.context = Context::Uninitialized;
         a.used.clear();
-        self.stats.channel_frees += 1;
     }
 
     /// `FreeMapRegisters` (DISPATCH_LEVEL), after `DeallocateObjectKeepRegisters`.
@@ -1171,12 +1176,7 @@ impl Hal {
                     ctx.verifier.report(Violation::MapRegistersFreedWhileMapped);
                     return;
                 }
-                self.check_guards(ctx, first, count);
-                self.release_registers(first, count);
-                let a = &mut self.adapters[id.0 as usize];
-                a.channel = Channel::Free;
-                a.context = Context::Uninitialized;
-                a.used.clear();
+                self.end_channel(ctx, id, first, count);
             }
         }
     }

@@ -148,7 +148,6 @@ struct Shared<M: GuestPages> {
     rng: SimRng,
     adapter: AdapterId,
     busy: bool,
-    queued: bool,
     bus_master_disabled: u64,
     /// Clears Bus Master Enable in the device's command register.
     bus_master_off: Option<Box<dyn FnMut()>>,
@@ -305,7 +304,6 @@ impl<M: GuestPages> HalHandle<M> {
             rng: SimRng::new(0),
             adapter: AdapterId(0),
             busy: config.busy,
-            queued: false,
             bus_master_disabled: 0,
             bus_master_off: None,
         };
@@ -416,11 +414,11 @@ impl<M: GuestPages> HalHandle<M> {
     /// busy as configured for the next allocation.
     pub fn take_queued_grant(&self) -> Option<MapRegisterBase> {
         let inner = &mut *self.inner.borrow_mut();
-        if !std::mem::take(&mut inner.queued) {
+        let id = inner.adapter;
+        if !inner.hal.is_waiting(id) {
             return None;
         }
         inner.hal.contended = false;
-        let id = inner.adapter;
         let base = inner.hal.retry_waiting(&mut inner.mem, id);
         inner.hal.contended = inner.busy;
         base.map(|b| inner.granted(b))
@@ -507,24 +505,12 @@ impl<M: GuestPages> DmaOps for HalDma<M> {
             AllocateResult::RunNow(base) | AllocateResult::Committed(base) => {
                 AllocateOutcome::Granted(inner.granted(base))
             }
-            AllocateResult::Waiting => {
-                inner.queued = true;
-                AllocateOutcome::Queued
-            }
+            AllocateResult::Waiting => AllocateOutcome::Queued,
         })
     }
 
     fn cancel_adapter_channel(&mut self) -> bool {
-        let inner = &mut *self.inner.borrow_mut();
-        let id = inner.adapter;
-        let was_waiting = inner.hal.is_waiting(id);
-        let cancelled = inner.call(Irql::Dispatch, |hal, id, ctx| {
-            hal.cancel_adapter_channel(ctx, id)
-        });
-        if cancelled && was_waiting {
-            inner.queued = false;
-        }
-        cancelled
+        self.at_dispatch(|hal, id, ctx| hal.cancel_adapter_channel(ctx, id))
     }
 
     fn map_transfer_ex(
