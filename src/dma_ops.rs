@@ -1,5 +1,6 @@
 //! `DmaOps` over the `DMA_OPERATIONS` function pointers of one adapter, the
-//! execution routine, and the grant DPC that hands a late grant to the engine.
+//! execution routine (version 3) and the `AdapterControl` routine (version
+//! 1), and the grant DPC that hands a late grant to the engine.
 //!
 //! `DMA_ADAPTER.DmaOperations` and the `DMA_OPERATIONS` members are named C
 //! members (H); each is an `Option<unsafe extern "C" fn>` in wdk-sys, called
@@ -10,7 +11,7 @@ use core::ptr;
 
 use edudma_core::NtStatus;
 use edudma_core::dma::{
-    AllocateOutcome, AllocationMode, DmaOps, DmaTransferInfo, SgElement, SgList,
+    AllocateOutcome, AllocationMode, DmaOps, DmaTransferInfo, MdlSpot, SgElement, SgList,
 };
 use edudma_core::grant::{Delivery, Settled};
 use wdk_sys::ntddk::{KeInsertQueueDpc, KeSetEvent};
@@ -129,6 +130,23 @@ unsafe extern "C" fn execution_routine(
     _IO_ALLOCATION_ACTION::KeepObject
 }
 
+/// The `AdapterControl` routine (`DRIVER_CONTROL`) of every version-1
+/// `AllocateAdapterChannel`: the grant goes to the engine exactly as the
+/// execution routine's does. It returns `DeallocateObjectKeepRegisters`, the
+/// bus-master ending Learn documents (IO_ALLOCATION_ACTION, "Adapter
+/// Control routine"): the adapter object is released at once, the map
+/// registers stay held until the transfer's `FreeMapRegisters`.
+unsafe extern "C" fn adapter_control(
+    device: *mut DEVICE_OBJECT,
+    irp: *mut IRP,
+    map_register_base: PVOID,
+    context: PVOID,
+) -> IO_ALLOCATION_ACTION {
+    // SAFETY: forwarded; `context` is our extension.
+    let _ = unsafe { execution_routine(device, irp, map_register_base, context) };
+    _IO_ALLOCATION_ACTION::DeallocateObjectKeepRegisters
+}
+
 /// Delivers a late grant to the engine at DISPATCH_LEVEL (`KDEFERRED_ROUTINE`);
 /// `base` (SystemArgument1) is the map-register base.
 pub unsafe extern "C" fn grant_dpc(_dpc: *mut KDPC, context: PVOID, base: PVOID, _a2: PVOID) {
@@ -145,6 +163,17 @@ pub unsafe extern "C" fn grant_dpc(_dpc: *mut KDPC, context: PVOID, base: PVOID,
         // completion, but the drain may be over.
         None => crate::power::wake_drain(ext),
     }
+}
+
+/// The MDL of the chain that holds `offset` and the byte's `CurrentVa`
+/// (`MmGetMdlVirtualAddress` plus its offset in that MDL).
+fn current_va(mdl: MdlRef, offset: u64) -> Result<(*mut MDL, PVOID), NtStatus> {
+    // SAFETY: the caller's live chain.
+    let (held_by, in_mdl) =
+        unsafe { ffi::mdl_at(mdl.0, offset) }.ok_or(NtStatus::INVALID_PARAMETER)?;
+    // SAFETY: a live MDL of that chain.
+    let va = unsafe { ffi::mdl_virtual_address(held_by) } + in_mdl as usize;
+    Ok((held_by, va as PVOID))
 }
 
 fn status(s: i32) -> Result<(), NtStatus> {
@@ -346,8 +375,126 @@ impl DmaOps for WinDma {
 
     fn free_map_registers(&mut self, map_register_base: MapBase, map_register_count: u32) {
         if let Some(f) = self.ops().FreeMapRegisters {
-            // SAFETY: forwarded as the DDI takes it (the engine never calls it).
+            // SAFETY: DISPATCH_LEVEL under the engine lock; the base and
+            // count of a DeallocateObjectKeepRegisters grant.
             unsafe { f(self.adapter, map_register_base.0, map_register_count) }
+        }
+    }
+
+    fn flush_io_buffers(&mut self, mdl: MdlRef, read_operation: bool) {
+        // SAFETY: the caller's locked MDL.
+        unsafe { ffi::flush_io_buffers(mdl.0, read_operation) }
+    }
+
+    fn locate(&mut self, mdl: MdlRef, offset: u64) -> Option<MdlSpot> {
+        // SAFETY: the caller's live chain.
+        let (held_by, in_mdl) = unsafe { ffi::mdl_at(mdl.0, offset) }?;
+        // SAFETY: a live MDL of that chain.
+        let (va, bytes) = unsafe {
+            (
+                ffi::mdl_virtual_address(held_by),
+                ffi::mdl_byte_count(held_by),
+            )
+        };
+        Some(MdlSpot {
+            page_offset: ((va + in_mdl as usize) % PAGE) as u32,
+            bytes_to_mdl_end: bytes - in_mdl,
+        })
+    }
+
+    fn allocate_adapter_channel(
+        &mut self,
+        map_register_count: u32,
+    ) -> Result<AllocateOutcome<MapBase>, NtStatus> {
+        let f = self
+            .ops()
+            .AllocateAdapterChannel
+            .ok_or(NtStatus::NOT_SUPPORTED)?;
+        let ext = self.ext();
+        ext.grant.arm();
+        // SAFETY: DISPATCH_LEVEL (engine lock held, from StartIo), a live
+        // adapter and our FDO, whose CurrentIrp the routine is given (Learn,
+        // AdapterControl: "Irp ... DeviceObject->CurrentIrp"). The routine
+        // takes no lock, so it may run inside.
+        let result = unsafe {
+            f(
+                self.adapter,
+                ext.fdo,
+                map_register_count,
+                Some(adapter_control),
+                ext.as_context(),
+            )
+        };
+        if let Err(e) = status(result) {
+            ext.grant.disarm();
+            return Err(e);
+        }
+        Ok(match ext.grant.settle() {
+            Settled::GrantedNow(base) => AllocateOutcome::Granted(MapBase(base as PVOID)),
+            Settled::Queued => AllocateOutcome::Queued,
+        })
+    }
+
+    fn map_transfer(
+        &mut self,
+        mdl: MdlRef,
+        map_register_base: MapBase,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<SgElement, NtStatus> {
+        let f = self.ops().MapTransfer.ok_or(NtStatus::NOT_SUPPORTED)?;
+        let (held_by, current_va) = current_va(mdl, offset)?;
+        let mut mapped = length;
+        // SAFETY: granted map registers, the MDL that holds the range and a
+        // CurrentVa inside it (the engine never asks across MDLs).
+        let address = unsafe {
+            f(
+                self.adapter,
+                held_by,
+                map_register_base.0,
+                current_va,
+                &mut mapped,
+                u8::from(write_to_device),
+            )
+        };
+        // SAFETY: QuadPart is the 64-bit view of PHYSICAL_ADDRESS.
+        let address = unsafe { address.QuadPart } as u64;
+        Ok(SgElement {
+            address,
+            length: mapped,
+        })
+    }
+
+    fn flush_adapter_buffers(
+        &mut self,
+        mdl: MdlRef,
+        map_register_base: MapBase,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<(), NtStatus> {
+        let f = self
+            .ops()
+            .FlushAdapterBuffers
+            .ok_or(NtStatus::NOT_SUPPORTED)?;
+        let (held_by, current_va) = current_va(mdl, offset)?;
+        // SAFETY: the MDL, CurrentVa, length and direction of the
+        // MapTransfer this flush ends.
+        let flushed = unsafe {
+            f(
+                self.adapter,
+                held_by,
+                map_register_base.0,
+                current_va,
+                length,
+                u8::from(write_to_device),
+            )
+        };
+        if flushed != 0 {
+            Ok(())
+        } else {
+            Err(NtStatus::DEVICE_HARDWARE_ERROR)
         }
     }
 

@@ -67,6 +67,7 @@ unsafe extern "C" fn add_device(driver: *mut DRIVER_OBJECT, pdo: *mut DEVICE_OBJ
     let config = EngineConfig {
         window: registry::dma_window(pdo),
         allocation: registry::allocation_policy(pdo),
+        strategy: registry::dma_strategy(pdo),
         ..EngineConfig::default()
     };
     let extension_size = size_of::<DeviceExtension>() as u32;

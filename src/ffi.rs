@@ -45,8 +45,6 @@ use wdk_sys::{
 // picks (u32 or i32) is not documented; these values are fixed ABI, so they
 // are spelled out here with the header they come from.
 
-/// `DEVICE_DESCRIPTION_VERSION3` (wdm.h).
-pub const DEVICE_DESCRIPTION_VERSION3: u32 = 3;
 /// `DMA_TRANSFER_INFO_VERSION1` (wdm.h).
 pub const DMA_TRANSFER_INFO_VERSION1: u32 = 1;
 /// `DMA_SYNCHRONOUS_CALLBACK`, a flag of `AllocateAdapterChannelEx` (wdm.h).
@@ -547,6 +545,64 @@ pub unsafe fn mdl_chain_byte_count(mut mdl: *mut MDL) -> u64 {
         }
     }
     total
+}
+
+/// `MmGetMdlVirtualAddress` (wdm.h macro:
+/// `(PVOID)((PCHAR)(Mdl)->StartVa + (Mdl)->ByteOffset)`; named C members,
+/// H): the `CurrentVa` base of the version-1 routines, used as an index
+/// into the MDL, never dereferenced.
+///
+/// # Safety
+/// `mdl` must be a live MDL.
+pub unsafe fn mdl_virtual_address(mdl: *mut MDL) -> usize {
+    // SAFETY: plain field reads of a live MDL.
+    unsafe { (*mdl).StartVa as usize + (*mdl).ByteOffset as usize }
+}
+
+/// The MDL of the chain `mdl` that holds byte `offset` of the chain, and
+/// the byte's offset in it; `None` past the chain's end.
+///
+/// # Safety
+/// `mdl` must be a live MDL whose chain is live.
+pub unsafe fn mdl_at(mut mdl: *mut MDL, mut offset: u64) -> Option<(*mut MDL, u32)> {
+    while !mdl.is_null() {
+        // SAFETY: every MDL of a live chain is live.
+        let bytes = u64::from(unsafe { mdl_byte_count(mdl) });
+        if offset < bytes {
+            return Some((mdl, offset as u32));
+        }
+        offset -= bytes;
+        // SAFETY: as above; `Next` is a named C member (H).
+        mdl = unsafe { (*mdl).Next };
+    }
+    None
+}
+
+/// `KeFlushIoBuffers(Mdl, ReadOperation, DmaOperation = TRUE)`. wdm.h
+/// defines it to nothing on x86 and x64, whose caches are coherent with
+/// DMA: the Windows build of this driver (x64) has nothing to call.
+///
+/// # Safety
+/// `mdl` must be a live, locked MDL.
+#[cfg(windows)]
+pub unsafe fn flush_io_buffers(_mdl: *mut MDL, _read_operation: bool) {}
+
+#[cfg(not(windows))]
+unsafe extern "C" {
+    /// The simulator's `KeFlushIoBuffers` (host build only: it counts the
+    /// call and checks its IRQL).
+    #[link_name = "KeFlushIoBuffers"]
+    fn host_ke_flush_io_buffers(mdl: *mut MDL, read_operation: u8, dma_operation: u8);
+}
+
+/// `KeFlushIoBuffers`, served by the simulator on a non-Windows host.
+///
+/// # Safety
+/// As the Windows version.
+#[cfg(not(windows))]
+pub unsafe fn flush_io_buffers(mdl: *mut MDL, read_operation: bool) {
+    // SAFETY: forwarded from the caller.
+    unsafe { host_ke_flush_io_buffers(mdl, u8::from(read_operation), 1) }
 }
 
 // ---- resources ------------------------------------------------------------------

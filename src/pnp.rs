@@ -1,11 +1,11 @@
-//! IRP_MJ_PNP: start (map BAR0, bus master, DMA adapter v3, interrupt,
-//! engine), stop / surprise removal / removal (engine stop, wait for the
+//! IRP_MJ_PNP: start (map BAR0, bus master, DMA adapter — version 3, or
+//! version 2 or 1 where it is missing — interrupt, engine), stop / surprise removal / removal (engine stop, wait for the
 //! adapter to be put, disconnect, unmap, detach, delete); the rest passes down.
 
 use core::ptr;
 use core::sync::atomic::Ordering;
 
-use edudma_core::engine::{AdapterFacts, StopReason};
+use edudma_core::engine::{AdapterFacts, AdapterRequest, StopReason};
 use edudma_core::regs::{BAR0_SIZE, DEVICE_BUFFER_SIZE, DMA_ADDRESS_BITS};
 use wdk_sys::ntddk::{
     IoBuildSynchronousFsdRequest, IoDeleteDevice, IoDetachDevice, IoForwardIrpSynchronously,
@@ -15,8 +15,8 @@ use wdk_sys::ntddk::{
 };
 use wdk_sys::{
     _DMA_SPEED, _DMA_WIDTH, _EVENT_TYPE, _INTERFACE_TYPE, _POWER_STATE_TYPE,
-    BUS_INTERFACE_STANDARD, DEVICE_DESCRIPTION, DEVICE_OBJECT, IO_STATUS_BLOCK, IRP, IRP_MJ_PNP,
-    IRP_MN_CANCEL_REMOVE_DEVICE, IRP_MN_CANCEL_STOP_DEVICE, IRP_MN_QUERY_INTERFACE,
+    BUS_INTERFACE_STANDARD, DEVICE_DESCRIPTION, DEVICE_OBJECT, DMA_ADAPTER, IO_STATUS_BLOCK, IRP,
+    IRP_MJ_PNP, IRP_MN_CANCEL_REMOVE_DEVICE, IRP_MN_CANCEL_STOP_DEVICE, IRP_MN_QUERY_INTERFACE,
     IRP_MN_QUERY_PNP_DEVICE_STATE, IRP_MN_QUERY_REMOVE_DEVICE, IRP_MN_QUERY_STOP_DEVICE,
     IRP_MN_REMOVE_DEVICE, IRP_MN_START_DEVICE, IRP_MN_STOP_DEVICE, IRP_MN_SURPRISE_REMOVAL, KEVENT,
     NTSTATUS, PHYSICAL_ADDRESS, PNP_DEVICE_FAILED, POWER_STATE, PVOID, SIZE_T,
@@ -168,33 +168,27 @@ unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
         return status;
     }
 
-    // Step 1: a version-3 adapter for a 28-bit bus master.
-    // SAFETY: all-zero DEVICE_DESCRIPTION is what the DDI asks to start from.
-    let mut description: DEVICE_DESCRIPTION = unsafe { core::mem::zeroed() };
-    description.Version = ffi::DEVICE_DESCRIPTION_VERSION3;
-    description.Master = 1;
-    description.ScatterGather = 1;
-    description.InterfaceType = _INTERFACE_TYPE::PCIBus;
-    description.DmaWidth = _DMA_WIDTH::Width32Bits;
-    description.DmaSpeed = _DMA_SPEED::Compatible;
-    description.MaximumLength = DEVICE_BUFFER_SIZE;
-    description.DmaAddressWidth = DMA_ADDRESS_BITS;
-    let mut map_registers: u32 = 0;
-    // SAFETY: PASSIVE_LEVEL with our PDO and a filled description.
-    let adapter = unsafe { IoGetDmaAdapter(ext.pdo, &mut description, &mut map_registers) };
-    if adapter.is_null() {
-        // NULL: no version-3 DMA for this device.
+    // Step 1: the adapters the strategy asks for, in the core's order (a
+    // version-3 one for a 28-bit bus master first, where it is asked for).
+    let strategy = ext.lock().engine.config().strategy;
+    let obtained = strategy.adapter_requests().iter().find_map(|request| {
+        // SAFETY: PASSIVE_LEVEL, our PDO.
+        unsafe { get_dma_adapter(ext, request) }.map(|(a, n)| (a, n, *request))
+    });
+    let Some((adapter, map_registers, request)) = obtained else {
+        // NULL for every version: no DMA for this device.
         unmap(ext);
         release_bus_interface(ext);
         return STATUS_INSUFFICIENT_RESOURCES;
-    }
+    };
 
     let interrupt_kind = isr::connect(ext);
     let facts = AdapterFacts {
-        dma_interface_version: ffi::DEVICE_DESCRIPTION_VERSION3,
+        dma_interface_version: request.version,
+        strategy: request.strategy,
         map_registers,
         dma_address_width: DMA_ADDRESS_BITS,
-        scatter_gather: true,
+        scatter_gather: request.scatter_gather,
         interrupt_kind,
     };
     let ops = WinDma::new(adapter, ext);
@@ -251,6 +245,32 @@ unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
         deliver(ext, c);
     }
     STATUS_SUCCESS
+}
+
+/// `IoGetDmaAdapter` for a bus master with the description the core asks
+/// for: the adapter and its map registers, `None` for NULL.
+///
+/// # Safety
+/// PASSIVE_LEVEL; `ext` is our started device's extension.
+unsafe fn get_dma_adapter(
+    ext: &DeviceExtension,
+    request: &AdapterRequest,
+) -> Option<(*mut DMA_ADAPTER, u32)> {
+    // SAFETY: all-zero DEVICE_DESCRIPTION is what the DDI asks to start from.
+    let mut description: DEVICE_DESCRIPTION = unsafe { core::mem::zeroed() };
+    description.Version = request.version;
+    description.Master = 1;
+    description.ScatterGather = u8::from(request.scatter_gather);
+    description.Dma32BitAddresses = u8::from(request.dma32_bit_addresses);
+    description.InterfaceType = _INTERFACE_TYPE::PCIBus;
+    description.DmaWidth = _DMA_WIDTH::Width32Bits;
+    description.DmaSpeed = _DMA_SPEED::Compatible;
+    description.MaximumLength = DEVICE_BUFFER_SIZE;
+    description.DmaAddressWidth = request.dma_address_width;
+    let mut map_registers: u32 = 0;
+    // SAFETY: PASSIVE_LEVEL with our PDO and a filled description.
+    let adapter = unsafe { IoGetDmaAdapter(ext.pdo, &mut description, &mut map_registers) };
+    (!adapter.is_null()).then_some((adapter, map_registers))
 }
 
 /// Stop, surprise removal or removal: the engine decides what happens to

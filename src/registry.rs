@@ -1,10 +1,11 @@
 //! The optional parameters under the device's hardware key ("Device
 //! Parameters"), written by the INF: `DmaWindow` (4095, the default, or
-//! 4096) and `AsyncChannelAllocation` (1: never ask for a synchronous grant).
+//! 4096), `AsyncChannelAllocation` (1: never ask for a synchronous grant)
+//! and `DmaStrategy` (0: `v3-packet`, the default; 1: `v1-packet`).
 
 use core::ptr;
 
-use edudma_core::engine::{AllocationPolicy, DEFAULT_WINDOW};
+use edudma_core::engine::{AllocationPolicy, DEFAULT_WINDOW, DmaStrategy};
 use wdk_sys::ntddk::{IoOpenDeviceRegistryKey, ZwClose, ZwQueryValueKey};
 use wdk_sys::{_KEY_VALUE_INFORMATION_CLASS, DEVICE_OBJECT, HANDLE};
 
@@ -14,6 +15,7 @@ use crate::strings::{unicode, utf16};
 /// The value names.
 const DMA_WINDOW: [u16; 9] = utf16("DmaWindow");
 const ASYNC_CHANNEL_ALLOCATION: [u16; 22] = utf16("AsyncChannelAllocation");
+const DMA_STRATEGY: [u16; 11] = utf16("DmaStrategy");
 
 /// Read `DmaWindow`; anything missing or other than 4095/4096 gives the
 /// default. PASSIVE_LEVEL.
@@ -26,6 +28,11 @@ pub fn dma_window(pdo: *mut DEVICE_OBJECT) -> u32 {
 /// Read `AsyncChannelAllocation` (the core decides what it means). PASSIVE_LEVEL.
 pub fn allocation_policy(pdo: *mut DEVICE_OBJECT) -> AllocationPolicy {
     AllocationPolicy::from_registry(read_dword(pdo, &ASYNC_CHANNEL_ALLOCATION))
+}
+
+/// Read `DmaStrategy` (the core decides what it means). PASSIVE_LEVEL.
+pub fn dma_strategy(pdo: *mut DEVICE_OBJECT) -> DmaStrategy {
+    DmaStrategy::from_registry(read_dword(pdo, &DMA_STRATEGY))
 }
 
 fn read_dword(pdo: *mut DEVICE_OBJECT, value: &'static [u16]) -> Option<u32> {

@@ -1,5 +1,5 @@
-//! The version-3 DMA operations of one adapter, as the HAL offers them, and
-//! the plain data they exchange.
+//! The DMA operations of one adapter, as the HAL offers them (version 3, and
+//! version 1's packet-based routines), and the plain data they exchange.
 //!
 //! [`DmaOps`] is the seam between the engine and a DMA implementation: the
 //! Windows glue implements it over `DMA_OPERATIONS` function pointers, the
@@ -128,8 +128,35 @@ impl SgList {
     }
 }
 
+/// The page size of every Windows architecture the driver builds for.
+pub const PAGE_SIZE: u32 = 4096;
+
+/// `ADDRESS_AND_SIZE_TO_SPAN_PAGES(Va, Size)` for a virtual address whose
+/// offset in its page (`BYTE_OFFSET(Va)`) is `page_offset`: the pages the
+/// range touches, 0 for an empty range.
+pub const fn span_pages(page_offset: u32, size: u32) -> u32 {
+    if size == 0 {
+        return 0;
+    }
+    let first = (page_offset % PAGE_SIZE) as u64;
+    ((first + size as u64).div_ceil(PAGE_SIZE as u64)) as u32
+}
+
+/// Where a byte offset of an MDL chain falls, as the version-1 routines
+/// (which take one MDL and a `CurrentVa` in it) need it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MdlSpot {
+    /// `BYTE_OFFSET` of the byte's virtual address
+    /// (`MmGetMdlVirtualAddress` of its MDL plus the offset in that MDL).
+    pub page_offset: u32,
+    /// Bytes from the byte to the end of its MDL: one `MapTransfer` never
+    /// crosses an MDL.
+    pub bytes_to_mdl_end: u32,
+}
+
 /// The version-3 DMA routines of one adapter (`DMA_OPERATIONS`), exactly as
-/// the HAL offers them to a bus-master driver.
+/// the HAL offers them to a bus-master driver, and the version-1 routines of
+/// the packet-based sequence (the members every version of the table has).
 ///
 /// Parameters are those of the DDIs; what the implementation owns instead of
 /// taking it per call is said on each method. The implementation keeps one
@@ -206,10 +233,9 @@ pub trait DmaOps {
     /// registers of a `KeepObject` grant.
     fn free_adapter_channel(&mut self);
 
-    /// `FreeMapRegisters` (DISPATCH_LEVEL), for a grant whose execution
-    /// routine returned `DeallocateObjectKeepRegisters`. The engine uses
-    /// `KeepObject` and never calls it; it is here for completeness and so
-    /// that the simulator's verifier can check it.
+    /// `FreeMapRegisters` (DISPATCH_LEVEL), for a grant whose routine
+    /// returned `DeallocateObjectKeepRegisters`: the end of a version-1
+    /// transfer, with the base and count of its `AllocateAdapterChannel`.
     fn free_map_registers(
         &mut self,
         map_register_base: Self::MapRegisterBase,
@@ -218,6 +244,50 @@ pub trait DmaOps {
 
     /// `PutDmaAdapter`: releases the adapter. Nothing may be outstanding.
     fn put_dma_adapter(&mut self);
+
+    // ---- version 1: the packet-based sequence ---------------------------
+
+    /// `KeFlushIoBuffers(Mdl, ReadOperation, TRUE)` before a version-1
+    /// transfer (`read_operation`: device → memory).
+    fn flush_io_buffers(&mut self, mdl: Self::Mdl, read_operation: bool);
+
+    /// Where `offset` of the chain `mdl` falls (`MmGetMdlVirtualAddress`),
+    /// `None` past its end.
+    fn locate(&mut self, mdl: Self::Mdl, offset: u64) -> Option<MdlSpot>;
+
+    /// `AllocateAdapterChannel` with the implementation's `AdapterControl`
+    /// routine, which returns `DeallocateObjectKeepRegisters`: the adapter
+    /// object is released when it returns, the map registers stay held
+    /// until [`DmaOps::free_map_registers`]. The routine may run inside the
+    /// call (`Granted`) or later (`Queued`); a version-1 request cannot be
+    /// cancelled.
+    fn allocate_adapter_channel(
+        &mut self,
+        map_register_count: u32,
+    ) -> Result<AllocateOutcome<Self::MapRegisterBase>, NtStatus>;
+
+    /// `MapTransfer` of `length` bytes at `offset` of the chain, inside one
+    /// MDL (the engine never asks across one, nor for more pages than the
+    /// map registers held): one logically contiguous range.
+    fn map_transfer(
+        &mut self,
+        mdl: Self::Mdl,
+        map_register_base: Self::MapRegisterBase,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<SgElement, NtStatus>;
+
+    /// `FlushAdapterBuffers` with the MDL, `CurrentVa`, length and direction
+    /// of the `MapTransfer` it ends.
+    fn flush_adapter_buffers(
+        &mut self,
+        mdl: Self::Mdl,
+        map_register_base: Self::MapRegisterBase,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<(), NtStatus>;
 
     /// Clear Bus Master Enable in the device's PCI command register (through
     /// the bus driver's `BUS_INTERFACE_STANDARD`, callable at DISPATCH_LEVEL).
@@ -248,5 +318,16 @@ mod tests {
         assert_eq!(sg.total_length(), 10 * MAX_SG_ELEMENTS as u64);
         sg.clear();
         assert!(sg.is_empty());
+    }
+
+    #[test]
+    fn span_pages_is_the_macro() {
+        assert_eq!(span_pages(0, 0), 0);
+        assert_eq!(span_pages(0, 1), 1);
+        assert_eq!(span_pages(0, 4096), 1);
+        assert_eq!(span_pages(1, 4096), 2);
+        assert_eq!(span_pages(4095, 2), 2);
+        assert_eq!(span_pages(4096 + 5, 10), 1);
+        assert_eq!(span_pages(100, 3 * 4096), 4);
     }
 }

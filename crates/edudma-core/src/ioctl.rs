@@ -97,7 +97,7 @@ pub const GUID_DEVINTERFACE_EDUDMA: (u32, u16, u16, [u8; 8]) = (
 pub const DEVICE_INTERFACE_NAME: &str = "GUID_DEVINTERFACE_EDUDMA";
 
 /// Version of this contract, reported in [`DeviceInfo::contract_version`].
-pub const CONTRACT_VERSION: u32 = 1;
+pub const CONTRACT_VERSION: u32 = 2;
 
 /// Input of the DMA IOCTLs.
 #[repr(C)]
@@ -143,6 +143,11 @@ pub struct DeviceInfo {
     pub dma_window: u32,
     /// See [`AllocationPolicyCode`].
     pub allocation_policy: u32,
+    /// The DMA strategy in force, a [`DmaStrategyCode`].
+    pub dma_strategy: u32,
+    /// The DMA strategy the registry asked for: it differs from
+    /// `dma_strategy` when the platform had no version 3 (the fallback).
+    pub requested_dma_strategy: u32,
     /// Reserved, zero.
     pub reserved: u32,
 }
@@ -181,6 +186,43 @@ pub enum AllocationPolicyCode {
     AsyncOnly = 1,
 }
 
+/// The DMA strategy in force, in [`DeviceInfo::dma_strategy`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DmaStrategyCode {
+    /// The ten version-3 steps (`MapTransferEx`, `FlushAdapterBuffersEx`).
+    V3Packet = 0,
+    /// The version-1 packet-based sequence (`AllocateAdapterChannel`,
+    /// `MapTransfer`, `FlushAdapterBuffers`, `FreeMapRegisters`).
+    V1Packet = 1,
+}
+
+impl DmaStrategyCode {
+    /// Decode [`DeviceInfo::dma_strategy`].
+    pub fn from_code(code: u32) -> Option<Self> {
+        match code {
+            0 => Some(Self::V3Packet),
+            1 => Some(Self::V1Packet),
+            _ => None,
+        }
+    }
+
+    /// The name `edudmactl` shows and takes (`--dma-strategy`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::V3Packet => "v3-packet",
+            Self::V1Packet => "v1-packet",
+        }
+    }
+
+    /// The strategy a name selects.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::V3Packet, Self::V1Packet]
+            .into_iter()
+            .find(|s| s.name() == name)
+    }
+}
+
 /// Output of [`IOCTL_EDUDMA_GET_STATS`]: counters since start or reset.
 #[repr(C)]
 #[derive(
@@ -197,17 +239,19 @@ pub struct Stats {
     pub bytes_from_device: u64,
     /// `GetDmaTransferInfo` calls.
     pub get_dma_transfer_info: u64,
-    /// `AllocateAdapterChannelEx` calls.
+    /// `AllocateAdapterChannelEx` (version 3) or `AllocateAdapterChannel`
+    /// (version 1) calls.
     pub allocate_adapter_channel: u64,
     /// Synchronous allocations that fell back to asynchronous.
     pub sync_allocation_fallbacks: u64,
     /// `CancelAdapterChannel` calls.
     pub cancel_adapter_channel: u64,
-    /// `MapTransferEx` calls.
+    /// `MapTransferEx` (version 3) or `MapTransfer` (version 1) calls.
     pub map_transfer: u64,
-    /// `MapTransferEx` calls that mapped less than asked.
+    /// Maps that covered less than the bytes left: `MapTransferEx` mapped
+    /// less than asked, or a version-1 request was split.
     pub partial_maps: u64,
-    /// `FlushAdapterBuffersEx` calls.
+    /// `FlushAdapterBuffersEx` or `FlushAdapterBuffers` calls.
     pub flush_adapter_buffers: u64,
     /// `FreeAdapterChannel` calls.
     pub free_adapter_channel: u64,
@@ -225,6 +269,10 @@ pub struct Stats {
     pub timeouts: u64,
     /// Requests failed with an error status (validation errors included).
     pub errors: u64,
+    /// `KeFlushIoBuffers` calls (version 1).
+    pub flush_io_buffers: u64,
+    /// `FreeMapRegisters` calls (version 1).
+    pub free_map_registers: u64,
 }
 
 /// Self-test step bits, in [`SelfTestReport::passed`] and [`SelfTestReport::failed`].
@@ -671,8 +719,8 @@ mod tests {
     #[test]
     fn layouts_are_stable() {
         assert_eq!(size_of::<DmaHeader>(), 8);
-        assert_eq!(size_of::<DeviceInfo>(), 56);
-        assert_eq!(size_of::<Stats>(), 19 * 8);
+        assert_eq!(size_of::<DeviceInfo>(), 64);
+        assert_eq!(size_of::<Stats>(), 21 * 8);
         assert_eq!(size_of::<SelfTestReport>(), 40);
     }
 
@@ -721,11 +769,11 @@ mod tests {
     #[test]
     fn buffered_codes_validate_sizes() {
         assert_eq!(
-            validate_control(IOCTL_EDUDMA_GET_INFO, &[], 56, false, W),
+            validate_control(IOCTL_EDUDMA_GET_INFO, &[], 64, false, W),
             Ok(ControlRequest::GetInfo)
         );
         assert_eq!(
-            validate_control(IOCTL_EDUDMA_GET_INFO, &[], 55, false, W)
+            validate_control(IOCTL_EDUDMA_GET_INFO, &[], 63, false, W)
                 .unwrap_err()
                 .status(),
             NtStatus::BUFFER_TOO_SMALL

@@ -1,5 +1,7 @@
-//! Typed tokens over [`DmaOps`] that let the version-3 steps happen only in
-//! their documented order.
+//! Typed tokens over [`DmaOps`] that let the packet-based DMA steps happen
+//! only in their documented order — the ten version-3 steps, or the
+//! version-1 sequence ([`Routines`] says which routines the tokens call;
+//! the order is the same).
 //!
 //! Each token owns the adapter while it is outstanding, so the state of the
 //! adapter is always exactly one token:
@@ -13,8 +15,13 @@
 //!
 //! What follows from the types, checked by the compiler:
 //! - a [`Mapping`] can only be left by [`Mapping::flush`], which uses the very
-//!   offset, length, MDL and direction of its map (FlushAdapterBuffersEx after
-//!   EVERY MapTransferEx, before the next map and before the free);
+//!   offset (`CurrentVa`), length, MDL and direction of its map
+//!   (FlushAdapterBuffers[Ex] after EVERY MapTransfer[Ex], before the next
+//!   map and before the free);
+//! - a [`Channel`] is freed once, the way its grant was made:
+//!   `FreeAdapterChannel` after a version-3 `KeepObject` grant,
+//!   `FreeMapRegisters` with the grant's own base and count after a
+//!   version-1 `DeallocateObjectKeepRegisters` grant;
 //! - there is no `map` on a [`Mapping`], so a range cannot be mapped twice;
 //! - [`Adapter::put`] needs the [`Adapter`], which does not exist while a
 //!   channel is requested, granted or mapped; it consumes it, so it happens once;
@@ -45,13 +52,27 @@
 //! }
 //! ```
 
-use crate::dma::{AllocateOutcome, AllocationMode, DmaOps, DmaTransferInfo, SgList};
+use crate::dma::{AllocateOutcome, AllocationMode, DmaOps, MdlSpot, PAGE_SIZE, SgList, span_pages};
 use crate::status::NtStatus;
+
+/// Which DMA routines the tokens of an adapter call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routines {
+    /// `GetDmaTransferInfo`, `InitializeDmaTransferContext`,
+    /// `AllocateAdapterChannelEx`, `CancelAdapterChannel`, `MapTransferEx`,
+    /// `FlushAdapterBuffersEx`, `FreeAdapterChannel`.
+    Version3,
+    /// `KeFlushIoBuffers`, `AllocateAdapterChannel`, `MapTransfer`,
+    /// `FlushAdapterBuffers`, `FreeMapRegisters`: no transfer context, no
+    /// synchronous allocation, no cancel of a queued request.
+    Version1,
+}
 
 /// The adapter with nothing outstanding: steps 2, 3 and 10 start here.
 #[derive(Debug)]
 pub struct Adapter<D: DmaOps> {
     ops: D,
+    routines: Routines,
 }
 
 /// Result of [`Adapter::allocate_channel`].
@@ -100,9 +121,14 @@ pub struct Mapping<D: DmaOps> {
 
 impl<D: DmaOps> Adapter<D> {
     /// Take ownership of the operations of an adapter just obtained from
-    /// `IoGetDmaAdapter` (step 1).
-    pub fn new(ops: D) -> Self {
-        Self { ops }
+    /// `IoGetDmaAdapter` (step 1), used through `routines`.
+    pub fn new(ops: D, routines: Routines) -> Self {
+        Self { ops, routines }
+    }
+
+    /// The routines this adapter's tokens call.
+    pub fn routines(&self) -> Routines {
+        self.routines
     }
 
     /// `GetDmaAlignment`.
@@ -110,31 +136,54 @@ impl<D: DmaOps> Adapter<D> {
         self.ops.get_dma_alignment()
     }
 
-    /// Step 2: `GetDmaTransferInfo`, then `InitializeDmaTransferContext` for
-    /// the request about to ask for a channel.
+    /// Step 2, before a channel is asked for: the map registers the
+    /// transfer needs. Version 3: `GetDmaTransferInfo`, then
+    /// `InitializeDmaTransferContext`. Version 1: `KeFlushIoBuffers`, then
+    /// `ADDRESS_AND_SIZE_TO_SPAN_PAGES` of the buffer's `CurrentVa`.
     pub fn prepare_transfer(
         &mut self,
         mdl: D::Mdl,
         offset: u64,
         length: u32,
         write_to_device: bool,
-    ) -> Result<DmaTransferInfo, NtStatus> {
-        let info = self
-            .ops
-            .get_dma_transfer_info(mdl, offset, length, write_to_device)?;
-        self.ops.initialize_dma_transfer_context()?;
-        Ok(info)
+    ) -> Result<u32, NtStatus> {
+        match self.routines {
+            Routines::Version3 => {
+                let info = self
+                    .ops
+                    .get_dma_transfer_info(mdl, offset, length, write_to_device)?;
+                self.ops.initialize_dma_transfer_context()?;
+                Ok(info.map_register_count)
+            }
+            Routines::Version1 => {
+                self.ops.flush_io_buffers(mdl, !write_to_device);
+                let spot = self
+                    .ops
+                    .locate(mdl, offset)
+                    .ok_or(NtStatus::INVALID_PARAMETER)?;
+                Ok(span_pages(spot.page_offset, length))
+            }
+        }
     }
 
     /// `InitializeDmaTransferContext` again: an allocating call consumes the
     /// context even when it fails, so a retry starts from a fresh one.
+    /// Version 1 has no context.
     pub fn reinitialize_context(&mut self) -> Result<(), NtStatus> {
-        self.ops.initialize_dma_transfer_context()
+        match self.routines {
+            Routines::Version3 => self.ops.initialize_dma_transfer_context(),
+            Routines::Version1 => Ok(()),
+        }
     }
 
-    /// Step 3: `AllocateAdapterChannelEx` for `map_registers` map registers.
+    /// Step 3: `AllocateAdapterChannelEx` (in `mode`) or, on version 1,
+    /// `AllocateAdapterChannel` for `map_registers` map registers.
     pub fn allocate_channel(mut self, map_registers: u32, mode: AllocationMode) -> Allocation<D> {
-        match self.ops.allocate_adapter_channel_ex(map_registers, mode) {
+        let outcome = match self.routines {
+            Routines::Version3 => self.ops.allocate_adapter_channel_ex(map_registers, mode),
+            Routines::Version1 => self.ops.allocate_adapter_channel(map_registers),
+        };
+        match outcome {
             Ok(AllocateOutcome::Granted(base)) => Allocation::Granted(Channel {
                 adapter: self,
                 base,
@@ -164,10 +213,17 @@ impl<D: DmaOps> PendingChannel<D> {
         }
     }
 
+    /// The routines of the adapter: version 1 has no `CancelAdapterChannel`.
+    pub fn routines(&self) -> Routines {
+        self.adapter.routines
+    }
+
     /// Step 4: `CancelAdapterChannel`. `Ok` when the request was cancelled
-    /// (TRUE); `Err` when it was already granted (FALSE).
+    /// (TRUE); `Err` when it was already granted (FALSE). A version-1
+    /// request cannot be cancelled: its grant is always awaited.
     pub fn cancel(mut self) -> Result<Adapter<D>, GrantAwaited<D>> {
-        if self.adapter.ops.cancel_adapter_channel() {
+        if self.adapter.routines == Routines::Version3 && self.adapter.ops.cancel_adapter_channel()
+        {
             Ok(self.adapter)
         } else {
             Err(GrantAwaited { pending: self })
@@ -188,9 +244,15 @@ impl<D: DmaOps> Channel<D> {
         self.map_registers
     }
 
-    /// Step 5: `MapTransferEx`. On success the mapped length may be shorter
-    /// than asked (a partial map); on failure nothing is mapped and the
-    /// channel comes back.
+    /// The routines of the adapter.
+    pub fn routines(&self) -> Routines {
+        self.adapter.routines
+    }
+
+    /// Step 5: `MapTransferEx`, or `MapTransfer` for the part of the range
+    /// that one call may map. On success the mapped length may be shorter
+    /// than asked (a partial map, or a version-1 split); on failure nothing
+    /// is mapped and the channel comes back.
     pub fn map(
         mut self,
         mdl: D::Mdl,
@@ -200,11 +262,18 @@ impl<D: DmaOps> Channel<D> {
         sg: &mut SgList,
     ) -> Result<Mapping<D>, (Channel<D>, NtStatus)> {
         sg.clear();
-        match self
-            .adapter
-            .ops
-            .map_transfer_ex(mdl, self.base, offset, length, write_to_device, sg)
-        {
+        let mapped = match self.routines() {
+            Routines::Version3 => self.adapter.ops.map_transfer_ex(
+                mdl,
+                self.base,
+                offset,
+                length,
+                write_to_device,
+                sg,
+            ),
+            Routines::Version1 => self.map_version1(mdl, offset, length, write_to_device, sg),
+        };
+        match mapped {
             // Never more than asked; a zero-length "success" maps nothing.
             Ok(mapped) if mapped > 0 && mapped <= length => Ok(Mapping {
                 channel: self,
@@ -224,9 +293,54 @@ impl<D: DmaOps> Channel<D> {
         }
     }
 
-    /// Step 9: `FreeAdapterChannel`; the adapter is free again.
+    /// `MapTransfer` of what one call may map: within the MDL of `offset`
+    /// (one `CurrentVa` is in one MDL) and within the map registers held
+    /// (a bus master without scatter/gather gets all of `Length` or a
+    /// verifier violation, so the split is the driver's).
+    fn map_version1(
+        &mut self,
+        mdl: D::Mdl,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+        sg: &mut SgList,
+    ) -> Result<u32, NtStatus> {
+        let MdlSpot {
+            page_offset,
+            bytes_to_mdl_end,
+        } = self
+            .adapter
+            .ops
+            .locate(mdl, offset)
+            .ok_or(NtStatus::INVALID_PARAMETER)?;
+        let page_offset = page_offset % PAGE_SIZE;
+        let register_bytes =
+            (u64::from(self.map_registers.max(1)) * u64::from(PAGE_SIZE)) - u64::from(page_offset);
+        let length = u64::from(length)
+            .min(u64::from(bytes_to_mdl_end))
+            .min(register_bytes) as u32;
+        let element =
+            self.adapter
+                .ops
+                .map_transfer(mdl, self.base, offset, length, write_to_device)?;
+        if element.length > length || !sg.push(element) {
+            return Ok(0);
+        }
+        Ok(element.length)
+    }
+
+    /// Step 9: the channel ends the way it was granted — `FreeAdapterChannel`
+    /// (version 3, `KeepObject`) or `FreeMapRegisters` with the grant's base
+    /// and count (version 1, `DeallocateObjectKeepRegisters`). The adapter
+    /// is free again.
     pub fn free(mut self) -> Adapter<D> {
-        self.adapter.ops.free_adapter_channel();
+        match self.routines() {
+            Routines::Version3 => self.adapter.ops.free_adapter_channel(),
+            Routines::Version1 => self
+                .adapter
+                .ops
+                .free_map_registers(self.base, self.map_registers),
+        }
         self.adapter
     }
 }
@@ -248,16 +362,27 @@ impl<D: DmaOps> Mapping<D> {
         self.channel.adapter.ops.disable_bus_master();
     }
 
-    /// Step 8: `FlushAdapterBuffersEx` with the parameters of the map. The
-    /// channel comes back either way: a failed flush still ends the mapping.
+    /// Step 8: `FlushAdapterBuffersEx` (or `FlushAdapterBuffers`) with the
+    /// parameters of the map. The channel comes back either way: a failed
+    /// flush still ends the mapping.
     pub fn flush(mut self) -> (Channel<D>, Result<(), NtStatus>) {
-        let result = self.channel.adapter.ops.flush_adapter_buffers_ex(
-            self.mdl,
-            self.channel.base,
-            self.offset,
-            self.length,
-            self.write_to_device,
-        );
+        let ops = &mut self.channel.adapter.ops;
+        let result = match self.channel.adapter.routines {
+            Routines::Version3 => ops.flush_adapter_buffers_ex(
+                self.mdl,
+                self.channel.base,
+                self.offset,
+                self.length,
+                self.write_to_device,
+            ),
+            Routines::Version1 => ops.flush_adapter_buffers(
+                self.mdl,
+                self.channel.base,
+                self.offset,
+                self.length,
+                self.write_to_device,
+            ),
+        };
         (self.channel, result)
     }
 }

@@ -120,6 +120,9 @@ pub struct HalConfig {
     /// What `GetDmaAlignment` returns: the DMA system's alignment in bytes
     /// (1: none).
     pub dma_alignment: u32,
+    /// The platform has DMA version 3 (false: `IoGetDmaAdapter` returns
+    /// NULL for a `DEVICE_DESCRIPTION_VERSION3`, as before Windows 8).
+    pub dma_v3: bool,
 }
 
 impl Default for HalConfig {
@@ -134,6 +137,7 @@ impl Default for HalConfig {
             sg_buffer_bytes: None,
             grant_latency_ns: None,
             dma_alignment: 1,
+            dma_v3: true,
         }
     }
 }
@@ -188,6 +192,10 @@ pub struct HalStats {
     pub bounce_bytes_out: u64,
     /// Channels ended by `FreeAdapterChannel`.
     pub channel_frees: u64,
+    /// Map registers given back by `FreeMapRegisters`.
+    pub map_register_frees: u64,
+    /// `KeFlushIoBuffers` calls.
+    pub io_buffer_flushes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -211,6 +219,15 @@ enum Channel {
     },
 }
 
+/// The range one map call covers.
+#[derive(Clone, Copy, Debug)]
+struct MapRange {
+    mdl: MdlId,
+    offset: u64,
+    length: u32,
+    write_to_device: bool,
+}
+
 #[derive(Clone, Debug)]
 struct Mapping {
     mdl: MdlId,
@@ -226,6 +243,8 @@ struct Mapping {
 
 #[derive(Clone, Debug)]
 struct Adapter {
+    /// The `DEVICE_DESCRIPTION` version it was made from.
+    version: u32,
     width: u32,
     scatter_gather: bool,
     granted: u32,
@@ -360,6 +379,11 @@ impl Hal {
             });
             return None;
         }
+        if desc.version == DEVICE_DESCRIPTION_VERSION3 && !self.config.dma_v3 {
+            // Learn: "If IoGetDmaAdapter returns NULL, the routine is not
+            // available on your platform."
+            return None;
+        }
         if desc.version > DEVICE_DESCRIPTION_VERSION3 {
             if ctx.verifier.dma_checks {
                 ctx.verifier
@@ -384,6 +408,7 @@ impl Hal {
         let pages = u64::from(desc.maximum_length).div_ceil(PAGE_SIZE) + 1;
         let granted = (pages.min(u64::from(self.config.map_registers)) as u32).max(1);
         self.adapters.push(Adapter {
+            version: desc.version,
             width,
             scatter_gather: desc.scatter_gather && self.config.scatter_gather,
             granted,
@@ -396,6 +421,25 @@ impl Hal {
         });
         self.stats.adapters += 1;
         Some((AdapterId(self.adapters.len() as u32 - 1), granted))
+    }
+
+    /// The `DEVICE_DESCRIPTION` version an adapter was made from: which
+    /// `DMA_OPERATIONS` members it has.
+    pub fn adapter_version(&self, id: AdapterId) -> Option<u32> {
+        self.adapters.get(id.0 as usize).map(|a| a.version)
+    }
+
+    /// `KeFlushIoBuffers` (`IRQL <= DISPATCH_LEVEL`): on the machines
+    /// modelled here caches are coherent with DMA, so it only counts.
+    pub fn ke_flush_io_buffers(&mut self, ctx: &mut HalCtx<'_>) {
+        if ctx.irql > Irql::Dispatch {
+            ctx.verifier.report(Violation::WrongIrql {
+                routine: "KeFlushIoBuffers",
+                irql: ctx.irql,
+            });
+            return;
+        }
+        self.stats.io_buffer_flushes += 1;
     }
 
     fn live(
@@ -604,9 +648,22 @@ impl Hal {
         count: u32,
         synchronous: bool,
     ) -> Result<AllocateResult, NtStatus> {
-        if !self.live_at_dispatch(ctx, id, "AllocateAdapterChannelEx") {
+        self.allocate(ctx, id, count, synchronous, "AllocateAdapterChannelEx")
+    }
+
+    /// The shared body of both allocations; `routine` names the caller.
+    fn allocate(
+        &mut self,
+        ctx: &mut HalCtx<'_>,
+        id: AdapterId,
+        count: u32,
+        synchronous: bool,
+        routine: &'static str,
+    ) -> Result<AllocateResult, NtStatus> {
+        if !self.live_at_dispatch(ctx, id, routine) {
             return Err(NtStatus::INVALID_PARAMETER);
         }
+        let version1 = routine == "AllocateAdapterChannel";
         let pool = self.config.pool_registers;
         let Some(a) = self.adapter(id) else {
             return Err(NtStatus::INVALID_PARAMETER);
@@ -640,6 +697,11 @@ impl Hal {
                 },
                 NtStatus::INSUFFICIENT_RESOURCES,
             );
+        }
+        if version1 {
+            // No transfer context in version 1: the model's state machine
+            // still tracks the channel's use through one.
+            a.context = Context::Initialized;
         }
         if a.context == Context::Cancelled {
             a.context = Context::Uninitialized;
@@ -694,6 +756,19 @@ impl Hal {
                 Ok(AllocateResult::Waiting)
             }
         }
+    }
+
+    /// `AllocateAdapterChannel` (DISPATCH_LEVEL) with an `AdapterControl`
+    /// routine: version 1 has no transfer context and no synchronous form;
+    /// the routine runs inside the call or later, like an asynchronous
+    /// `AllocateAdapterChannelEx`.
+    pub fn allocate_adapter_channel(
+        &mut self,
+        ctx: &mut HalCtx<'_>,
+        id: AdapterId,
+        count: u32,
+    ) -> Result<AllocateResult, NtStatus> {
+        self.allocate(ctx, id, count, false, "AllocateAdapterChannel")
     }
 
     /// The pool is free again (another device released it): retry a
@@ -844,6 +919,107 @@ impl Hal {
             );
         };
         let segments = self.resolve(ctx, mdl, offset, u64::from(length))?;
+        let range = MapRange {
+            mdl,
+            offset,
+            length,
+            write_to_device,
+        };
+        self.map_range(
+            ctx,
+            id,
+            range,
+            (count, first),
+            segments,
+            sg_buffer_bytes,
+            sg,
+        )
+    }
+
+    /// `MapTransfer` (`IRQL <= DISPATCH_LEVEL`) of `length` bytes at
+    /// `offset` in the one MDL `mdl` (its `CurrentVa` minus
+    /// `MmGetMdlVirtualAddress`): one logically contiguous range, the whole
+    /// `Length` (a bus master without scatter/gather) or, with
+    /// scatter/gather, one physically contiguous run of it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn map_transfer(
+        &mut self,
+        ctx: &mut HalCtx<'_>,
+        id: AdapterId,
+        mdl: MdlId,
+        base: MapRegisterBase,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<SgElement, NtStatus> {
+        if !self.live(ctx, id, "MapTransfer", Irql::Dispatch) {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let Some((count, first)) = self.held(id, base) else {
+            return dma_fail(
+                ctx,
+                Violation::InvalidMapRegisterBase,
+                NtStatus::INVALID_PARAMETER,
+            );
+        };
+        // One CurrentVa is inside one MDL: the range may not run past it.
+        let in_mdl = ctx.mdls.get(mdl).map_or(0, |m| u64::from(m.byte_count));
+        if offset + u64::from(length) > in_mdl {
+            return dma_fail(
+                ctx,
+                Violation::AddressNotInMdl {
+                    offset,
+                    length: u64::from(length),
+                    chain_length: in_mdl,
+                },
+                NtStatus::INVALID_PARAMETER,
+            );
+        }
+        let segments = self.resolve(ctx, mdl, offset, u64::from(length))?;
+        let needed = segments.len() as u32;
+        if needed > count.max(1) {
+            return dma_fail(
+                ctx,
+                Violation::MapBeyondMapRegisters {
+                    needed,
+                    held: count,
+                },
+                NtStatus::INSUFFICIENT_RESOURCES,
+            );
+        }
+        let range = MapRange {
+            mdl,
+            offset,
+            length,
+            write_to_device,
+        };
+        let mut sg = SgList::new();
+        let bytes = sg_list_size(1);
+        let mapped = self.map_range(ctx, id, range, (count, first), segments, bytes, &mut sg)?;
+        let element = sg.as_slice()[0];
+        debug_assert_eq!(element.length, mapped);
+        Ok(element)
+    }
+
+    /// Map `range` (resolved to `segments`) through the registers
+    /// `(count, first)` of a channel: the shared body of both maps.
+    #[allow(clippy::too_many_arguments)]
+    fn map_range(
+        &mut self,
+        ctx: &mut HalCtx<'_>,
+        id: AdapterId,
+        range: MapRange,
+        (count, first): (u32, u32),
+        segments: Vec<Segment>,
+        sg_buffer_bytes: u32,
+        sg: &mut SgList,
+    ) -> Result<u32, NtStatus> {
+        let MapRange {
+            mdl,
+            offset,
+            length,
+            write_to_device,
+        } = range;
         let needed = sg_list_size(1);
         if sg_buffer_bytes < needed {
             return dma_fail(
@@ -880,7 +1056,11 @@ impl Hal {
             / SG_ELEMENT_BYTES) as usize)
             .min(edudma_core::dma::MAX_SG_ELEMENTS);
         let limit = if width >= 64 { u64::MAX } else { 1u64 << width };
-        let double_all = self.config.double_buffer_all.unwrap_or(false);
+        // Without scatter/gather the device gets one logically contiguous
+        // range: the HAL builds it in its map registers, so every page goes
+        // through one (MapTransfer: "Otherwise, the input and output values
+        // of Length are identical").
+        let double_all = self.config.double_buffer_all.unwrap_or(false) || !scatter_gather;
         sg.clear();
         let mut mapping = Mapping {
             mdl,
@@ -976,7 +1156,74 @@ impl Hal {
         length: u32,
         write_to_device: bool,
     ) -> Result<(), NtStatus> {
-        if !self.live(ctx, id, "FlushAdapterBuffersEx", Irql::Dispatch) {
+        let range = MapRange {
+            mdl,
+            offset,
+            length,
+            write_to_device,
+        };
+        self.flush_range(ctx, id, "FlushAdapterBuffersEx", base, range)
+    }
+
+    /// `FlushAdapterBuffers` (`IRQL <= DISPATCH_LEVEL`): ends the
+    /// `MapTransfer` with this MDL, `CurrentVa` (`offset` in the MDL),
+    /// length and direction. More bytes than that map covered is 0xE6/0x00.
+    #[allow(clippy::too_many_arguments)]
+    pub fn flush_adapter_buffers(
+        &mut self,
+        ctx: &mut HalCtx<'_>,
+        id: AdapterId,
+        mdl: MdlId,
+        base: MapRegisterBase,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<(), NtStatus> {
+        if !self.live(ctx, id, "FlushAdapterBuffers", Irql::Dispatch) {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let overrun = self.adapters.get(id.0 as usize).and_then(|a| {
+            a.mappings
+                .iter()
+                .find(|m| m.mdl == mdl && m.offset == offset && length > m.length)
+                .map(|m| m.length)
+        });
+        if let Some(mapped) = overrun {
+            return dma_fail(
+                ctx,
+                Violation::FlushedPastMapping {
+                    mapped,
+                    flushed: length,
+                },
+                NtStatus::INVALID_PARAMETER,
+            );
+        }
+        let range = MapRange {
+            mdl,
+            offset,
+            length,
+            write_to_device,
+        };
+        self.flush_range(ctx, id, "FlushAdapterBuffers", base, range)
+    }
+
+    /// End the mapping `range` of the channel `base`: the shared body of
+    /// both flushes.
+    fn flush_range(
+        &mut self,
+        ctx: &mut HalCtx<'_>,
+        id: AdapterId,
+        routine: &'static str,
+        base: MapRegisterBase,
+        range: MapRange,
+    ) -> Result<(), NtStatus> {
+        let MapRange {
+            mdl,
+            offset,
+            length,
+            write_to_device,
+        } = range;
+        if !self.live(ctx, id, routine, Irql::Dispatch) {
             return Err(NtStatus::INVALID_PARAMETER);
         }
         let Some((_count, first)) = self.held(id, base) else {
@@ -1131,8 +1378,10 @@ impl Hal {
                     return;
                 }
                 let (_, held, first) = a.registers_only[i];
+                self.check_guards(ctx, first, held);
                 self.release_registers(first, held);
                 self.adapters[id.0 as usize].registers_only.remove(i);
+                self.stats.map_register_frees += 1;
             }
             Some(i) => ctx.verifier.report(Violation::MapRegistersFreedTooOften {
                 count,

@@ -103,6 +103,20 @@ impl MdlTable {
         out
     }
 
+    /// The MDL of the chain `head` that holds byte `offset` of the chain,
+    /// and the byte's offset in that MDL; `None` past the chain's end.
+    pub fn locate(&self, head: MdlId, offset: u64) -> Option<(MdlId, u64)> {
+        let mut left = offset;
+        for id in self.chain(head) {
+            let bytes = u64::from(self.get(id)?.byte_count);
+            if left < bytes {
+                return Some((id, left));
+            }
+            left -= bytes;
+        }
+        None
+    }
+
     /// Bytes described by the whole chain.
     pub fn chain_length(&self, head: MdlId) -> u64 {
         self.chain(head)

@@ -96,9 +96,27 @@ pub enum Violation {
         /// The HAL's maximum.
         maximum: u32,
     },
-    /// 0x16: `FlushAdapterBuffersEx` of a range that is not mapped (or with
-    /// an offset, length, MDL or direction other than the map's).
+    /// 0x16: `FlushAdapterBuffersEx` or `FlushAdapterBuffers` of a range
+    /// that is not mapped (or with an offset or `CurrentVa`, length, MDL or
+    /// direction other than the map's).
     FlushedUnmappedBuffer,
+    /// 0x00, parameter 2 = 0x1: `FlushAdapterBuffers` of more bytes from a
+    /// mapping's `CurrentVa` than its `MapTransfer` mapped.
+    FlushedPastMapping {
+        /// Bytes the map covered.
+        mapped: u32,
+        /// Bytes the flush asked for.
+        flushed: u32,
+    },
+    /// 0x00, parameter 2 = 0x2: `MapTransfer` of a range that needs more map
+    /// registers than the adapter channel holds (a bus master without
+    /// scatter/gather maps all of `Length` or nothing).
+    MapBeyondMapRegisters {
+        /// Map registers the range needs.
+        needed: u32,
+        /// Map registers held.
+        held: u32,
+    },
     /// 0x18: a DMA routine called after `PutDmaAdapter`.
     AdapterUsedAfterRelease {
         /// The routine.
@@ -270,6 +288,7 @@ impl Violation {
             DmaIrqlTooLow { .. } => Rule::Dma(0x14),
             MapRegistersAboveMaximum { .. } => Rule::Dma(0x15),
             FlushedUnmappedBuffer => Rule::Dma(0x16),
+            FlushedPastMapping { .. } | MapBeyondMapRegisters { .. } => Rule::Dma(0x00),
             AdapterUsedAfterRelease { .. } => Rule::Dma(0x18),
             AddressNotInMdl { .. } => Rule::Dma(0x1B),
             RangeAlreadyMapped => Rule::Dma(0x1D),

@@ -58,6 +58,7 @@ pub mod wdm;
 pub use kernel::Crash;
 pub use machine::{IrpResult, IrpSpec};
 pub use sim::{
-    Allocation, CorruptByte, Placement, SimConfig, SimError, SimMachine, SimStats, VerifierReport,
+    Allocation, CorruptByte, DmaStrategy, Placement, SimConfig, SimError, SimMachine, SimStats,
+    VerifierReport,
 };
 pub use verifier::Violation;

@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use edudma_core::NtStatus;
+pub use edudma_core::engine::DmaStrategy;
 use edudma_core::ioctl::{self, DeviceInfo, DmaHeader, SelfTestReport, Stats};
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -48,6 +49,11 @@ pub struct SimConfig {
     pub scatter_gather: bool,
     /// Channel allocation policy.
     pub allocation: Allocation,
+    /// The driver's `DmaStrategy` registry value.
+    pub dma_strategy: DmaStrategy,
+    /// The platform has DMA version 3 (false: `IoGetDmaAdapter` returns
+    /// NULL for version 3, and the driver falls back to version 1).
+    pub dma_v3: bool,
     /// Processors.
     pub cpus: usize,
     /// The device's `dma_mask` width (28 on QEMU) — also the driver's `DmaAddressWidth`.
@@ -88,6 +94,8 @@ impl Default for SimConfig {
             map_registers: 16,
             scatter_gather: true,
             allocation: Allocation::Sync,
+            dma_strategy: DmaStrategy::V3Packet,
+            dma_v3: true,
             cpus: 2,
             dma_mask_bits: 28,
             msi: false,
@@ -122,6 +130,7 @@ impl SimConfig {
                 sg_buffer_bytes: None,
                 grant_latency_ns: None,
                 dma_alignment: 1,
+                dma_v3: self.dma_v3,
             },
             edu: EduConfig {
                 dma_mask: if self.dma_mask_bits >= 64 {
@@ -145,6 +154,9 @@ impl SimConfig {
         let mut registry = vec![("DmaWindow".to_string(), self.window)];
         if self.allocation == Allocation::Async {
             registry.push(("AsyncChannelAllocation".to_string(), 1));
+        }
+        if self.dma_strategy != DmaStrategy::V3Packet {
+            registry.push(("DmaStrategy".to_string(), self.dma_strategy.code() as u32));
         }
         NativeConfig {
             seed: self.seed,

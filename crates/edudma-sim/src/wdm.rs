@@ -8,7 +8,9 @@ use std::any::Any;
 use std::rc::Rc;
 
 use edudma_core::NtStatus;
-use edudma_core::dma::{AllocateOutcome, AllocationMode, DmaOps, DmaTransferInfo, SgList};
+use edudma_core::dma::{
+    AllocateOutcome, AllocationMode, DmaOps, DmaTransferInfo, MdlSpot, PAGE_SIZE, SgElement, SgList,
+};
 use edudma_core::grant::{Delivery, GrantSlot, Settled};
 use edudma_core::regs::RegisterFile;
 
@@ -285,6 +287,13 @@ impl SimDma {
     fn hal<T>(&self, f: impl FnOnce(&mut crate::hal::Hal, &mut crate::hal::HalCtx<'_>) -> T) -> T {
         self.sys.with(|k| k.hal_call(f))
     }
+
+    /// The MDL of the chain `mdl` holding `offset`, and the offset in it.
+    fn locate_in_chain(&self, mdl: MdlId, offset: u64) -> Result<(MdlId, u64), NtStatus> {
+        self.sys
+            .with(|k| k.mdls.locate(mdl, offset))
+            .ok_or(NtStatus::INVALID_PARAMETER)
+    }
 }
 
 /// The execution routine of the driver: hand the grant to the allocating
@@ -437,5 +446,108 @@ impl DmaOps for SimDma {
     fn disable_bus_master(&mut self) {
         let command = self.sys.pci_command();
         self.sys.set_pci_command(command & !0x4);
+    }
+
+    fn flush_io_buffers(&mut self, _mdl: MdlId, _read_operation: bool) {
+        self.hal(|h, c| h.ke_flush_io_buffers(c));
+    }
+
+    fn locate(&mut self, mdl: MdlId, offset: u64) -> Option<MdlSpot> {
+        let (held_by, in_mdl) = self.locate_in_chain(mdl, offset).ok()?;
+        self.sys.with(|k| {
+            let m = k.mdls.get(held_by)?;
+            Some(MdlSpot {
+                page_offset: ((u64::from(m.byte_offset) + in_mdl) % u64::from(PAGE_SIZE)) as u32,
+                bytes_to_mdl_end: (u64::from(m.byte_count) - in_mdl) as u32,
+            })
+        })
+    }
+
+    /// The `AdapterControl` returns `DeallocateObjectKeepRegisters`. A grant
+    /// that comes late is delivered by the machine's driver (whose routine
+    /// says what it returns): tests of this adapter alone grant inline.
+    fn allocate_adapter_channel(
+        &mut self,
+        map_register_count: u32,
+    ) -> Result<AllocateOutcome<MapRegisterBase>, NtStatus> {
+        let id = self.adapter;
+        self.slot.arm();
+        let result = self.sys.with(|k| {
+            let r = k.hal_call(|h, c| h.allocate_adapter_channel(c, id, map_register_count));
+            k.schedule_contention_end(id);
+            r
+        });
+        match result {
+            Err(status) => {
+                self.slot.disarm();
+                return Err(status);
+            }
+            Ok(AllocateResult::RunNow(base)) => {
+                let deliver = execution_routine(&self.slot, base);
+                debug_assert!(deliver.is_none());
+                self.sys.hal_routine_returned(
+                    id,
+                    base,
+                    IoAllocationAction::DeallocateObjectKeepRegisters,
+                );
+            }
+            Ok(AllocateResult::Committed(base)) => self.sys.with(|k| {
+                let cpu = k.random_cpu();
+                let delay = k.rng.range(US, 60 * US);
+                k.sched
+                    .schedule(delay, cpu, Event::ExecutionRoutine(id, base));
+            }),
+            Ok(AllocateResult::Waiting) => {}
+        }
+        Ok(match self.slot.settle() {
+            Settled::GrantedNow(b) => AllocateOutcome::Granted(MapRegisterBase(b as u64)),
+            Settled::Queued => AllocateOutcome::Queued,
+        })
+    }
+
+    fn map_transfer(
+        &mut self,
+        mdl: MdlId,
+        map_register_base: MapRegisterBase,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<SgElement, NtStatus> {
+        let id = self.adapter;
+        let (held_by, in_mdl) = self.locate_in_chain(mdl, offset)?;
+        self.hal(|h, c| {
+            h.map_transfer(
+                c,
+                id,
+                held_by,
+                map_register_base,
+                in_mdl,
+                length,
+                write_to_device,
+            )
+        })
+    }
+
+    fn flush_adapter_buffers(
+        &mut self,
+        mdl: MdlId,
+        map_register_base: MapRegisterBase,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<(), NtStatus> {
+        let id = self.adapter;
+        let (held_by, in_mdl) = self.locate_in_chain(mdl, offset)?;
+        self.hal(|h, c| {
+            h.flush_adapter_buffers(
+                c,
+                id,
+                held_by,
+                map_register_base,
+                in_mdl,
+                length,
+                write_to_device,
+            )
+        })
     }
 }

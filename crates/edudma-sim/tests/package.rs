@@ -62,6 +62,12 @@ fn the_inf_uses_a_system_defined_class_and_no_class_installer() {
         hw.iter()
             .any(|l| l == "HKR,,DeviceCharacteristics,0x10001,0x100")
     );
+    // The INF's DmaStrategy is the core's default, kept if edited.
+    assert!(hw.iter().any(|l| l == "HKR,,DmaStrategy,0x10003,0"));
+    assert_eq!(
+        edudma_core::engine::DmaStrategy::from_registry(Some(0)),
+        edudma_core::engine::DmaStrategy::default()
+    );
 }
 
 #[test]

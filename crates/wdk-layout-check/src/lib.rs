@@ -505,12 +505,15 @@ fn guid_bits(data1: u32, data2: u16, data3: u16, data4: [u8; 8]) -> u128 {
 /// Every constant of `src/ffi.rs` and the supplement that windows-sys has.
 pub fn constant_table() -> Vec<ConstantRow> {
     use edudma::ffi;
+    use edudma_core::engine;
     let ours = ffi::GUID_BUS_INTERFACE_STANDARD;
     let theirs =
         windows_sys::Win32::Devices::DeviceAndDriverInstallation::GUID_BUS_INTERFACE_STANDARD;
     let pci_command = offset_of!(ws::PCI_COMMON_HEADER, Command) as u32;
     let mut rows = constants! {
-        "ffi::DEVICE_DESCRIPTION_VERSION3": ffi::DEVICE_DESCRIPTION_VERSION3, ws::DEVICE_DESCRIPTION_VERSION3;
+        "edudma_core::engine::DEVICE_DESCRIPTION_VERSION1": engine::DEVICE_DESCRIPTION_VERSION1, ws::DEVICE_DESCRIPTION_VERSION1;
+        "edudma_core::engine::DEVICE_DESCRIPTION_VERSION2": engine::DEVICE_DESCRIPTION_VERSION2, ws::DEVICE_DESCRIPTION_VERSION2;
+        "edudma_core::engine::DEVICE_DESCRIPTION_VERSION3": engine::DEVICE_DESCRIPTION_VERSION3, ws::DEVICE_DESCRIPTION_VERSION3;
         "ffi::DMA_TRANSFER_INFO_VERSION1": ffi::DMA_TRANSFER_INFO_VERSION1, ws::DMA_TRANSFER_INFO_VERSION1;
         "ffi::DMA_SYNCHRONOUS_CALLBACK": ffi::DMA_SYNCHRONOUS_CALLBACK, ws::DMA_SYNCHRONOUS_CALLBACK;
         "ffi::DMA_TRANSFER_CONTEXT_SIZE_V1": ffi::DMA_TRANSFER_CONTEXT_SIZE_V1 as u64, ws::DMA_TRANSFER_CONTEXT_SIZE_V1;

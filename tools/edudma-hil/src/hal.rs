@@ -25,7 +25,9 @@ use std::fmt;
 use std::rc::Rc;
 
 use edudma_core::NtStatus;
-use edudma_core::dma::{AllocateOutcome, AllocationMode, DmaOps, DmaTransferInfo, SgList};
+use edudma_core::dma::{
+    AllocateOutcome, AllocationMode, DmaOps, DmaTransferInfo, MdlSpot, SgElement, SgList,
+};
 use edudma_hal::hal::{
     AdapterId, AllocateResult, BouncePool, DEVICE_DESCRIPTION_VERSION3, DeviceDescription, Hal,
     HalConfig as ModelConfig, HalCtx, HalStats, InterfaceType, IoAllocationAction, MapRegisterBase,
@@ -172,13 +174,26 @@ impl<M: GuestPages> Shared<M> {
         f(&mut self.hal, self.adapter, &mut ctx)
     }
 
-    /// The channel is ours: the execution routine ran and returned
-    /// `KeepObject`, as the engine's does.
+    /// The channel is ours: the routine ran and returned what the driver's
+    /// does — `KeepObject` for a version-3 execution routine,
+    /// `DeallocateObjectKeepRegisters` for a version-1 `AdapterControl`.
     fn granted(&mut self, base: MapRegisterBase) -> MapRegisterBase {
         let id = self.adapter;
+        let action = if self.hal.adapter_version(id) < Some(DEVICE_DESCRIPTION_VERSION3) {
+            IoAllocationAction::DeallocateObjectKeepRegisters
+        } else {
+            IoAllocationAction::KeepObject
+        };
         self.hal
-            .routine_returned(&mut self.verifier, id, base, IoAllocationAction::KeepObject);
+            .routine_returned(&mut self.verifier, id, base, action);
         base
+    }
+
+    /// The MDL of the chain `mdl` holding `offset`, and the offset in it.
+    fn locate(&self, mdl: MdlId, offset: u64) -> Result<(MdlId, u64), NtStatus> {
+        self.mdls
+            .locate(mdl, offset)
+            .ok_or(NtStatus::INVALID_PARAMETER)
     }
 
     /// 0xE6/0x0E when a page of `mdl` is no longer where it was locked.
@@ -288,6 +303,7 @@ impl<M: GuestPages> HalHandle<M> {
             sg_buffer_bytes: None,
             grant_latency_ns: None,
             dma_alignment: 1,
+            dma_v3: true,
         };
         let pool = BouncePool {
             frames,
@@ -584,6 +600,85 @@ impl<M: GuestPages> DmaOps for HalDma<M> {
         if let Some(off) = inner.bus_master_off.as_mut() {
             off();
         }
+    }
+
+    fn flush_io_buffers(&mut self, _mdl: MdlId, _read_operation: bool) {
+        self.at_dispatch(|hal, _, ctx| hal.ke_flush_io_buffers(ctx));
+    }
+
+    fn locate(&mut self, mdl: MdlId, offset: u64) -> Option<MdlSpot> {
+        let inner = self.inner.borrow();
+        let (held_by, in_mdl) = inner.locate(mdl, offset).ok()?;
+        let m = inner.mdls.get(held_by)?;
+        Some(MdlSpot {
+            page_offset: ((u64::from(m.byte_offset) + in_mdl) % PAGE_SIZE as u64) as u32,
+            bytes_to_mdl_end: (u64::from(m.byte_count) - in_mdl) as u32,
+        })
+    }
+
+    fn allocate_adapter_channel(
+        &mut self,
+        map_register_count: u32,
+    ) -> Result<AllocateOutcome<MapRegisterBase>, NtStatus> {
+        let inner = &mut *self.inner.borrow_mut();
+        let result = inner.call(Irql::Dispatch, |hal, id, ctx| {
+            hal.allocate_adapter_channel(ctx, id, map_register_count)
+        })?;
+        Ok(match result {
+            AllocateResult::RunNow(base) | AllocateResult::Committed(base) => {
+                AllocateOutcome::Granted(inner.granted(base))
+            }
+            AllocateResult::Waiting => AllocateOutcome::Queued,
+        })
+    }
+
+    fn map_transfer(
+        &mut self,
+        mdl: MdlId,
+        map_register_base: MapRegisterBase,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<SgElement, NtStatus> {
+        let inner = &mut *self.inner.borrow_mut();
+        if !inner.still_pinned(mdl) {
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        }
+        let (held_by, in_mdl) = inner.locate(mdl, offset)?;
+        inner.call(Irql::Dispatch, |hal, id, ctx| {
+            hal.map_transfer(
+                ctx,
+                id,
+                held_by,
+                map_register_base,
+                in_mdl,
+                length,
+                write_to_device,
+            )
+        })
+    }
+
+    fn flush_adapter_buffers(
+        &mut self,
+        mdl: MdlId,
+        map_register_base: MapRegisterBase,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<(), NtStatus> {
+        let inner = &mut *self.inner.borrow_mut();
+        let (held_by, in_mdl) = inner.locate(mdl, offset)?;
+        inner.call(Irql::Dispatch, |hal, id, ctx| {
+            hal.flush_adapter_buffers(
+                ctx,
+                id,
+                held_by,
+                map_register_base,
+                in_mdl,
+                length,
+                write_to_device,
+            )
+        })
     }
 }
 

@@ -269,6 +269,7 @@ impl Rig {
         let mut engine = Engine::new(engine_config);
         let facts = AdapterFacts {
             dma_interface_version: 3,
+            strategy: edudma_core::engine::DmaStrategy::V3Packet,
             map_registers: hal_config.map_registers,
             dma_address_width: hal_config.address_bits,
             scatter_gather: true,

@@ -33,6 +33,8 @@ Examples:
   edudmactl read --offset 0 --len 64           hex dump on a terminal
   edudmactl read --offset 0 --len 4095 --out dump.bin
   edudmactl --sim --map-registers 1 --scatter-gather off loopback --iterations 20
+  edudmactl --sim --dma-strategy v1-packet loopback --iterations 20
+  edudmactl --sim --no-dma-v3 info             the fallback when version 3 is missing
   edudmactl --sim --alloc async --cpus 4 --seed 7 bench --len 4095
   edudmactl stats --reset
 
@@ -111,6 +113,17 @@ pub enum AllocMode {
     Async,
 }
 
+/// `--dma-strategy`: the driver's `DmaStrategy` registry value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StrategyName {
+    /// The ten version-3 steps (the default).
+    #[value(name = "v3-packet")]
+    V3Packet,
+    /// The version-1 packet-based sequence.
+    #[value(name = "v1-packet")]
+    V1Packet,
+}
+
 /// `--window 4095|4096`: how much of the device's 4096-byte buffer the driver uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum WindowSize {
@@ -156,6 +169,14 @@ pub struct SimOptions {
     #[arg(long, value_name = "sync|async", global = true)]
     pub alloc: Option<AllocMode>,
 
+    /// The DMA strategy the driver is configured with (its DmaStrategy registry value).
+    #[arg(long, value_name = "STRATEGY", global = true)]
+    pub dma_strategy: Option<StrategyName>,
+
+    /// A HAL without DMA version 3 (IoGetDmaAdapter returns NULL for it): the driver falls back.
+    #[arg(long, global = true)]
+    pub no_dma_v3: bool,
+
     /// Number of simulated CPUs (the DPC may run on any of them).
     #[arg(long, value_name = "N", global = true)]
     pub cpus: Option<u32>,
@@ -191,6 +212,8 @@ impl SimOptions {
         note(self.map_registers.is_some(), "--map-registers");
         note(self.scatter_gather.is_some(), "--scatter-gather");
         note(self.alloc.is_some(), "--alloc");
+        note(self.dma_strategy.is_some(), "--dma-strategy");
+        note(self.no_dma_v3, "--no-dma-v3");
         note(self.cpus.is_some(), "--cpus");
         note(self.dma_mask_bits.is_some(), "--dma-mask-bits");
         note(self.msi, "--msi");

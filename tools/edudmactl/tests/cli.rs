@@ -326,6 +326,9 @@ fn bad_arguments_exit_2() {
         &["--seed", "3", "info"],                    // knob without --sim
         &["--sim", "frobnicate"],                    // unknown command
         &["--sim", "--cpus", "0", "info"],           // out of range knob
+        &["--sim", "--dma-strategy", "v2-packet", "info"], // unknown strategy
+        &["--dma-strategy", "v1-packet", "info"],    // strategy without --sim
+        &["--no-dma-v3", "info"],                    // HAL knob without --sim
     ];
     for args in cases {
         tool().args(*args).assert().code(2);
@@ -434,4 +437,76 @@ fn a_real_device_off_windows_says_to_use_sim() {
         .code(1)
         .stderr(predicate::str::contains("--sim"))
         .stderr(predicate::str::contains("\n").count(1));
+}
+
+#[test]
+fn each_strategy_loops_back_with_its_routines_at_their_floor() {
+    // (arguments, routines called once per request, routines never called)
+    let cases: [(&[&str], &[&str], &[&str]); 3] = [
+        (
+            &["--dma-strategy", "v3-packet"],
+            &["get_dma_transfer_info", "free_adapter_channel"],
+            &["flush_io_buffers", "free_map_registers"],
+        ),
+        (
+            &["--dma-strategy", "v1-packet"],
+            &["flush_io_buffers", "free_map_registers"],
+            &[
+                "get_dma_transfer_info",
+                "free_adapter_channel",
+                "cancel_adapter_channel",
+            ],
+        ),
+        (
+            &["--no-dma-v3"],
+            &["flush_io_buffers", "free_map_registers"],
+            &["get_dma_transfer_info", "free_adapter_channel"],
+        ),
+    ];
+    for (knobs, once, never) in cases {
+        let mut args = vec!["--sim", "--json"];
+        args.extend_from_slice(knobs);
+        args.extend_from_slice(&["loopback", "--iterations", "20"]);
+        let report = json(&args, 0);
+        assert_eq!(report["ok"], true, "{knobs:?}");
+        assert_eq!(report["bytes_verified"], 20 * 4095);
+        let stats = &report["driver_stats"];
+        let requests = stats["requests"].as_u64().expect("requests");
+        assert_eq!(requests, 40, "{knobs:?}: a write and a read per iteration");
+        for name in once
+            .iter()
+            .chain(&["map_transfer", "flush_adapter_buffers"])
+        {
+            assert_eq!(stats[*name].as_u64(), Some(requests), "{knobs:?} {name}");
+        }
+        for name in never {
+            assert_eq!(stats[*name].as_u64(), Some(0), "{knobs:?} {name}");
+        }
+    }
+}
+
+#[test]
+fn info_says_which_strategy_is_in_force_and_why() {
+    let v3 = json(&["--sim", "--json", "info"], 0);
+    assert_eq!(v3["device"]["dma_strategy"], "v3-packet");
+    assert_eq!(v3["device"]["dma_v3_fallback"], false);
+    let v1 = json(
+        &["--sim", "--json", "--dma-strategy", "v1-packet", "info"],
+        0,
+    );
+    assert_eq!(v1["device"]["dma_strategy"], "v1-packet");
+    assert_eq!(v1["device"]["dma_interface_version"], 2);
+    assert_eq!(v1["device"]["dma_v3_fallback"], false);
+    let fallback = json(&["--sim", "--json", "--no-dma-v3", "info"], 0);
+    assert_eq!(fallback["device"]["dma_strategy"], "v1-packet");
+    assert_eq!(fallback["device"]["requested_dma_strategy"], "v3-packet");
+    assert_eq!(fallback["device"]["dma_v3_fallback"], true);
+    assert_eq!(fallback["backend"]["config"]["dma_v3"], false);
+    tool()
+        .args(["--sim", "--no-dma-v3", "info"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "v1-packet (fallback: v3-packet asked for, the HAL has no DMA version 3)",
+        ));
 }

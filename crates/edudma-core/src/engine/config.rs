@@ -1,7 +1,7 @@
 //! What the engine is told at creation and at device start.
 
-use crate::ioctl::{AllocationPolicyCode, InterruptKind};
-use crate::regs::DEVICE_BUFFER_SIZE;
+use crate::ioctl::{AllocationPolicyCode, DmaStrategyCode, InterruptKind};
+use crate::regs::{DEVICE_BUFFER_SIZE, DMA_ADDRESS_BITS};
 
 /// The default DMA window: 4095 bytes, because QEMU before 8.2.1 aborts the
 /// VM on a DMA that reaches the device buffer's last byte.
@@ -37,14 +37,120 @@ impl AllocationPolicy {
     }
 }
 
+/// How a request's bytes reach the device: each strategy is the documented
+/// calling pattern of its DMA routines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DmaStrategy {
+    /// The ten version-3 steps: `GetDmaTransferInfo`,
+    /// `AllocateAdapterChannelEx`, `MapTransferEx`, `FlushAdapterBuffersEx`,
+    /// `FreeAdapterChannel`.
+    #[default]
+    V3Packet,
+    /// The version-1 packet-based sequence: `KeFlushIoBuffers`,
+    /// `AllocateAdapterChannel` and its `AdapterControl`, `MapTransfer` per
+    /// split, `FlushAdapterBuffers` after each, `FreeMapRegisters`.
+    V1Packet,
+}
+
+/// What the glue asks `IoGetDmaAdapter` for: one `DEVICE_DESCRIPTION`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdapterRequest {
+    /// `Version`.
+    pub version: u32,
+    /// `ScatterGather`.
+    pub scatter_gather: bool,
+    /// `Dma32BitAddresses` (versions 0–2: the only way to state a limit).
+    pub dma32_bit_addresses: bool,
+    /// `DmaAddressWidth` (version 3 only; 0 otherwise).
+    pub dma_address_width: u32,
+    /// The strategy an adapter obtained this way runs.
+    pub strategy: DmaStrategy,
+}
+
+/// `DEVICE_DESCRIPTION_VERSION1` (wdm.h; held to Microsoft's metadata by
+/// `crates/wdk-layout-check`).
+pub const DEVICE_DESCRIPTION_VERSION1: u32 = 1;
+/// `DEVICE_DESCRIPTION_VERSION2` (wdm.h).
+pub const DEVICE_DESCRIPTION_VERSION2: u32 = 2;
+/// `DEVICE_DESCRIPTION_VERSION3` (wdm.h).
+pub const DEVICE_DESCRIPTION_VERSION3: u32 = 3;
+
+/// `DEVICE_DESCRIPTION_VERSION3`: the 28-bit width tells the HAL what to
+/// bounce; scatter/gather, so each page is mapped where it is.
+const VERSION3_REQUEST: AdapterRequest = AdapterRequest {
+    version: DEVICE_DESCRIPTION_VERSION3,
+    scatter_gather: true,
+    dma32_bit_addresses: false,
+    dma_address_width: DMA_ADDRESS_BITS,
+    strategy: DmaStrategy::V3Packet,
+};
+
+/// Versions 2 and 1 cannot state a 28-bit width (only `Dma32BitAddresses`):
+/// without scatter/gather, `MapTransfer` gives one logically contiguous
+/// range through the map registers, and the engine still checks every
+/// address against the device's reach before it programs it.
+const fn version1_request(version: u32) -> AdapterRequest {
+    AdapterRequest {
+        version,
+        scatter_gather: false,
+        dma32_bit_addresses: true,
+        dma_address_width: 0,
+        strategy: DmaStrategy::V1Packet,
+    }
+}
+
+const V3_THEN_FALLBACK: [AdapterRequest; 3] = [
+    VERSION3_REQUEST,
+    version1_request(DEVICE_DESCRIPTION_VERSION2),
+    version1_request(DEVICE_DESCRIPTION_VERSION1),
+];
+const V1_ONLY: [AdapterRequest; 2] = [
+    version1_request(DEVICE_DESCRIPTION_VERSION2),
+    version1_request(DEVICE_DESCRIPTION_VERSION1),
+];
+
+impl DmaStrategy {
+    /// The strategy a `DmaStrategy` registry value selects: 1 is
+    /// `v1-packet`; missing or anything else, the default.
+    pub fn from_registry(value: Option<u32>) -> Self {
+        match value {
+            Some(1) => DmaStrategy::V1Packet,
+            _ => DmaStrategy::V3Packet,
+        }
+    }
+
+    /// The code reported in [`DeviceInfo`](crate::ioctl::DeviceInfo).
+    pub fn code(self) -> DmaStrategyCode {
+        match self {
+            DmaStrategy::V3Packet => DmaStrategyCode::V3Packet,
+            DmaStrategy::V1Packet => DmaStrategyCode::V1Packet,
+        }
+    }
+
+    /// The adapters to ask for, in order, until `IoGetDmaAdapter` returns
+    /// one: Learn (FlushAdapterBuffersEx) says "If IoGetDmaAdapter returns
+    /// NULL, the routine is not available on your platform", so a missing
+    /// version 3 falls back to version 2, then 1, and `v1-packet`.
+    pub fn adapter_requests(self) -> &'static [AdapterRequest] {
+        match self {
+            DmaStrategy::V3Packet => &V3_THEN_FALLBACK,
+            DmaStrategy::V1Packet => &V1_ONLY,
+        }
+    }
+}
+
 /// Engine settings, fixed for the life of the device object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineConfig {
     /// Bytes of the device buffer requests may use: [`DEFAULT_WINDOW`], or
     /// 4096 on a QEMU with the fixed range check. Clamped to 1..=4096.
     pub window: u32,
-    /// How channels are allocated.
+    /// How channels are allocated (`AllocateAdapterChannelEx` only:
+    /// version 1 has no synchronous form).
     pub allocation: AllocationPolicy,
+    /// The strategy asked for (the registry's `DmaStrategy`); the one in
+    /// force is [`AdapterFacts::strategy`].
+    pub strategy: DmaStrategy,
     /// Watchdog ticks without an interrupt after which the command register
     /// is read to detect a lost interrupt. The first tick can come at any
     /// moment after the command starts, so `n` ticks mean at least `n - 1`
@@ -61,6 +167,7 @@ impl Default for EngineConfig {
         Self {
             window: DEFAULT_WINDOW,
             allocation: AllocationPolicy::SyncThenAsync,
+            strategy: DmaStrategy::V3Packet,
             lost_interrupt_ticks: 3,
             timeout_ticks: 10,
         }
@@ -77,11 +184,14 @@ impl EngineConfig {
 /// Facts about the adapter and interrupt the glue obtained at start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdapterFacts {
-    /// The DMA operations interface version asked for and obtained (3).
+    /// The `DEVICE_DESCRIPTION` version of the adapter obtained.
     pub dma_interface_version: u32,
+    /// The strategy that adapter runs ([`AdapterRequest::strategy`]).
+    pub strategy: DmaStrategy,
     /// `NumberOfMapRegisters` returned by `IoGetDmaAdapter`.
     pub map_registers: u32,
-    /// `DmaAddressWidth` of the device description (28 for edu).
+    /// The device's reach in address bits (28 for edu), whatever the
+    /// description could state.
     pub dma_address_width: u32,
     /// Whether the device description asked for scatter/gather.
     pub scatter_gather: bool,
@@ -99,7 +209,39 @@ impl AdapterFacts {
 
 #[cfg(test)]
 mod registry_tests {
-    use super::AllocationPolicy;
+    extern crate std;
+
+    use super::{AllocationPolicy, DmaStrategy};
+
+    #[test]
+    fn dma_strategy_values() {
+        assert_eq!(DmaStrategy::from_registry(Some(1)), DmaStrategy::V1Packet);
+        for v in [None, Some(0), Some(2), Some(u32::MAX)] {
+            assert_eq!(DmaStrategy::from_registry(v), DmaStrategy::V3Packet);
+        }
+    }
+
+    #[test]
+    fn version3_falls_back_to_version1_packet() {
+        let plan = DmaStrategy::V3Packet.adapter_requests();
+        assert_eq!(
+            plan.iter().map(|r| r.version).collect::<std::vec::Vec<_>>(),
+            [3, 2, 1]
+        );
+        assert_eq!(plan[0].dma_address_width, 28);
+        assert!(plan[0].scatter_gather);
+        for r in &plan[1..] {
+            assert_eq!(r.strategy, DmaStrategy::V1Packet);
+            assert!(!r.scatter_gather && r.dma32_bit_addresses);
+            assert_eq!(r.dma_address_width, 0);
+        }
+        assert!(
+            DmaStrategy::V1Packet
+                .adapter_requests()
+                .iter()
+                .all(|r| r.version < 3)
+        );
+    }
 
     #[test]
     fn only_one_selects_asynchronous_allocation() {

@@ -39,7 +39,10 @@ mod tests;
 use core::fmt::Debug;
 use core::mem;
 
-pub use config::{AdapterFacts, AllocationPolicy, DEFAULT_WINDOW, EngineConfig};
+pub use config::{
+    AdapterFacts, AdapterRequest, AllocationPolicy, DEFAULT_WINDOW, DEVICE_DESCRIPTION_VERSION1,
+    DEVICE_DESCRIPTION_VERSION2, DEVICE_DESCRIPTION_VERSION3, DmaStrategy, EngineConfig,
+};
 pub use power::{
     POWER_DEVICE_D0, POWER_DEVICE_D3, POWER_SYSTEM_WORKING, PowerDown, PowerUp, device_state_for,
     system_power_status,
@@ -48,7 +51,9 @@ use selftest::SelfTest;
 
 use crate::dma::{AllocationMode, DmaOps, SgList};
 use crate::ioctl::{self, DeviceInfo, Direction, DmaRequest, SelfTestReport, Stats};
-use crate::protocol::{Adapter, Allocation, Channel, GrantAwaited, Mapping, PendingChannel};
+use crate::protocol::{
+    Adapter, Allocation, Channel, GrantAwaited, Mapping, PendingChannel, Routines,
+};
 use crate::regs::{
     self, DEVICE_BUFFER_ADDR, DEVICE_BUFFER_SIZE, DmaCommand, IrqBits, RegisterFile,
 };
@@ -229,7 +234,7 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         facts: AdapterFacts,
         regs: &mut impl RegisterFile,
     ) -> Result<(), NtStatus> {
-        let mut adapter = Adapter::new(ops);
+        let mut adapter = Adapter::new(ops, routines_of(facts.strategy));
         if !matches!(self.state, State::Unstarted | State::Stopped) {
             // The glue must stop the device before starting it again.
             adapter.put();
@@ -349,8 +354,7 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
                     // Asked back for a stop or a power-down, not a cancel:
                     // the channel goes, the request is held for the restart
                     // or the return to D0.
-                    self.stats.free_adapter_channel += 1;
-                    let adapter = channel.free();
+                    let adapter = self.free_channel(channel);
                     self.settle(adapter);
                     return self.hold_or_fail(job, StopReason::Stop.status());
                 }
@@ -416,9 +420,8 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         match mem::replace(&mut self.state, State::Transient) {
             State::AwaitingChannel { mut job, pending } if job.request == request => {
                 self.stats.cancels += 1;
-                self.stats.cancel_adapter_channel += 1;
                 job.cancelled = true;
-                match pending.cancel() {
+                match self.cancel_pending(pending) {
                     Ok(adapter) => {
                         self.settle(adapter);
                         self.finish(job.request, NtStatus::CANCELLED, 0, None)
@@ -526,19 +529,16 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
                 self.settle(adapter);
                 None
             }
-            State::AwaitingChannel { job, pending } => {
-                self.stats.cancel_adapter_channel += 1;
-                match pending.cancel() {
-                    Ok(adapter) => {
-                        self.settle(adapter);
-                        self.hold_or_fail(job, status)
-                    }
-                    Err(awaited) => {
-                        self.state = State::CancellingChannel { job, awaited };
-                        None
-                    }
+            State::AwaitingChannel { job, pending } => match self.cancel_pending(pending) {
+                Ok(adapter) => {
+                    self.settle(adapter);
+                    self.hold_or_fail(job, status)
                 }
-            }
+                Err(awaited) => {
+                    self.state = State::CancellingChannel { job, awaited };
+                    None
+                }
+            },
             State::Transferring(transfer) if !transfer.programmed => {
                 self.flush_and_end(transfer, status)
             }
@@ -620,6 +620,8 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
             device_buffer_size: DEVICE_BUFFER_SIZE,
             dma_window: self.window(),
             allocation_policy: self.config.allocation.code() as u32,
+            dma_strategy: facts.map_or(self.config.strategy, |f| f.strategy).code() as u32,
+            requested_dma_strategy: self.config.strategy.code() as u32,
             reserved: 0,
         }
     }
@@ -678,9 +680,12 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
             return self.fail(job.request, error.status());
         }
         let write = job.dma.direction.write_to_device();
-        self.stats.get_dma_transfer_info += 1;
-        let info = match adapter.prepare_transfer(job.mdl, 0, job.dma.length, write) {
-            Ok(info) => info,
+        match adapter.routines() {
+            Routines::Version3 => self.stats.get_dma_transfer_info += 1,
+            Routines::Version1 => self.stats.flush_io_buffers += 1,
+        }
+        let needed = match adapter.prepare_transfer(job.mdl, 0, job.dma.length, write) {
+            Ok(needed) => needed,
             Err(status) => {
                 self.state = State::Idle(adapter);
                 return self.fail(job.request, status);
@@ -689,10 +694,11 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         // Never ask for more map registers than granted (verifier 0x0C/0x15):
         // a transfer that needs more is mapped in parts.
         let granted = self.facts.map_or(1, |f| f.map_registers).max(1);
-        let count = info.map_register_count.clamp(1, granted);
-        let first_mode = match self.config.allocation {
-            AllocationPolicy::SyncThenAsync => AllocationMode::Synchronous,
-            AllocationPolicy::AsyncOnly => AllocationMode::Asynchronous,
+        let count = needed.clamp(1, granted);
+        let first_mode = match (adapter.routines(), self.config.allocation) {
+            (Routines::Version3, AllocationPolicy::SyncThenAsync) => AllocationMode::Synchronous,
+            // Version 1 has only the asynchronous form.
+            _ => AllocationMode::Asynchronous,
         };
         self.stats.allocate_adapter_channel += 1;
         let allocation = match adapter.allocate_channel(count, first_mode) {
@@ -885,10 +891,30 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         status: NtStatus,
         information: usize,
     ) -> Option<Completion<R>> {
-        self.stats.free_adapter_channel += 1;
-        let adapter = channel.free();
+        let adapter = self.free_channel(channel);
         self.settle(adapter);
         self.finish(job.request, status, information, None)
+    }
+
+    /// Step 4, counted: `CancelAdapterChannel` (version 1 has none, and
+    /// awaits the grant).
+    fn cancel_pending(
+        &mut self,
+        pending: PendingChannel<D>,
+    ) -> Result<Adapter<D>, GrantAwaited<D>> {
+        if pending.routines() == Routines::Version3 {
+            self.stats.cancel_adapter_channel += 1;
+        }
+        pending.cancel()
+    }
+
+    /// Step 9, counted: `FreeAdapterChannel` or `FreeMapRegisters`.
+    fn free_channel(&mut self, channel: Channel<D>) -> Adapter<D> {
+        match channel.routines() {
+            Routines::Version3 => self.stats.free_adapter_channel += 1,
+            Routines::Version1 => self.stats.free_map_registers += 1,
+        }
+        channel.free()
     }
 
     // ---- the self-test ----------------------------------------------------
@@ -992,6 +1018,14 @@ impl<R> Completion<R> {
             stats.errors += 1;
         }
         self
+    }
+}
+
+/// The routines a strategy's adapter is driven through.
+fn routines_of(strategy: DmaStrategy) -> Routines {
+    match strategy {
+        DmaStrategy::V3Packet => Routines::Version3,
+        DmaStrategy::V1Packet => Routines::Version1,
     }
 }
 

@@ -40,8 +40,7 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
                 (true, None)
             }
             State::AwaitingChannel { job, pending } => {
-                self.stats.cancel_adapter_channel += 1;
-                match pending.cancel() {
+                match self.cancel_pending(pending) {
                     Ok(adapter) => {
                         self.settle(adapter);
                         // Nothing moved yet and the held slot is free (this

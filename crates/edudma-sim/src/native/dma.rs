@@ -11,8 +11,8 @@ use edudma_core::NtStatus;
 use edudma_core::dma::SgList;
 use wdk_sys::{
     BOOLEAN, DEVICE_DESCRIPTION, DEVICE_OBJECT, DMA_ADAPTER, DMA_OPERATIONS, DMA_TRANSFER_INFO,
-    MDL, NTSTATUS, PDMA_COMPLETION_ROUTINE, PDRIVER_CONTROL, PVOID, SCATTER_GATHER_ELEMENT,
-    SCATTER_GATHER_LIST, ULONG, ULONGLONG,
+    MDL, NTSTATUS, PDMA_COMPLETION_ROUTINE, PDRIVER_CONTROL, PHYSICAL_ADDRESS, PULONG, PVOID,
+    SCATTER_GATHER_ELEMENT, SCATTER_GATHER_LIST, ULONG, ULONGLONG,
 };
 
 use super::exports::Call;
@@ -49,13 +49,25 @@ struct AdapterBlock {
     operations: DMA_OPERATIONS,
 }
 
-fn operations() -> DMA_OPERATIONS {
-    DMA_OPERATIONS {
+/// The table of an adapter made from a `DEVICE_DESCRIPTION` of `version`:
+/// the version-1 members always, the version-3 members only for version 3
+/// (NULL otherwise, as on Windows).
+fn operations(version: u32) -> DMA_OPERATIONS {
+    let version1 = DMA_OPERATIONS {
         Size: size_of::<DMA_OPERATIONS>() as u32,
         PutDmaAdapter: Some(PutDmaAdapter),
+        AllocateAdapterChannel: Some(AllocateAdapterChannel),
+        FlushAdapterBuffers: Some(FlushAdapterBuffers),
         FreeAdapterChannel: Some(FreeAdapterChannel),
         FreeMapRegisters: Some(FreeMapRegisters),
+        MapTransfer: Some(MapTransfer),
         GetDmaAlignment: Some(GetDmaAlignment),
+        ..Default::default()
+    };
+    if version < hal::DEVICE_DESCRIPTION_VERSION3 {
+        return version1;
+    }
+    DMA_OPERATIONS {
         GetDmaTransferInfo: Some(GetDmaTransferInfo),
         InitializeDmaTransferContext: Some(InitializeDmaTransferContext),
         AllocateAdapterChannelEx: Some(AllocateAdapterChannelEx),
@@ -63,7 +75,7 @@ fn operations() -> DMA_OPERATIONS {
         MapTransferEx: Some(MapTransferEx),
         FlushAdapterBuffersEx: Some(FlushAdapterBuffersEx),
         FreeAdapterObject: Some(FreeAdapterObject),
-        ..Default::default()
+        ..version1
     }
 }
 
@@ -126,7 +138,7 @@ pub unsafe extern "C" fn IoGetDmaAdapter(
             Size: size_of::<DMA_ADAPTER>() as u16,
             DmaOperations: std::ptr::null_mut(),
         },
-        operations: operations(),
+        operations: operations(desc.version),
     });
     let block = Box::into_raw(block);
     // SAFETY: the block just allocated; it lives as long as the machine.
@@ -427,4 +439,130 @@ unsafe extern "C" fn FreeMapRegisters(
     let base = base_of(MapRegisterBase);
     c.n.sys
         .with(|k| k.hal_call(|h, ctx| h.free_map_registers(ctx, id, base, NumberOfMapRegisters)));
+}
+
+// ---- version 1: the packet-based routines ----------------------------------------
+
+/// `KeFlushIoBuffers`: a wdm.h macro that is empty on x64; the driver's
+/// host build calls it here so that the call is counted and its IRQL checked.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeFlushIoBuffers(
+    _Mdl: *mut MDL,
+    _ReadOperation: BOOLEAN,
+    _DmaOperation: BOOLEAN,
+) {
+    let c = Call::enter();
+    c.n.sys
+        .with(|k| k.hal_call(|h, ctx| h.ke_flush_io_buffers(ctx)));
+}
+
+/// The offset of `CurrentVa` in `mdl` (`CurrentVa - MmGetMdlVirtualAddress`),
+/// `None` before its start.
+fn offset_in_mdl(mdl: *mut MDL, current_va: PVOID) -> Option<u64> {
+    if mdl.is_null() {
+        return None;
+    }
+    // SAFETY: the driver's live MDL.
+    let va = unsafe { (*mdl).StartVa as u64 + u64::from((*mdl).ByteOffset) };
+    (current_va as u64).checked_sub(va)
+}
+
+unsafe extern "C" fn AllocateAdapterChannel(
+    DmaAdapter: *mut DMA_ADAPTER,
+    DeviceObject: *mut DEVICE_OBJECT,
+    NumberOfMapRegisters: ULONG,
+    ExecutionRoutine: PDRIVER_CONTROL,
+    Context: PVOID,
+) -> NTSTATUS {
+    let c = Call::enter();
+    let id = adapter_id(&c, DmaAdapter);
+    let result = c.n.sys.with(|k| {
+        let r = k.hal_call(|h, ctx| h.allocate_adapter_channel(ctx, id, NumberOfMapRegisters));
+        k.schedule_contention_end(id);
+        r
+    });
+    let Some(routine) = ExecutionRoutine.map(|f| ExecRoutine {
+        adapter: id,
+        routine: f as usize,
+        context: Context as usize,
+        device: DeviceObject as usize,
+    }) else {
+        // AllocateAdapterChannel has no synchronous form: no routine, no grant.
+        return NtStatus::INVALID_PARAMETER.0;
+    };
+    match result {
+        Err(s) => s.0,
+        Ok(AllocateResult::RunNow(base)) => {
+            objects_push(&c.n);
+            // SAFETY: the driver's AdapterControl with its context.
+            let action = unsafe { routine.call(base) };
+            objects_pull(&c.n);
+            c.n.sys.hal_routine_returned(id, base, action_of(action));
+            0
+        }
+        Ok(AllocateResult::Committed(base)) => {
+            c.n.objects().routines.push(routine);
+            c.n.sys.with(|k| {
+                let cpu = k.random_cpu();
+                let delay = match k.hal.config().grant_latency_ns {
+                    Some(d) => d,
+                    None => k.rng.range(US, 60 * US),
+                };
+                k.sched
+                    .schedule(delay, cpu, Event::ExecutionRoutine(id, base));
+            });
+            0
+        }
+        Ok(AllocateResult::Waiting) => {
+            c.n.objects().routines.push(routine);
+            0
+        }
+    }
+}
+
+unsafe extern "C" fn MapTransfer(
+    DmaAdapter: *mut DMA_ADAPTER,
+    Mdl: *mut MDL,
+    MapRegisterBase: PVOID,
+    CurrentVa: PVOID,
+    Length: PULONG,
+    WriteToDevice: BOOLEAN,
+) -> PHYSICAL_ADDRESS {
+    let c = Call::enter();
+    let (id, mdl) = (adapter_id(&c, DmaAdapter), mdl_id(&c, Mdl));
+    let base = base_of(MapRegisterBase);
+    // SAFETY: the caller's in/out length.
+    let length = unsafe { *Length };
+    // Before the MDL's start: an offset no MDL has, which the model reports.
+    let offset = offset_in_mdl(Mdl, CurrentVa).unwrap_or(u64::MAX / 2);
+    let r = c.n.sys.with(|k| {
+        k.hal_call(|h, ctx| h.map_transfer(ctx, id, mdl, base, offset, length, WriteToDevice != 0))
+    });
+    let (address, mapped) = match r {
+        Ok(e) => (e.address as i64, e.length),
+        Err(_) => (0, 0),
+    };
+    // SAFETY: as above.
+    unsafe { *Length = mapped };
+    PHYSICAL_ADDRESS { QuadPart: address }
+}
+
+unsafe extern "C" fn FlushAdapterBuffers(
+    DmaAdapter: *mut DMA_ADAPTER,
+    Mdl: *mut MDL,
+    MapRegisterBase: PVOID,
+    CurrentVa: PVOID,
+    Length: ULONG,
+    WriteToDevice: BOOLEAN,
+) -> BOOLEAN {
+    let c = Call::enter();
+    let (id, mdl) = (adapter_id(&c, DmaAdapter), mdl_id(&c, Mdl));
+    let base = base_of(MapRegisterBase);
+    let offset = offset_in_mdl(Mdl, CurrentVa).unwrap_or(u64::MAX / 2);
+    let r = c.n.sys.with(|k| {
+        k.hal_call(|h, ctx| {
+            h.flush_adapter_buffers(ctx, id, mdl, base, offset, Length, WriteToDevice != 0)
+        })
+    });
+    u8::from(r.is_ok())
 }

@@ -40,12 +40,14 @@ impl std::fmt::Display for BackendDescription {
             BackendDescription::Sim { config } => write!(
                 f,
                 "simulator (seed {}, {} CPUs, {} map registers, scatter/gather {}, alloc {}, \
-                 {}-bit DMA, {}, window {})",
+                 strategy {}{}, {}-bit DMA, {}, window {})",
                 config.seed,
                 config.cpus,
                 config.map_registers,
                 if config.scatter_gather { "on" } else { "off" },
                 config.alloc,
+                config.dma_strategy,
+                if config.dma_v3 { "" } else { ", no DMA v3" },
                 config.dma_mask_bits,
                 if config.msi { "MSI" } else { "line interrupt" },
                 config.window

@@ -5,11 +5,11 @@
 use edudma_core::NtStatus;
 use edudma_core::ioctl::{METHOD_IN_DIRECT, method_of};
 #[cfg(not(windows))]
-use edudma_sim::{Allocation, CorruptByte, SimConfig, SimError, SimMachine};
+use edudma_sim::{Allocation, CorruptByte, DmaStrategy, SimConfig, SimError, SimMachine};
 use serde::Serialize;
 
 use super::{Backend, BackendDescription, VirtualClock};
-use crate::cli::{AllocMode, SimOptions, WindowSize};
+use crate::cli::{AllocMode, SimOptions, StrategyName, WindowSize};
 use crate::device::operation_name;
 use crate::error::{Error, Result};
 
@@ -27,6 +27,10 @@ pub struct SimSettings {
     pub scatter_gather: bool,
     /// `"sync"` (sync then async) or `"async"`.
     pub alloc: &'static str,
+    /// The driver's `DmaStrategy` setting (the strategy in force is `info`'s).
+    pub dma_strategy: &'static str,
+    /// The HAL has DMA version 3.
+    pub dma_v3: bool,
     /// Simulated CPUs.
     pub cpus: usize,
     /// DMA address bits (the device's `dma_mask` and the driver's `DmaAddressWidth`).
@@ -55,6 +59,8 @@ impl SimSettings {
                 Allocation::Sync => "sync",
                 Allocation::Async => "async",
             },
+            dma_strategy: config.dma_strategy.code().name(),
+            dma_v3: config.dma_v3,
             cpus: config.cpus,
             dma_mask_bits: config.dma_mask_bits,
             msi: config.msi,
@@ -101,6 +107,13 @@ pub fn config_from_options(options: &SimOptions) -> Result<SimConfig> {
             AllocMode::Async => Allocation::Async,
         };
     }
+    if let Some(strategy) = options.dma_strategy {
+        config.dma_strategy = match strategy {
+            StrategyName::V3Packet => DmaStrategy::V3Packet,
+            StrategyName::V1Packet => DmaStrategy::V1Packet,
+        };
+    }
+    config.dma_v3 = !options.no_dma_v3;
     if let Some(cpus) = options.cpus {
         if !(1..=64).contains(&cpus) {
             return bad(format!("--cpus {cpus} is out of range: use 1 to 64"));

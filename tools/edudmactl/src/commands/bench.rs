@@ -42,6 +42,8 @@ struct PerRequest {
     map_transfer: f64,
     flush_adapter_buffers: f64,
     free_adapter_channel: f64,
+    flush_io_buffers: f64,
+    free_map_registers: f64,
     device_commands: f64,
     interrupts: f64,
     dpcs: f64,
@@ -63,6 +65,8 @@ impl PerRequest {
             map_transfer: per(after.map_transfer, before.map_transfer),
             flush_adapter_buffers: per(after.flush_adapter_buffers, before.flush_adapter_buffers),
             free_adapter_channel: per(after.free_adapter_channel, before.free_adapter_channel),
+            flush_io_buffers: per(after.flush_io_buffers, before.flush_io_buffers),
+            free_map_registers: per(after.free_map_registers, before.free_map_registers),
             device_commands: per(after.device_commands, before.device_commands),
             interrupts: per(after.interrupts, before.interrupts),
             dpcs: per(after.dpcs, before.dpcs),
@@ -191,14 +195,17 @@ fn text(report: &Report) -> String {
     out.push_str(&direction_line("read", &report.read));
     let p = &report.dma_calls_per_request;
     out.push_str(&format!(
-        "  per request: GetDmaTransferInfo {:.2}, AllocateAdapterChannelEx {:.2}, \
-         MapTransferEx {:.2}, FlushAdapterBuffersEx {:.2}, FreeAdapterChannel {:.2}, \
+        "  per request: GetDmaTransferInfo {:.2}, KeFlushIoBuffers {:.2}, \
+         AllocateAdapterChannel[Ex] {:.2}, MapTransfer[Ex] {:.2}, FlushAdapterBuffers[Ex] {:.2}, \
+         FreeAdapterChannel {:.2}, FreeMapRegisters {:.2}, \
          device commands {:.2}, interrupts {:.2}, DPCs {:.2}\n",
         p.get_dma_transfer_info,
+        p.flush_io_buffers,
         p.allocate_adapter_channel,
         p.map_transfer,
         p.flush_adapter_buffers,
         p.free_adapter_channel,
+        p.free_map_registers,
         p.device_commands,
         p.interrupts,
         p.dpcs

@@ -1,6 +1,8 @@
 //! `info`: the device and its DMA adapter.
 
-use edudma_core::ioctl::{AllocationPolicyCode, CONTRACT_VERSION, DeviceInfo, InterruptKind};
+use edudma_core::ioctl::{
+    AllocationPolicyCode, CONTRACT_VERSION, DeviceInfo, DmaStrategyCode, InterruptKind,
+};
 use serde::Serialize;
 
 use super::Outcome;
@@ -38,6 +40,16 @@ pub struct InfoView {
     pub dma_window: u32,
     /// `sync-then-async`, `async-only` or `unknown(N)`.
     pub allocation_policy: String,
+    /// The DMA strategy in force: `v3-packet`, `v1-packet` or `unknown(N)`.
+    pub dma_strategy: String,
+    /// The strategy the driver was configured with.
+    pub requested_dma_strategy: String,
+    /// The platform had no DMA version 3 and the driver fell back.
+    pub dma_v3_fallback: bool,
+}
+
+fn strategy_name(code: u32) -> String {
+    DmaStrategyCode::from_code(code).map_or_else(|| format!("unknown({code})"), |s| s.name().into())
 }
 
 impl InfoView {
@@ -67,6 +79,10 @@ impl InfoView {
                 c if c == AllocationPolicyCode::AsyncOnly as u32 => "async-only".into(),
                 c => format!("unknown({c})"),
             },
+            dma_strategy: strategy_name(info.dma_strategy),
+            requested_dma_strategy: strategy_name(info.requested_dma_strategy),
+            dma_v3_fallback: info.requested_dma_strategy == DmaStrategyCode::V3Packet as u32
+                && info.dma_strategy != info.requested_dma_strategy,
         }
     }
 }
@@ -131,6 +147,15 @@ pub fn run(device: &mut Device, output: &Output) -> Result<Outcome> {
         );
         line("DMA window", format!("{} bytes", view.dma_window));
         line("channel allocation", view.allocation_policy.clone());
+        let strategy = if view.dma_v3_fallback {
+            format!(
+                "{} (fallback: {} asked for, the HAL has no DMA version 3)",
+                view.dma_strategy, view.requested_dma_strategy
+            )
+        } else {
+            view.dma_strategy.clone()
+        };
+        line("DMA strategy", strategy);
         text
     })?;
     Ok(Outcome::Success)

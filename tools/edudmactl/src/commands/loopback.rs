@@ -23,6 +23,9 @@ struct Report {
     mismatched_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     first_failure: Option<Failure>,
+    /// The driver's counters after the run (since its last reset; with
+    /// --sim, of this run alone): each DMA routine's calls.
+    driver_stats: serde_json::Value,
 }
 
 #[derive(Serialize)]
@@ -65,6 +68,7 @@ pub fn run(device: &mut Device, args: &LoopbackArgs, output: &Output) -> Result<
         progress.step();
     }
     progress.finish();
+    let driver_stats = super::stats::to_json(&device.stats()?);
 
     let report = Report {
         command: "loopback",
@@ -77,6 +81,7 @@ pub fn run(device: &mut Device, args: &LoopbackArgs, output: &Output) -> Result<
         bytes_verified,
         mismatched_bytes,
         first_failure,
+        driver_stats,
     };
     output.emit(&report, || {
         let mut text = format!(

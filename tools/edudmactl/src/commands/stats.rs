@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::output::Output;
 
 /// Every counter with its name, in the order of the `Stats` struct.
-pub fn fields(stats: &Stats) -> [(&'static str, u64); 19] {
+pub fn fields(stats: &Stats) -> [(&'static str, u64); 21] {
     [
         ("requests", stats.requests),
         ("completed", stats.completed),
@@ -32,6 +32,8 @@ pub fn fields(stats: &Stats) -> [(&'static str, u64); 19] {
         ("lost_interrupts", stats.lost_interrupts),
         ("timeouts", stats.timeouts),
         ("errors", stats.errors),
+        ("flush_io_buffers", stats.flush_io_buffers),
+        ("free_map_registers", stats.free_map_registers),
     ]
 }
 

@@ -3,6 +3,8 @@
 
 extern crate std;
 
+mod version1;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::vec;
@@ -42,6 +44,26 @@ enum Call {
     FreeChannel,
     Put,
     BusMasterOff,
+    // version 1
+    FlushIo {
+        read: bool,
+    },
+    AllocateV1 {
+        count: u32,
+    },
+    MapV1 {
+        offset: u64,
+        length: u32,
+        write: bool,
+    },
+    FlushV1 {
+        offset: u64,
+        length: u32,
+        write: bool,
+    },
+    FreeMapRegisters {
+        count: u32,
+    },
 }
 
 struct HalState {
@@ -59,6 +81,10 @@ struct HalState {
     bus_base: u64,
     map_error: Option<NtStatus>,
     info_error: Option<NtStatus>,
+    /// `BYTE_OFFSET` of the buffer's first byte (version 1's `CurrentVa`).
+    page_offset: u32,
+    /// Bytes in each MDL of the chain (version 1 maps within one).
+    mdl_bytes: u32,
 }
 
 impl Default for HalState {
@@ -73,6 +99,8 @@ impl Default for HalState {
             bus_base: 0x10_0000,
             map_error: None,
             info_error: None,
+            page_offset: 0,
+            mdl_bytes: u32::MAX,
         }
     }
 }
@@ -210,8 +238,76 @@ impl DmaOps for Hal {
         self.log(Call::FreeChannel);
     }
 
-    fn free_map_registers(&mut self, _base: u32, _count: u32) {
-        unreachable!("the engine uses KeepObject");
+    fn free_map_registers(&mut self, base: u32, count: u32) {
+        assert_eq!(base, BASE);
+        self.log(Call::FreeMapRegisters { count });
+    }
+
+    fn flush_io_buffers(&mut self, mdl: u32, read_operation: bool) {
+        assert_eq!(mdl, MDL);
+        self.log(Call::FlushIo {
+            read: read_operation,
+        });
+    }
+
+    fn locate(&mut self, mdl: u32, offset: u64) -> Option<crate::dma::MdlSpot> {
+        assert_eq!(mdl, MDL);
+        let state = self.0.borrow();
+        let in_mdl = offset % u64::from(state.mdl_bytes);
+        Some(crate::dma::MdlSpot {
+            page_offset: ((u64::from(state.page_offset) + offset) % 4096) as u32,
+            bytes_to_mdl_end: (u64::from(state.mdl_bytes) - in_mdl) as u32,
+        })
+    }
+
+    fn allocate_adapter_channel(&mut self, count: u32) -> Result<AllocateOutcome<u32>, NtStatus> {
+        self.log(Call::AllocateV1 { count });
+        if self.0.borrow().async_grants_now {
+            Ok(AllocateOutcome::Granted(BASE))
+        } else {
+            Ok(AllocateOutcome::Queued)
+        }
+    }
+
+    fn map_transfer(
+        &mut self,
+        mdl: u32,
+        base: u32,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<SgElement, NtStatus> {
+        assert_eq!((mdl, base), (MDL, BASE));
+        self.log(Call::MapV1 {
+            offset,
+            length,
+            write: write_to_device,
+        });
+        let state = self.0.borrow();
+        if let Some(status) = state.map_error {
+            return Err(status);
+        }
+        Ok(SgElement {
+            address: state.bus_base + offset,
+            length,
+        })
+    }
+
+    fn flush_adapter_buffers(
+        &mut self,
+        mdl: u32,
+        base: u32,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<(), NtStatus> {
+        assert_eq!((mdl, base), (MDL, BASE));
+        self.log(Call::FlushV1 {
+            offset,
+            length,
+            write: write_to_device,
+        });
+        Ok(())
     }
 
     fn put_dma_adapter(&mut self) {
@@ -321,6 +417,7 @@ type TestEngine = Engine<Hal, Req>;
 
 const FACTS: AdapterFacts = AdapterFacts {
     dma_interface_version: 3,
+    strategy: DmaStrategy::V3Packet,
     map_registers: 16,
     dma_address_width: 28,
     scatter_gather: true,
