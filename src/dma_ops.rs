@@ -1,6 +1,7 @@
 //! `DmaOps` over the `DMA_OPERATIONS` function pointers of one adapter, the
-//! execution routine (version 3) and the `AdapterControl` routine (version
-//! 1), and the grant DPC that hands a late grant to the engine.
+//! execution routine (version 3), the `AdapterControl` routine (version 1)
+//! and the `AdapterListControl` routine (scatter/gather lists), and the
+//! grant DPC that hands a late grant or list to the engine.
 //!
 //! `DMA_ADAPTER.DmaOperations` and the `DMA_OPERATIONS` members are named C
 //! members (H); each is an `Option<unsafe extern "C" fn>` in wdk-sys, called
@@ -11,7 +12,8 @@ use core::ptr;
 
 use edudma_core::NtStatus;
 use edudma_core::dma::{
-    AllocateOutcome, AllocationMode, DmaOps, DmaTransferInfo, MdlSpot, SgElement, SgList,
+    AllocateOutcome, AllocationMode, DmaOps, DmaTransferInfo, ListBuffer, MdlSpot, SgElement,
+    SgList,
 };
 use edudma_core::grant::{Delivery, Settled};
 use wdk_sys::ntddk::{KeInsertQueueDpc, KeSetEvent};
@@ -145,6 +147,26 @@ unsafe extern "C" fn adapter_control(
     // SAFETY: forwarded; `context` is our extension.
     let _ = unsafe { execution_routine(device, irp, map_register_base, context) };
     _IO_ALLOCATION_ACTION::DeallocateObjectKeepRegisters
+}
+
+/// The list routine (`DRIVER_LIST_CONTROL`) of every `BuildScatterGatherList`
+/// and `GetScatterGatherList`: at DISPATCH_LEVEL, possibly inside the call;
+/// the list goes to the engine exactly as the execution routine's grant
+/// does, and stays the driver's until `PutScatterGatherList`.
+unsafe extern "C" fn adapter_list_control(
+    _device: *mut DEVICE_OBJECT,
+    _irp: *mut IRP,
+    scatter_gather: *mut SCATTER_GATHER_LIST,
+    context: PVOID,
+) {
+    // SAFETY: `context` is the extension we passed with the request.
+    let ext = unsafe { &*context.cast::<DeviceExtension>() };
+    if let Delivery::ToEngine(list) = ext.grant.deliver(scatter_gather as usize) {
+        // SAFETY: as in the execution routine: one request outstanding.
+        unsafe {
+            KeInsertQueueDpc(ext.grant_dpc.get(), list as PVOID, ptr::null_mut());
+        }
+    }
 }
 
 /// Delivers a late grant to the engine at DISPATCH_LEVEL (`KDEFERRED_ROUTINE`);
@@ -464,6 +486,132 @@ impl DmaOps for WinDma {
             address,
             length: mapped,
         })
+    }
+
+    fn calculate_scatter_gather_list(
+        &mut self,
+        mdl: MdlRef,
+        offset: u64,
+        length: u32,
+    ) -> Result<u32, NtStatus> {
+        let f = self
+            .ops()
+            .CalculateScatterGatherList
+            .ok_or(NtStatus::NOT_SUPPORTED)?;
+        let (held_by, current_va) = current_va(mdl, offset)?;
+        let mut bytes = 0u32;
+        // SAFETY: a live adapter, the MDL that holds the range and a
+        // CurrentVa in it; the map-register count is optional (NULL).
+        status(unsafe {
+            f(
+                self.adapter,
+                held_by,
+                current_va,
+                length,
+                &mut bytes,
+                ptr::null_mut(),
+            )
+        })?;
+        Ok(bytes)
+    }
+
+    fn scatter_gather_buffer_bytes(&self) -> u32 {
+        (SG_BUFFER_WORDS * size_of::<u64>()) as u32
+    }
+
+    fn get_scatter_gather_list(
+        &mut self,
+        buffer: ListBuffer,
+        mdl: MdlRef,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<AllocateOutcome<MapBase>, NtStatus> {
+        let (held_by, current_va) = current_va(mdl, offset)?;
+        let write = u8::from(write_to_device);
+        let ext = self.ext();
+        let result = match buffer {
+            ListBuffer::Driver => {
+                let f = self
+                    .ops()
+                    .BuildScatterGatherList
+                    .ok_or(NtStatus::NOT_SUPPORTED)?;
+                ext.grant.arm();
+                // SAFETY: DISPATCH_LEVEL (engine lock), our FDO, the MDL and
+                // CurrentVa of the range, the SG buffer owned by this
+                // adapter (the strategy maps nothing else with it); the
+                // routine takes no lock, so it may run inside.
+                unsafe {
+                    f(
+                        self.adapter,
+                        ext.fdo,
+                        held_by,
+                        current_va,
+                        length,
+                        Some(adapter_list_control),
+                        ext.as_context(),
+                        write,
+                        ext.sg_buffer.get().cast(),
+                        self.scatter_gather_buffer_bytes(),
+                    )
+                }
+            }
+            ListBuffer::Hal => {
+                let f = self
+                    .ops()
+                    .GetScatterGatherList
+                    .ok_or(NtStatus::NOT_SUPPORTED)?;
+                ext.grant.arm();
+                // SAFETY: as above, the HAL allocating the list.
+                unsafe {
+                    f(
+                        self.adapter,
+                        ext.fdo,
+                        held_by,
+                        current_va,
+                        length,
+                        Some(adapter_list_control),
+                        ext.as_context(),
+                        write,
+                    )
+                }
+            }
+        };
+        if let Err(e) = status(result) {
+            ext.grant.disarm();
+            return Err(e);
+        }
+        Ok(match ext.grant.settle() {
+            Settled::GrantedNow(list) => AllocateOutcome::Granted(MapBase(list as PVOID)),
+            Settled::Queued => AllocateOutcome::Queued,
+        })
+    }
+
+    fn scatter_gather_elements(&mut self, list: MapBase, sg: &mut SgList) -> bool {
+        // SAFETY: the list the list routine was given; it stays valid until
+        // PutScatterGatherList.
+        let elements = unsafe { ffi::sg_elements(list.0.cast::<SCATTER_GATHER_LIST>()) };
+        elements.iter().all(|e| {
+            sg.push(SgElement {
+                // SAFETY: QuadPart is the 64-bit view of PHYSICAL_ADDRESS.
+                address: unsafe { e.Address.QuadPart } as u64,
+                length: e.Length,
+            })
+        })
+    }
+
+    fn put_scatter_gather_list(&mut self, list: MapBase, write_to_device: bool) {
+        if let Some(f) = self.ops().PutScatterGatherList {
+            // SAFETY: DISPATCH_LEVEL under the engine lock; the list the
+            // routine was given, in the direction it was asked for, once.
+            unsafe {
+                f(
+                    self.adapter,
+                    list.0.cast::<SCATTER_GATHER_LIST>(),
+                    u8::from(write_to_device),
+                )
+            }
+        }
     }
 
     fn flush_adapter_buffers(

@@ -1,7 +1,8 @@
 //! The optional parameters under the device's hardware key ("Device
 //! Parameters"), written by the INF: `DmaWindow` (4095, the default, or
 //! 4096), `AsyncChannelAllocation` (1: never ask for a synchronous grant)
-//! and `DmaStrategy` (0: `v3-packet`, the default; 1: `v1-packet`).
+//! and `DmaStrategy` (0: `v3-packet`, the default; 1: `v1-packet`; 2:
+//! `sg-list`).
 
 use core::ptr;
 

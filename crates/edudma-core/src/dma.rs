@@ -154,9 +154,24 @@ pub struct MdlSpot {
     pub bytes_to_mdl_end: u32,
 }
 
+/// How a scatter/gather list is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListBuffer {
+    /// `BuildScatterGatherList` into the implementation's own buffer
+    /// (allocated at start: nothing allocates on the I/O path).
+    Driver,
+    /// `GetScatterGatherList`: the HAL allocates the list.
+    Hal,
+}
+
 /// The version-3 DMA routines of one adapter (`DMA_OPERATIONS`), exactly as
-/// the HAL offers them to a bus-master driver, and the version-1 routines of
-/// the packet-based sequence (the members every version of the table has).
+/// the HAL offers them to a bus-master driver, the version-1 routines of
+/// the packet-based sequence and the scatter/gather-list routines (the
+/// members every version of the table has).
+///
+/// `MapRegisterBase` is the handle a grant delivers: a map-register base
+/// for `AllocateAdapterChannel[Ex]`, the `PSCATTER_GATHER_LIST` for
+/// `Get`/`BuildScatterGatherList` (both a `PVOID` the routine is given).
 ///
 /// Parameters are those of the DDIs; what the implementation owns instead of
 /// taking it per call is said on each method. The implementation keeps one
@@ -277,6 +292,40 @@ pub trait DmaOps {
         length: u32,
         write_to_device: bool,
     ) -> Result<SgElement, NtStatus>;
+
+    /// `CalculateScatterGatherList` for `length` bytes at `offset` of the
+    /// chain (inside one MDL): the bytes its list needs.
+    fn calculate_scatter_gather_list(
+        &mut self,
+        mdl: Self::Mdl,
+        offset: u64,
+        length: u32,
+    ) -> Result<u32, NtStatus>;
+
+    /// Bytes of the implementation's list buffer ([`ListBuffer::Driver`]).
+    fn scatter_gather_buffer_bytes(&self) -> u32;
+
+    /// `BuildScatterGatherList` or `GetScatterGatherList` of `length` bytes at
+    /// `offset` of the chain (inside one MDL), with the implementation's
+    /// `AdapterListControl` routine, which hands its list over like the
+    /// execution routine hands a grant (`Granted` inside the call, or
+    /// `Queued`). The list cannot be cancelled: its routine always runs.
+    fn get_scatter_gather_list(
+        &mut self,
+        buffer: ListBuffer,
+        mdl: Self::Mdl,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<AllocateOutcome<Self::MapRegisterBase>, NtStatus>;
+
+    /// The elements of a list the routine was given, into `sg`; false when
+    /// they do not fit.
+    fn scatter_gather_elements(&mut self, list: Self::MapRegisterBase, sg: &mut SgList) -> bool;
+
+    /// `PutScatterGatherList` with the direction the list was asked for: the
+    /// HAL flushes it and frees its map registers.
+    fn put_scatter_gather_list(&mut self, list: Self::MapRegisterBase, write_to_device: bool);
 
     /// `FlushAdapterBuffers` with the MDL, `CurrentVa`, length and direction
     /// of the `MapTransfer` it ends.

@@ -195,6 +195,10 @@ pub enum DmaStrategyCode {
     /// The version-1 packet-based sequence (`AllocateAdapterChannel`,
     /// `MapTransfer`, `FlushAdapterBuffers`, `FreeMapRegisters`).
     V1Packet = 1,
+    /// Scatter/gather lists (`CalculateScatterGatherList`,
+    /// `BuildScatterGatherList` or `GetScatterGatherList`,
+    /// `PutScatterGatherList`).
+    SgList = 2,
 }
 
 impl DmaStrategyCode {
@@ -203,6 +207,7 @@ impl DmaStrategyCode {
         match code {
             0 => Some(Self::V3Packet),
             1 => Some(Self::V1Packet),
+            2 => Some(Self::SgList),
             _ => None,
         }
     }
@@ -212,12 +217,13 @@ impl DmaStrategyCode {
         match self {
             Self::V3Packet => "v3-packet",
             Self::V1Packet => "v1-packet",
+            Self::SgList => "sg-list",
         }
     }
 
     /// The strategy a name selects.
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::V3Packet, Self::V1Packet]
+        [Self::V3Packet, Self::V1Packet, Self::SgList]
             .into_iter()
             .find(|s| s.name() == name)
     }
@@ -273,6 +279,14 @@ pub struct Stats {
     pub flush_io_buffers: u64,
     /// `FreeMapRegisters` calls (version 1).
     pub free_map_registers: u64,
+    /// `CalculateScatterGatherList` calls (sg-list).
+    pub calculate_scatter_gather_list: u64,
+    /// `BuildScatterGatherList` calls (sg-list, the driver's buffer).
+    pub build_scatter_gather_list: u64,
+    /// `GetScatterGatherList` calls (sg-list, a list the HAL allocates).
+    pub get_scatter_gather_list: u64,
+    /// `PutScatterGatherList` calls (sg-list).
+    pub put_scatter_gather_list: u64,
 }
 
 /// Self-test step bits, in [`SelfTestReport::passed`] and [`SelfTestReport::failed`].
@@ -720,7 +734,7 @@ mod tests {
     fn layouts_are_stable() {
         assert_eq!(size_of::<DmaHeader>(), 8);
         assert_eq!(size_of::<DeviceInfo>(), 64);
-        assert_eq!(size_of::<Stats>(), 21 * 8);
+        assert_eq!(size_of::<Stats>(), 25 * 8);
         assert_eq!(size_of::<SelfTestReport>(), 40);
     }
 

@@ -52,7 +52,9 @@
 //! }
 //! ```
 
-use crate::dma::{AllocateOutcome, AllocationMode, DmaOps, MdlSpot, PAGE_SIZE, SgList, span_pages};
+use crate::dma::{
+    AllocateOutcome, AllocationMode, DmaOps, ListBuffer, MdlSpot, PAGE_SIZE, SgList, span_pages,
+};
 use crate::status::NtStatus;
 
 /// Which DMA routines the tokens of an adapter call.
@@ -201,6 +203,156 @@ impl<D: DmaOps> Adapter<D> {
     pub fn put(mut self) {
         self.ops.put_dma_adapter();
     }
+
+    /// The part of `length` bytes at `offset` that one version-1 call may
+    /// cover: inside the MDL of `offset` (one `CurrentVa` is in one MDL) and
+    /// within `map_registers` pages from its page offset.
+    fn one_call_length(
+        &mut self,
+        mdl: D::Mdl,
+        offset: u64,
+        length: u32,
+        map_registers: u32,
+    ) -> Result<u32, NtStatus> {
+        let MdlSpot {
+            page_offset,
+            bytes_to_mdl_end,
+        } = self
+            .ops
+            .locate(mdl, offset)
+            .ok_or(NtStatus::INVALID_PARAMETER)?;
+        let page_offset = page_offset % PAGE_SIZE;
+        let register_bytes =
+            (u64::from(map_registers.max(1)) * u64::from(PAGE_SIZE)) - u64::from(page_offset);
+        Ok(u64::from(length)
+            .min(u64::from(bytes_to_mdl_end))
+            .min(register_bytes) as u32)
+    }
+
+    /// A scatter/gather list for the part of `length` bytes at `offset` that
+    /// `map_registers` map registers cover (the rest is a later list):
+    /// `CalculateScatterGatherList`, then `BuildScatterGatherList` into the
+    /// driver's buffer when the list fits it, else `GetScatterGatherList`.
+    pub fn request_list(
+        mut self,
+        mdl: D::Mdl,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+        map_registers: u32,
+    ) -> ListAllocation<D> {
+        let range = match self.one_call_length(mdl, offset, length, map_registers) {
+            Ok(length) if length > 0 => ListRange {
+                length,
+                write_to_device,
+            },
+            Ok(_) => return ListAllocation::Failed(self, NtStatus::INVALID_PARAMETER),
+            Err(status) => return ListAllocation::Failed(self, status),
+        };
+        let buffer = match self
+            .ops
+            .calculate_scatter_gather_list(mdl, offset, range.length)
+        {
+            Ok(bytes) if bytes <= self.ops.scatter_gather_buffer_bytes() => ListBuffer::Driver,
+            Ok(_) => ListBuffer::Hal,
+            Err(status) => return ListAllocation::Failed(self, status),
+        };
+        match self
+            .ops
+            .get_scatter_gather_list(buffer, mdl, offset, range.length, write_to_device)
+        {
+            Ok(AllocateOutcome::Granted(list)) => ListAllocation::Granted(
+                ListGrant {
+                    adapter: self,
+                    list,
+                    range,
+                },
+                buffer,
+            ),
+            Ok(AllocateOutcome::Queued) => ListAllocation::Queued(
+                PendingList {
+                    adapter: self,
+                    range,
+                },
+                buffer,
+            ),
+            Err(status) => ListAllocation::Failed(self, status),
+        }
+    }
+}
+
+/// What one scatter/gather list covers: its bytes and direction.
+#[derive(Clone, Copy, Debug)]
+struct ListRange {
+    length: u32,
+    write_to_device: bool,
+}
+
+/// Result of [`Adapter::request_list`], with the routine that made it.
+#[derive(Debug)]
+pub enum ListAllocation<D: DmaOps> {
+    /// The list routine ran inside the call.
+    Granted(ListGrant<D>, ListBuffer),
+    /// The list routine runs later; its list arrives as an event.
+    Queued(PendingList<D>, ListBuffer),
+    /// The call failed; the adapter is unchanged.
+    Failed(Adapter<D>, NtStatus),
+}
+
+/// A list asked for whose routine has not run. It cannot be cancelled.
+#[derive(Debug)]
+pub struct PendingList<D: DmaOps> {
+    adapter: Adapter<D>,
+    range: ListRange,
+}
+
+/// A scatter/gather list the routine was given, that must be put
+/// ([`ListGrant::put`], with its own direction, once).
+#[derive(Debug)]
+#[must_use = "a scatter/gather list must be put with ListGrant::put"]
+pub struct ListGrant<D: DmaOps> {
+    adapter: Adapter<D>,
+    list: D::MapRegisterBase,
+    range: ListRange,
+}
+
+impl<D: DmaOps> PendingList<D> {
+    /// The list routine ran with `list`.
+    pub fn granted(self, list: D::MapRegisterBase) -> ListGrant<D> {
+        ListGrant {
+            adapter: self.adapter,
+            list,
+            range: self.range,
+        }
+    }
+}
+
+impl<D: DmaOps> ListGrant<D> {
+    /// Bytes the list covers.
+    pub fn length(&self) -> u32 {
+        self.range.length
+    }
+
+    /// Its elements, into `sg` (cleared first); false when they do not fit.
+    pub fn elements(&mut self, sg: &mut SgList) -> bool {
+        sg.clear();
+        self.adapter.ops.scatter_gather_elements(self.list, sg)
+    }
+
+    /// Cut the device off the bus before the list is put while it may still
+    /// own a command ([`DmaOps::disable_bus_master`]).
+    pub fn cut_off_device(&mut self) {
+        self.adapter.ops.disable_bus_master();
+    }
+
+    /// `PutScatterGatherList` with the direction of the request: the adapter
+    /// is free again.
+    pub fn put(mut self) -> Adapter<D> {
+        self.adapter
+            .ops
+            .put_scatter_gather_list(self.list, self.range.write_to_device);
+        self.adapter
+    }
 }
 
 impl<D: DmaOps> PendingChannel<D> {
@@ -305,20 +457,9 @@ impl<D: DmaOps> Channel<D> {
         write_to_device: bool,
         sg: &mut SgList,
     ) -> Result<u32, NtStatus> {
-        let MdlSpot {
-            page_offset,
-            bytes_to_mdl_end,
-        } = self
+        let length = self
             .adapter
-            .ops
-            .locate(mdl, offset)
-            .ok_or(NtStatus::INVALID_PARAMETER)?;
-        let page_offset = page_offset % PAGE_SIZE;
-        let register_bytes =
-            (u64::from(self.map_registers.max(1)) * u64::from(PAGE_SIZE)) - u64::from(page_offset);
-        let length = u64::from(length)
-            .min(u64::from(bytes_to_mdl_end))
-            .min(register_bytes) as u32;
+            .one_call_length(mdl, offset, length, self.map_registers)?;
         let element =
             self.adapter
                 .ops

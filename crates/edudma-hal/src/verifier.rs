@@ -46,8 +46,19 @@ pub enum Violation {
         /// Registers held as registers-only.
         held: u32,
     },
+    /// 0x06: `PutScatterGatherList` of a list that is not outstanding (put
+    /// twice, or never given).
+    ScatterGatherListFreedTooOften,
     /// 0x08: `PutDmaAdapter` with a channel allocated or requested.
     AdapterPutWithChannel,
+    /// 0x0A: `PutDmaAdapter` with scatter/gather lists outstanding.
+    AdapterPutWithScatterGatherLists {
+        /// Lists outstanding.
+        outstanding: usize,
+    },
+    /// Our own (Learn lists no subcode): `PutScatterGatherList` with the
+    /// other direction than the list was asked for.
+    ScatterGatherListPutWithOtherDirection,
     /// 0x09: `PutDmaAdapter` with map registers still allocated.
     AdapterPutWithMapRegisters {
         /// Registers outstanding.
@@ -276,7 +287,10 @@ impl Violation {
         match self {
             AdapterChannelFreedTooOften => Rule::Dma(0x04),
             MapRegistersFreedTooOften { .. } => Rule::Dma(0x05),
+            ScatterGatherListFreedTooOften => Rule::Dma(0x06),
             AdapterPutWithChannel => Rule::Dma(0x08),
+            AdapterPutWithScatterGatherLists { .. } => Rule::Dma(0x0A),
+            ScatterGatherListPutWithOtherDirection => Rule::Own("PutScatterGatherListDirection"),
             AdapterPutWithMapRegisters { .. } => Rule::Dma(0x09),
             TooManyAdapterChannels => Rule::Dma(0x0B),
             TooManyMapRegisters { .. } => Rule::Dma(0x0C),

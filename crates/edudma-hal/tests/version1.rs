@@ -1,135 +1,16 @@
 //! The version-1 routines of the shared HAL model and the verifier rules
 //! that guard them: each rule is broken once here and must fire.
 
+mod common;
+
+use common::{Flat, POOL_FRAME, World};
 use edudma_core::NtStatus;
 use edudma_hal::hal::{
-    AdapterId, AllocateResult, BouncePool, DeviceDescription, Hal, HalConfig, HalCtx,
-    InterfaceType, IoAllocationAction, MapRegisterBase,
+    AdapterId, BouncePool, DeviceDescription, Hal, HalConfig, HalCtx, MapRegisterBase,
 };
-use edudma_hal::mdl::{Mdl, MdlId, MdlTable};
+use edudma_hal::mdl::{MdlId, MdlTable};
 use edudma_hal::rng::SimRng;
 use edudma_hal::{Irql, PAGE_SIZE, PhysMemory, Rule, Verifier, Violation};
-
-/// 64 MiB of flat memory: the pool at 1 MiB, buffers anywhere above.
-struct Flat(Vec<u8>);
-
-impl PhysMemory for Flat {
-    fn read(&self, addr: u64, buf: &mut [u8]) {
-        let a = addr as usize;
-        buf.copy_from_slice(&self.0[a..a + buf.len()]);
-    }
-    fn write(&mut self, addr: u64, data: &[u8]) {
-        let a = addr as usize;
-        self.0[a..a + data.len()].copy_from_slice(data);
-    }
-}
-
-const POOL_FRAME: u64 = 0x100;
-
-/// The HAL, its world, and one version-2 adapter for a bus master without
-/// scatter/gather, as the driver's `v1-packet` strategy asks for.
-struct World {
-    hal: Hal,
-    mem: Flat,
-    mdls: MdlTable,
-    verifier: Verifier,
-    rng: SimRng,
-    adapter: AdapterId,
-    granted: u32,
-}
-
-impl World {
-    fn new(map_registers: u32) -> Self {
-        let mut mem = Flat(vec![0; 64 << 20]);
-        let pool = BouncePool {
-            frames: (POOL_FRAME..POOL_FRAME + 8).collect(),
-            guards: vec![POOL_FRAME + 8],
-        };
-        let config = HalConfig {
-            map_registers,
-            inline_grant_percent: 100,
-            contention_percent: 0,
-            ..HalConfig::default()
-        };
-        let hal = Hal::new(config, pool, &mut mem);
-        let mut world = Self {
-            hal,
-            mem,
-            mdls: MdlTable::new(),
-            verifier: Verifier::new(),
-            rng: SimRng::new(1),
-            adapter: AdapterId(u32::MAX),
-            granted: 0,
-        };
-        let desc = DeviceDescription {
-            version: 2,
-            master: true,
-            scatter_gather: false,
-            dma32_bit_addresses: true,
-            interface_type: InterfaceType::Pci,
-            maximum_length: 4096,
-            ..DeviceDescription::default()
-        };
-        let (adapter, granted) = world
-            .call(Irql::Passive, |h, c| h.io_get_dma_adapter(c, &desc))
-            .expect("a version-2 adapter");
-        world.adapter = adapter;
-        world.granted = granted;
-        world
-    }
-
-    fn call<T>(&mut self, irql: Irql, f: impl FnOnce(&mut Hal, &mut HalCtx<'_>) -> T) -> T {
-        let mut ctx = HalCtx {
-            mem: &mut self.mem,
-            mdls: &self.mdls,
-            verifier: &mut self.verifier,
-            irql,
-            rng: &mut self.rng,
-            device_busy: None,
-        };
-        f(&mut self.hal, &mut ctx)
-    }
-
-    /// A locked buffer of `len` bytes at `byte_offset` into frames 0x2000.. (32 MiB).
-    fn buffer(&mut self, byte_offset: u32, len: u32) -> MdlId {
-        let pages = (u64::from(byte_offset) + u64::from(len)).div_ceil(PAGE_SIZE);
-        self.mdls.insert(Mdl {
-            pages: (0..pages).map(|i| 0x2000 + 2 * i).collect(),
-            byte_offset,
-            byte_count: len,
-            locked: true,
-            next: None,
-            system_va_mapped: false,
-        })
-    }
-
-    /// `AllocateAdapterChannel` granted inline, its `AdapterControl`
-    /// returning `DeallocateObjectKeepRegisters`.
-    fn allocate(&mut self, count: u32) -> MapRegisterBase {
-        let id = self.adapter;
-        let result = self.call(Irql::Dispatch, |h, c| {
-            h.allocate_adapter_channel(c, id, count)
-        });
-        let Ok(AllocateResult::RunNow(base)) = result else {
-            panic!("an inline grant, got {result:?}");
-        };
-        self.hal.routine_returned(
-            &mut self.verifier,
-            id,
-            base,
-            IoAllocationAction::DeallocateObjectKeepRegisters,
-        );
-        base
-    }
-
-    fn violations(&self) -> Vec<Rule> {
-        self.verifier
-            .violations()
-            .iter()
-            .map(Violation::rule)
-            .collect()
-    }
-}
 
 #[test]
 fn a_bus_master_without_scatter_gather_gets_one_range_through_map_registers() {

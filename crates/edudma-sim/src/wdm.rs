@@ -9,7 +9,8 @@ use std::rc::Rc;
 
 use edudma_core::NtStatus;
 use edudma_core::dma::{
-    AllocateOutcome, AllocationMode, DmaOps, DmaTransferInfo, MdlSpot, PAGE_SIZE, SgElement, SgList,
+    AllocateOutcome, AllocationMode, DmaOps, DmaTransferInfo, ListBuffer, MdlSpot, PAGE_SIZE,
+    SgElement, SgList,
 };
 use edudma_core::grant::{Delivery, GrantSlot, Settled};
 use edudma_core::regs::RegisterFile;
@@ -257,6 +258,8 @@ pub struct SimDma {
     adapter: AdapterId,
     slot: Rc<GrantSlot>,
     sg_buffer_bytes: u32,
+    /// The elements of each list given and not put yet.
+    lists: std::collections::HashMap<MapRegisterBase, Vec<SgElement>>,
 }
 
 impl SimDma {
@@ -266,6 +269,7 @@ impl SimDma {
             adapter,
             slot: Rc::new(GrantSlot::new()),
             sg_buffer_bytes,
+            lists: std::collections::HashMap::new(),
         }
     }
 
@@ -503,6 +507,62 @@ impl DmaOps for SimDma {
             Settled::GrantedNow(b) => AllocateOutcome::Granted(MapRegisterBase(b as u64)),
             Settled::Queued => AllocateOutcome::Queued,
         })
+    }
+
+    fn calculate_scatter_gather_list(
+        &mut self,
+        mdl: MdlId,
+        offset: u64,
+        length: u32,
+    ) -> Result<u32, NtStatus> {
+        let id = self.adapter;
+        let (held_by, in_mdl) = self.locate_in_chain(mdl, offset)?;
+        self.hal(|h, c| h.calculate_scatter_gather_list(c, id, held_by, in_mdl, length))
+            .map(|(bytes, _)| bytes)
+    }
+
+    fn scatter_gather_buffer_bytes(&self) -> u32 {
+        self.sg_buffer_bytes
+    }
+
+    /// A grant committed for later is delivered at once: this adapter alone
+    /// has no driver to run a late list routine.
+    fn get_scatter_gather_list(
+        &mut self,
+        buffer: ListBuffer,
+        mdl: MdlId,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<AllocateOutcome<MapRegisterBase>, NtStatus> {
+        let id = self.adapter;
+        let (held_by, in_mdl) = self.locate_in_chain(mdl, offset)?;
+        let bytes = (buffer == ListBuffer::Driver).then_some(self.sg_buffer_bytes);
+        let result = self.hal(|h, c| {
+            h.get_scatter_gather_list(c, id, held_by, in_mdl, length, write_to_device, bytes)
+        })?;
+        match result {
+            AllocateResult::RunNow(base) | AllocateResult::Committed(base) => {
+                let elements = self.hal(|h, c| h.build_list(c, id, base))?;
+                self.lists.insert(base, elements);
+                self.sys
+                    .hal_routine_returned(id, base, IoAllocationAction::KeepObject);
+                Ok(AllocateOutcome::Granted(base))
+            }
+            AllocateResult::Waiting => Ok(AllocateOutcome::Queued),
+        }
+    }
+
+    fn scatter_gather_elements(&mut self, list: MapRegisterBase, sg: &mut SgList) -> bool {
+        self.lists
+            .get(&list)
+            .is_some_and(|elements| elements.iter().all(|e| sg.push(*e)))
+    }
+
+    fn put_scatter_gather_list(&mut self, list: MapRegisterBase, write_to_device: bool) {
+        let id = self.adapter;
+        self.hal(|h, c| h.put_scatter_gather_list(c, id, list, write_to_device));
+        self.lists.remove(&list);
     }
 
     fn map_transfer(

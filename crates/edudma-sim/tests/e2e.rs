@@ -63,9 +63,11 @@ enum Run {
     V1Packet,
     /// `v3-packet` asked for on a HAL without version 3: the fallback.
     NoDmaV3,
+    /// `DmaStrategy` = `sg-list`: scatter/gather lists.
+    SgList,
 }
 
-const RUNS: [Run; 3] = [Run::V3Packet, Run::V1Packet, Run::NoDmaV3];
+const RUNS: [Run; 4] = [Run::V3Packet, Run::V1Packet, Run::NoDmaV3, Run::SgList];
 
 impl Run {
     fn base(self) -> SimConfig {
@@ -79,12 +81,16 @@ impl Run {
                 dma_v3: false,
                 ..SimConfig::default()
             },
+            Run::SgList => SimConfig {
+                dma_strategy: DmaStrategy::SgList,
+                ..SimConfig::default()
+            },
         }
     }
 
     /// The version-1 routines run (asked for, or the fallback).
     fn version1(self) -> bool {
-        self != Run::V3Packet
+        matches!(self, Run::V1Packet | Run::NoDmaV3)
     }
 }
 
@@ -627,6 +633,26 @@ fn each_strategy_calls_its_routines_at_their_floor() {
         let s = sim.stats().driver;
         assert_eq!(s.requests, requests);
         assert_eq!(s.completed, requests);
+        if run == Run::SgList {
+            // One list, built in the driver's buffer and put, per request.
+            assert_eq!(info.dma_strategy, ioctl::DmaStrategyCode::SgList as u32);
+            assert_eq!(info.dma_interface_version, 3);
+            assert_eq!(
+                (
+                    s.calculate_scatter_gather_list,
+                    s.build_scatter_gather_list,
+                    s.put_scatter_gather_list
+                ),
+                (requests, requests, requests)
+            );
+            assert_eq!(s.get_scatter_gather_list, 0);
+            assert_eq!((s.allocate_adapter_channel, s.map_transfer), (0, 0));
+            assert_eq!(info.requested_dma_strategy, info.dma_strategy);
+            let hal = sim.stats().hal;
+            assert_eq!((hal.lists_built, hal.lists_put), (requests, requests));
+            sim.finish().expect("leak check");
+            continue;
+        }
         // One channel, one map, one flush, one free per request: the whole
         // request fits the map registers granted.
         assert_eq!(s.allocate_adapter_channel, requests, "{run:?} {s:?}");

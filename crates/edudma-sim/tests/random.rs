@@ -16,7 +16,7 @@ use edudma_core::NtStatus;
 use edudma_sim::mdl::BufferLayout;
 use edudma_sim::rng::SimRng;
 use edudma_sim::wdm::PnpMinor;
-use edudma_sim::{Allocation, IrpSpec, Placement, SimConfig, SimMachine};
+use edudma_sim::{Allocation, DmaStrategy, IrpSpec, Placement, SimConfig, SimMachine};
 
 fn config(r: &mut SimRng, seed: u64) -> SimConfig {
     let fixed = r.chance(30);
@@ -49,6 +49,13 @@ fn config(r: &mut SimRng, seed: u64) -> SimConfig {
             vec![]
         },
         bus_master_at_boot: r.chance(50),
+        // Drawn last: the earlier knobs of a seed stay what they were.
+        dma_strategy: [
+            DmaStrategy::V3Packet,
+            DmaStrategy::V1Packet,
+            DmaStrategy::SgList,
+        ][r.below(3) as usize],
+        dma_v3: !r.chance(15),
         ..SimConfig::default()
     }
 }
@@ -131,6 +138,17 @@ fn all_land(
 fn scenario(seed: u64) -> Result<(), String> {
     let mut r = SimRng::new(seed ^ 0x5EED_0000_0000);
     let cfg = config(&mut r, seed);
+    let strategy = (cfg.dma_strategy, cfg.dma_v3);
+    scenario_with(r, cfg).map_err(|e| {
+        format!(
+            "{e} [{:?}{}]",
+            strategy.0,
+            if strategy.1 { "" } else { ", no DMA v3" }
+        )
+    })
+}
+
+fn scenario_with(mut r: SimRng, cfg: SimConfig) -> Result<(), String> {
     let window = cfg.window;
     let mut sim = SimMachine::new(cfg.clone()).map_err(|e| format!("start: {e}"))?;
     sim.set_buffer_layout(BufferLayout {

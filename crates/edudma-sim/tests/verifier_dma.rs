@@ -655,6 +655,33 @@ fn verifier_0x0d_second_map_before_flush() {
 }
 
 #[test]
+fn verifier_0x0d_irp_completed_before_its_flush() {
+    let (mut rig, base) = channel(21);
+    let mdl = rig.buffer(100, &BufferLayout::default(), |i| i as u8);
+    let irp = rig.probe.pended().last().copied().expect("pended").irp;
+    rig.dispatch(move |dma| {
+        let _ = dma.map_transfer_ex(mdl, base, 0, 100, true);
+        // SAFETY: the write the driver pended, completed once, at DISPATCH_LEVEL.
+        unsafe { kit::complete(irp as *mut IRP, 0, 100) };
+    });
+    assert_eq!(rig.bugcheck(), Some(Violation::AdapterBuffersNotFlushed));
+}
+
+#[test]
+fn verifier_irp_completed_after_its_flush_is_clean() {
+    let (mut rig, base) = channel(22);
+    let mdl = rig.buffer(100, &BufferLayout::default(), |i| i as u8);
+    let irp = rig.probe.pended().last().copied().expect("pended").irp;
+    rig.dispatch(move |dma| {
+        let _ = dma.map_transfer_ex(mdl, base, 0, 100, true);
+        dma.flush_adapter_buffers_ex(mdl, base, 0, 100, true);
+        // SAFETY: as above.
+        unsafe { kit::complete(irp as *mut IRP, 0, 100) };
+    });
+    assert_eq!(rig.bugcheck(), None);
+}
+
+#[test]
 fn verifier_0x0e_dma_on_an_unlocked_buffer() {
     let (mut rig, base) = channel(12);
     let layout = BufferLayout {

@@ -26,8 +26,10 @@ use std::rc::Rc;
 
 use edudma_core::NtStatus;
 use edudma_core::dma::{
-    AllocateOutcome, AllocationMode, DmaOps, DmaTransferInfo, MdlSpot, SgElement, SgList,
+    AllocateOutcome, AllocationMode, DmaOps, DmaTransferInfo, ListBuffer, MdlSpot, SgElement,
+    SgList,
 };
+use edudma_core::engine::{AdapterRequest, DmaStrategy};
 use edudma_hal::hal::{
     AdapterId, AllocateResult, BouncePool, DEVICE_DESCRIPTION_VERSION3, DeviceDescription, Hal,
     HalConfig as ModelConfig, HalCtx, HalStats, InterfaceType, IoAllocationAction, MapRegisterBase,
@@ -68,6 +70,12 @@ pub struct HalConfig {
     /// refused with `STATUS_INSUFFICIENT_RESOURCES`, asynchronous ones wait
     /// for [`HalHandle::take_queued_grant`].
     pub busy: bool,
+    /// The strategy the driver asks for: the adapters it asks for, in the
+    /// core's order ([`DmaStrategy::adapter_requests`]).
+    pub strategy: DmaStrategy,
+    /// The platform has DMA version 3 (false: the first adapter the core
+    /// asks for is refused, as `IoGetDmaAdapter` returns NULL).
+    pub dma_v3: bool,
 }
 
 impl Default for HalConfig {
@@ -76,6 +84,8 @@ impl Default for HalConfig {
             map_registers: 2,
             address_bits: 28,
             busy: false,
+            strategy: DmaStrategy::V3Packet,
+            dma_v3: true,
         }
     }
 }
@@ -153,6 +163,10 @@ struct Shared<M: GuestPages> {
     bus_master_disabled: u64,
     /// Clears Bus Master Enable in the device's command register.
     bus_master_off: Option<Box<dyn FnMut()>>,
+    /// The elements of each list given and not put yet.
+    lists: HashMap<MapRegisterBase, Vec<edudma_core::dma::SgElement>>,
+    /// The adapter request `IoGetDmaAdapter` granted.
+    request: AdapterRequest,
 }
 
 impl<M: GuestPages> Shared<M> {
@@ -179,6 +193,13 @@ impl<M: GuestPages> Shared<M> {
     /// `DeallocateObjectKeepRegisters` for a version-1 `AdapterControl`.
     fn granted(&mut self, base: MapRegisterBase) -> MapRegisterBase {
         let id = self.adapter;
+        if self.hal.list_pending(id) {
+            // A list routine: the list is built as it runs.
+            let built = self.call(Irql::Dispatch, |hal, id, ctx| hal.build_list(ctx, id, base));
+            if let Ok(elements) = built {
+                self.lists.insert(base, elements);
+            }
+        }
         let action = if self.hal.adapter_version(id) < Some(DEVICE_DESCRIPTION_VERSION3) {
             IoAllocationAction::DeallocateObjectKeepRegisters
         } else {
@@ -303,7 +324,7 @@ impl<M: GuestPages> HalHandle<M> {
             sg_buffer_bytes: None,
             grant_latency_ns: None,
             dma_alignment: 1,
-            dma_v3: true,
+            dma_v3: config.dma_v3,
         };
         let pool = BouncePool {
             frames,
@@ -322,23 +343,39 @@ impl<M: GuestPages> HalHandle<M> {
             busy: config.busy,
             bus_master_disabled: 0,
             bus_master_off: None,
+            lists: HashMap::new(),
+            request: DmaStrategy::V3Packet.adapter_requests()[0],
         };
-        let description = DeviceDescription {
-            version: DEVICE_DESCRIPTION_VERSION3,
-            master: true,
-            scatter_gather: true,
-            dma32_bit_addresses: false,
-            dma64_bit_addresses: false,
-            interface_type: InterfaceType::Pci,
-            maximum_length: config.map_registers.saturating_mul(PAGE_SIZE as u32),
-            dma_address_width: config.address_bits,
-        };
-        let adapter = shared
-            .call(Irql::Passive, |hal, _, ctx| {
-                hal.io_get_dma_adapter(ctx, &description)
-            })
-            .ok_or(HalError::NoAdapter)?;
-        shared.adapter = adapter.0;
+        // As the glue's start does: each adapter the core asks for, until
+        // one is given.
+        let obtained = config
+            .strategy
+            .adapter_requests()
+            .iter()
+            .find_map(|request| {
+                let description = DeviceDescription {
+                    version: request.version,
+                    master: true,
+                    scatter_gather: request.scatter_gather,
+                    dma32_bit_addresses: request.dma32_bit_addresses,
+                    dma64_bit_addresses: false,
+                    interface_type: InterfaceType::Pci,
+                    maximum_length: config.map_registers.saturating_mul(PAGE_SIZE as u32),
+                    dma_address_width: if request.dma_address_width == 0 {
+                        0
+                    } else {
+                        config.address_bits
+                    },
+                };
+                shared
+                    .call(Irql::Passive, |hal, _, ctx| {
+                        hal.io_get_dma_adapter(ctx, &description)
+                    })
+                    .map(|(adapter, _)| (adapter, *request))
+            });
+        let (adapter, request) = obtained.ok_or(HalError::NoAdapter)?;
+        shared.adapter = adapter;
+        shared.request = request;
         Ok(Self {
             inner: Rc::new(RefCell::new(shared)),
         })
@@ -348,6 +385,12 @@ impl<M: GuestPages> HalHandle<M> {
     /// of the command register), for [`DmaOps::disable_bus_master`].
     pub fn set_bus_master_control(&self, off: Box<dyn FnMut()>) {
         self.inner.borrow_mut().bus_master_off = Some(off);
+    }
+
+    /// The adapter request `IoGetDmaAdapter` granted: its version and the
+    /// strategy it runs.
+    pub fn request(&self) -> AdapterRequest {
+        self.inner.borrow().request
     }
 
     /// The [`DmaOps`] to hand to the engine.
@@ -630,6 +673,68 @@ impl<M: GuestPages> DmaOps for HalDma<M> {
             }
             AllocateResult::Waiting => AllocateOutcome::Queued,
         })
+    }
+
+    fn calculate_scatter_gather_list(
+        &mut self,
+        mdl: MdlId,
+        offset: u64,
+        length: u32,
+    ) -> Result<u32, NtStatus> {
+        let inner = &mut *self.inner.borrow_mut();
+        let (held_by, in_mdl) = inner.locate(mdl, offset)?;
+        inner
+            .call(Irql::Dispatch, |hal, id, ctx| {
+                hal.calculate_scatter_gather_list(ctx, id, held_by, in_mdl, length)
+            })
+            .map(|(bytes, _)| bytes)
+    }
+
+    fn scatter_gather_buffer_bytes(&self) -> u32 {
+        self.inner.borrow().hal.sg_buffer_bytes()
+    }
+
+    /// The list routine runs inside the call (the harness's only CPU), or
+    /// when [`HalHandle::take_queued_grant`] releases a busy adapter.
+    fn get_scatter_gather_list(
+        &mut self,
+        buffer: ListBuffer,
+        mdl: MdlId,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<AllocateOutcome<MapRegisterBase>, NtStatus> {
+        let inner = &mut *self.inner.borrow_mut();
+        if !inner.still_pinned(mdl) {
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        }
+        let (held_by, in_mdl) = inner.locate(mdl, offset)?;
+        let bytes = (buffer == ListBuffer::Driver).then(|| inner.hal.sg_buffer_bytes());
+        let result = inner.call(Irql::Dispatch, |hal, id, ctx| {
+            hal.get_scatter_gather_list(ctx, id, held_by, in_mdl, length, write_to_device, bytes)
+        })?;
+        Ok(match result {
+            AllocateResult::RunNow(base) | AllocateResult::Committed(base) => {
+                AllocateOutcome::Granted(inner.granted(base))
+            }
+            AllocateResult::Waiting => AllocateOutcome::Queued,
+        })
+    }
+
+    fn scatter_gather_elements(&mut self, list: MapRegisterBase, sg: &mut SgList) -> bool {
+        let inner = self.inner.borrow();
+        inner
+            .lists
+            .get(&list)
+            .is_some_and(|elements| elements.iter().all(|e| sg.push(*e)))
+    }
+
+    fn put_scatter_gather_list(&mut self, list: MapRegisterBase, write_to_device: bool) {
+        let inner = &mut *self.inner.borrow_mut();
+        inner.call(Irql::Dispatch, |hal, id, ctx| {
+            hal.put_scatter_gather_list(ctx, id, list, write_to_device)
+        });
+        inner.lists.remove(&list);
     }
 
     fn map_transfer(

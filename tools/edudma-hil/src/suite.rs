@@ -266,13 +266,17 @@ impl Rig {
         hal.set_bus_master_control(Box::new(move || {
             let _ = pci.update_command(0, command::BUS_MASTER);
         }));
-        let mut engine = Engine::new(engine_config);
+        let mut engine = Engine::new(EngineConfig {
+            strategy: hal_config.strategy,
+            ..engine_config
+        });
+        let request = hal.request();
         let facts = AdapterFacts {
-            dma_interface_version: 3,
-            strategy: edudma_core::engine::DmaStrategy::V3Packet,
+            dma_interface_version: request.version,
+            strategy: request.strategy,
             map_registers: hal_config.map_registers,
             dma_address_width: hal_config.address_bits,
-            scatter_gather: true,
+            scatter_gather: request.scatter_gather,
             interrupt_kind: if self.uio.is_some() {
                 InterruptKind::LineBased
             } else {
@@ -283,7 +287,9 @@ impl Rig {
             .start_device(hal.dma_ops(), facts, &mut self.bar)
             .map_err(|s| format!("start_device: {s}"))?;
         say(&format!(
-            "HIL INFO phase {name}: {} map registers, busy (sync refused, async queued) {}, interrupts {}",
+            "HIL INFO phase {name}: {:?} (DEVICE_DESCRIPTION version {}), {} map registers, busy (sync refused, async queued) {}, interrupts {}",
+            request.strategy,
+            request.version,
             hal_config.map_registers,
             hal_config.busy,
             if interrupts {
@@ -752,6 +758,7 @@ pub fn run(mode: Mode) -> bool {
     }
     if mode != Mode::Quick {
         extra_phases(&mut rig, window);
+        strategy_phases(&mut rig, window);
     }
     if mode == Mode::Sweep {
         sweep(&mut rig, window);
@@ -842,6 +849,94 @@ fn main_phase(rig: &mut Rig, drv: &mut Driver, mode: Mode, window: u32) {
     }
     for (i, case) in cases.into_iter().enumerate() {
         rig.round_trip(drv, case, &format!("#{i}"));
+    }
+}
+
+/// Every other strategy against the real device, and the fallback of a HAL
+/// without version 3: the edge cases with two map registers and with one
+/// (splits), each run checked for its own routines.
+fn strategy_phases(rig: &mut Rig, window: u32) {
+    use edudma_core::engine::DmaStrategy;
+    let runs: [(&'static str, DmaStrategy, bool, u32); 5] = [
+        ("v1-packet", DmaStrategy::V1Packet, true, 2),
+        ("v1-packet-budget1", DmaStrategy::V1Packet, true, 1),
+        ("sg-list", DmaStrategy::SgList, true, 2),
+        ("sg-list-budget1", DmaStrategy::SgList, true, 1),
+        ("no-dma-v3", DmaStrategy::V3Packet, false, 2),
+    ];
+    for (name, strategy, dma_v3, map_registers) in runs {
+        let config = HalConfig {
+            map_registers,
+            strategy,
+            dma_v3,
+            ..HalConfig::default()
+        };
+        let mut drv = match rig.start_driver(name, config, EngineConfig::default(), true) {
+            Ok(drv) => drv,
+            Err(e) => {
+                rig.check(false, &format!("start {name}: {e}"));
+                continue;
+            }
+        };
+        let in_force = if dma_v3 {
+            strategy
+        } else {
+            DmaStrategy::V1Packet
+        };
+        let info = drv.engine.device_info();
+        rig.check(
+            info.dma_strategy == in_force.code() as u32,
+            &format!(
+                "{name}: strategy in force {:?} (DEVICE_DESCRIPTION version {})",
+                in_force, info.dma_interface_version
+            ),
+        );
+        for (i, case) in edge_cases(window).into_iter().enumerate() {
+            rig.round_trip(&mut drv, case, &format!("{name} #{i}"));
+        }
+        let s = rig.stop_driver(drv);
+        let (routines_ok, routines) = match in_force {
+            DmaStrategy::V1Packet => (
+                s.allocate_adapter_channel > 0
+                    && s.flush_io_buffers == s.allocate_adapter_channel
+                    && s.free_map_registers == s.allocate_adapter_channel
+                    && s.map_transfer == s.flush_adapter_buffers
+                    && s.get_dma_transfer_info == 0
+                    && s.free_adapter_channel == 0,
+                format!(
+                    "KeFlushIoBuffers {}, AllocateAdapterChannel {}, MapTransfer {}, \
+                     FlushAdapterBuffers {}, FreeMapRegisters {}",
+                    s.flush_io_buffers,
+                    s.allocate_adapter_channel,
+                    s.map_transfer,
+                    s.flush_adapter_buffers,
+                    s.free_map_registers
+                ),
+            ),
+            DmaStrategy::SgList => (
+                s.build_scatter_gather_list > 0
+                    && s.put_scatter_gather_list
+                        == s.build_scatter_gather_list + s.get_scatter_gather_list
+                    && s.allocate_adapter_channel == 0
+                    && s.map_transfer == 0,
+                format!(
+                    "CalculateScatterGatherList {}, BuildScatterGatherList {}, \
+                     GetScatterGatherList {}, PutScatterGatherList {}",
+                    s.calculate_scatter_gather_list,
+                    s.build_scatter_gather_list,
+                    s.get_scatter_gather_list,
+                    s.put_scatter_gather_list
+                ),
+            ),
+            DmaStrategy::V3Packet => (false, "v3-packet is not a fallback".into()),
+        };
+        rig.check(routines_ok, &format!("{name} routines: {routines}"));
+        if map_registers == 1 {
+            rig.check(
+                s.partial_maps > 0,
+                &format!("{name}: {} requests split", s.partial_maps),
+            );
+        }
     }
 }
 

@@ -34,6 +34,7 @@ Examples:
   edudmactl read --offset 0 --len 4095 --out dump.bin
   edudmactl --sim --map-registers 1 --scatter-gather off loopback --iterations 20
   edudmactl --sim --dma-strategy v1-packet loopback --iterations 20
+  edudmactl --sim --dma-strategy sg-list --map-registers 1 loopback --iterations 20
   edudmactl --sim --no-dma-v3 info             the fallback when version 3 is missing
   edudmactl --sim --alloc async --cpus 4 --seed 7 bench --len 4095
   edudmactl stats --reset
@@ -122,6 +123,9 @@ pub enum StrategyName {
     /// The version-1 packet-based sequence.
     #[value(name = "v1-packet")]
     V1Packet,
+    /// Scatter/gather lists (BuildScatterGatherList, PutScatterGatherList).
+    #[value(name = "sg-list")]
+    SgList,
 }
 
 /// `--window 4095|4096`: how much of the device's 4096-byte buffer the driver uses.

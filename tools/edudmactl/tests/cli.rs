@@ -442,7 +442,7 @@ fn a_real_device_off_windows_says_to_use_sim() {
 #[test]
 fn each_strategy_loops_back_with_its_routines_at_their_floor() {
     // (arguments, routines called once per request, routines never called)
-    let cases: [(&[&str], &[&str], &[&str]); 3] = [
+    let cases: [(&[&str], &[&str], &[&str]); 4] = [
         (
             &["--dma-strategy", "v3-packet"],
             &["get_dma_transfer_info", "free_adapter_channel"],
@@ -462,6 +462,15 @@ fn each_strategy_loops_back_with_its_routines_at_their_floor() {
             &["flush_io_buffers", "free_map_registers"],
             &["get_dma_transfer_info", "free_adapter_channel"],
         ),
+        (
+            &["--dma-strategy", "sg-list"],
+            &[
+                "calculate_scatter_gather_list",
+                "build_scatter_gather_list",
+                "put_scatter_gather_list",
+            ],
+            &["allocate_adapter_channel", "get_scatter_gather_list"],
+        ),
     ];
     for (knobs, once, never) in cases {
         let mut args = vec!["--sim", "--json"];
@@ -473,10 +482,12 @@ fn each_strategy_loops_back_with_its_routines_at_their_floor() {
         let stats = &report["driver_stats"];
         let requests = stats["requests"].as_u64().expect("requests");
         assert_eq!(requests, 40, "{knobs:?}: a write and a read per iteration");
-        for name in once
-            .iter()
-            .chain(&["map_transfer", "flush_adapter_buffers"])
-        {
+        let packet: &[&str] = if knobs.contains(&"sg-list") {
+            &["device_commands"]
+        } else {
+            &["map_transfer", "flush_adapter_buffers"]
+        };
+        for name in once.iter().chain(packet) {
             assert_eq!(stats[*name].as_u64(), Some(requests), "{knobs:?} {name}");
         }
         for name in never {

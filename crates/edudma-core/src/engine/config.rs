@@ -50,6 +50,11 @@ pub enum DmaStrategy {
     /// `AllocateAdapterChannel` and its `AdapterControl`, `MapTransfer` per
     /// split, `FlushAdapterBuffers` after each, `FreeMapRegisters`.
     V1Packet,
+    /// Scatter/gather lists: `CalculateScatterGatherList`, then
+    /// `BuildScatterGatherList` into the driver's buffer (or
+    /// `GetScatterGatherList` when it is too small), one edu command per
+    /// element, `PutScatterGatherList`.
+    SgList,
 }
 
 /// What the glue asks `IoGetDmaAdapter` for: one `DEVICE_DESCRIPTION`.
@@ -104,6 +109,15 @@ const V3_THEN_FALLBACK: [AdapterRequest; 3] = [
     version1_request(DEVICE_DESCRIPTION_VERSION2),
     version1_request(DEVICE_DESCRIPTION_VERSION1),
 ];
+/// Lists need the 28-bit width too: version 3, or `v1-packet` without it.
+const SG_LIST_THEN_FALLBACK: [AdapterRequest; 3] = [
+    AdapterRequest {
+        strategy: DmaStrategy::SgList,
+        ..VERSION3_REQUEST
+    },
+    version1_request(DEVICE_DESCRIPTION_VERSION2),
+    version1_request(DEVICE_DESCRIPTION_VERSION1),
+];
 const V1_ONLY: [AdapterRequest; 2] = [
     version1_request(DEVICE_DESCRIPTION_VERSION2),
     version1_request(DEVICE_DESCRIPTION_VERSION1),
@@ -111,10 +125,11 @@ const V1_ONLY: [AdapterRequest; 2] = [
 
 impl DmaStrategy {
     /// The strategy a `DmaStrategy` registry value selects: 1 is
-    /// `v1-packet`; missing or anything else, the default.
+    /// `v1-packet`, 2 `sg-list`; missing or anything else, the default.
     pub fn from_registry(value: Option<u32>) -> Self {
         match value {
             Some(1) => DmaStrategy::V1Packet,
+            Some(2) => DmaStrategy::SgList,
             _ => DmaStrategy::V3Packet,
         }
     }
@@ -124,6 +139,7 @@ impl DmaStrategy {
         match self {
             DmaStrategy::V3Packet => DmaStrategyCode::V3Packet,
             DmaStrategy::V1Packet => DmaStrategyCode::V1Packet,
+            DmaStrategy::SgList => DmaStrategyCode::SgList,
         }
     }
 
@@ -135,6 +151,7 @@ impl DmaStrategy {
         match self {
             DmaStrategy::V3Packet => &V3_THEN_FALLBACK,
             DmaStrategy::V1Packet => &V1_ONLY,
+            DmaStrategy::SgList => &SG_LIST_THEN_FALLBACK,
         }
     }
 }
@@ -216,7 +233,8 @@ mod registry_tests {
     #[test]
     fn dma_strategy_values() {
         assert_eq!(DmaStrategy::from_registry(Some(1)), DmaStrategy::V1Packet);
-        for v in [None, Some(0), Some(2), Some(u32::MAX)] {
+        assert_eq!(DmaStrategy::from_registry(Some(2)), DmaStrategy::SgList);
+        for v in [None, Some(0), Some(3), Some(u32::MAX)] {
             assert_eq!(DmaStrategy::from_registry(v), DmaStrategy::V3Packet);
         }
     }

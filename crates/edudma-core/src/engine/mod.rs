@@ -32,6 +32,7 @@
 mod config;
 mod power;
 mod selftest;
+mod transfer;
 
 #[cfg(test)]
 mod tests;
@@ -49,14 +50,12 @@ pub use power::{
 };
 use selftest::SelfTest;
 
-use crate::dma::{AllocationMode, DmaOps, SgList};
+use crate::dma::{DmaOps, SgList};
 use crate::ioctl::{self, DeviceInfo, Direction, DmaRequest, SelfTestReport, Stats};
 use crate::protocol::{
-    Adapter, Allocation, Channel, GrantAwaited, Mapping, PendingChannel, Routines,
+    Adapter, GrantAwaited, ListGrant, Mapping, PendingChannel, PendingList, Routines,
 };
-use crate::regs::{
-    self, DEVICE_BUFFER_ADDR, DEVICE_BUFFER_SIZE, DmaCommand, IrqBits, RegisterFile,
-};
+use crate::regs::{self, DEVICE_BUFFER_SIZE, DmaCommand, IrqBits, RegisterFile};
 use crate::status::NtStatus;
 
 /// The driver's version, reported in [`DeviceInfo::driver_version`].
@@ -138,15 +137,17 @@ enum State<D: DmaOps, R> {
     Unstarted,
     /// The adapter, nothing outstanding.
     Idle(Adapter<D>),
-    /// Step 3 queued; the grant will come as [`Engine::channel_granted`].
+    /// Step 3 (or a list) queued; the grant will come as
+    /// [`Engine::channel_granted`].
     AwaitingChannel {
         job: Job<R, D::Mdl>,
-        pending: PendingChannel<D>,
+        pending: Pending<D>,
     },
-    /// Step 4 returned FALSE: the grant will come and must be released.
+    /// Taken back (step 4 returned FALSE, or there is no step 4): the grant
+    /// will come and must be released.
     CancellingChannel {
         job: Job<R, D::Mdl>,
-        awaited: GrantAwaited<D>,
+        awaited: Awaited<D>,
     },
     /// Steps 5–7: a range is mapped and the device works on one element.
     Transferring(Transfer<D, R>),
@@ -161,10 +162,44 @@ enum State<D: DmaOps, R> {
     Transient,
 }
 
+/// A grant asked for and not delivered yet.
+enum Pending<D: DmaOps> {
+    /// `AllocateAdapterChannel[Ex]` queued.
+    Channel(PendingChannel<D>),
+    /// `Build`/`GetScatterGatherList`'s routine has not run.
+    List(PendingList<D>),
+}
+
+/// A grant taken back before it was delivered: released when it comes.
+enum Awaited<D: DmaOps> {
+    /// `CancelAdapterChannel` returned FALSE (or version 1 has none).
+    Channel(GrantAwaited<D>),
+    /// A list cannot be cancelled.
+    List(PendingList<D>),
+}
+
+/// What the device's elements come from.
+enum Mapped<D: DmaOps> {
+    /// A `MapTransfer[Ex]` mapping, ended by its flush.
+    Packet(Mapping<D>),
+    /// A scatter/gather list, ended by its put.
+    List(ListGrant<D>),
+}
+
+impl<D: DmaOps> Mapped<D> {
+    /// Bytes mapped.
+    fn length(&self) -> u32 {
+        match self {
+            Mapped::Packet(mapping) => mapping.length(),
+            Mapped::List(list) => list.length(),
+        }
+    }
+}
+
 /// A mapped range in progress on the device.
 struct Transfer<D: DmaOps, R> {
     job: Job<R, D::Mdl>,
-    mapping: Mapping<D>,
+    mapping: Mapped<D>,
     /// Index of the scatter/gather element the device works on.
     element: usize,
     /// Offset in the device window of that element.
@@ -222,6 +257,12 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
     /// The window requests are validated against.
     pub fn window(&self) -> u32 {
         self.config.effective_window()
+    }
+
+    /// The strategy in force: the adapter's, or the one asked for before
+    /// there is one.
+    pub fn strategy(&self) -> DmaStrategy {
+        self.facts.map_or(self.config.strategy, |f| f.strategy)
     }
 
     /// `IRP_MN_START_DEVICE`, after `IoGetDmaAdapter` succeeded (step 1): the
@@ -344,18 +385,24 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         regs: &mut impl RegisterFile,
     ) -> Option<Completion<R>> {
         match mem::replace(&mut self.state, State::Transient) {
-            State::AwaitingChannel { job, pending } => {
+            State::AwaitingChannel {
+                job,
+                pending: Pending::Channel(pending),
+            } => {
                 let channel = pending.granted(base);
                 self.map_next(job, channel, regs)
             }
+            State::AwaitingChannel {
+                job,
+                pending: Pending::List(pending),
+            } => self.start_list(job, pending.granted(base), regs),
             State::CancellingChannel { job, awaited } => {
-                let channel = awaited.granted(base);
+                let adapter = self.release_awaited(awaited, base);
+                self.settle(adapter);
                 if !job.cancelled && self.holding() {
                     // Asked back for a stop or a power-down, not a cancel:
                     // the channel goes, the request is held for the restart
                     // or the return to D0.
-                    let adapter = self.free_channel(channel);
-                    self.settle(adapter);
                     return self.hold_or_fail(job, StopReason::Stop.status());
                 }
                 let status = if job.cancelled {
@@ -364,7 +411,7 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
                     self.stopping
                         .map_or(NtStatus::CANCELLED, StopReason::status)
                 };
-                self.end(channel, job, status)
+                self.fail(job.request, status)
             }
             other => {
                 // A grant nobody asked for cannot be released without its
@@ -529,6 +576,18 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
                 self.settle(adapter);
                 None
             }
+            State::AwaitingChannel {
+                job,
+                pending: Pending::List(pending),
+            } if job.done > 0 && reason != StopReason::SurpriseRemoval => {
+                // Part of the request moved already and its next list is
+                // on the way: it finishes, as a transfer in flight does.
+                self.state = State::AwaitingChannel {
+                    job,
+                    pending: Pending::List(pending),
+                };
+                None
+            }
             State::AwaitingChannel { job, pending } => match self.cancel_pending(pending) {
                 Ok(adapter) => {
                     self.settle(adapter);
@@ -659,264 +718,6 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         .counted(&mut self.stats)
     }
 
-    // ---- the DMA sequence -------------------------------------------------
-
-    /// Steps 2 and 3.
-    fn begin_dma(
-        &mut self,
-        mut adapter: Adapter<D>,
-        job: Job<R, D::Mdl>,
-        regs: &mut impl RegisterFile,
-    ) -> Option<Completion<R>> {
-        // Validated in dispatch already; checked again because a zero length
-        // or a range past the device buffer must never reach the HAL or the
-        // device (verifier 0x21, QEMU's fatal range check).
-        if let Err(error) = ioctl::check_window(
-            u64::from(job.dma.device_offset),
-            u64::from(job.dma.length),
-            self.window(),
-        ) {
-            self.state = State::Idle(adapter);
-            return self.fail(job.request, error.status());
-        }
-        let write = job.dma.direction.write_to_device();
-        match adapter.routines() {
-            Routines::Version3 => self.stats.get_dma_transfer_info += 1,
-            Routines::Version1 => self.stats.flush_io_buffers += 1,
-        }
-        let needed = match adapter.prepare_transfer(job.mdl, 0, job.dma.length, write) {
-            Ok(needed) => needed,
-            Err(status) => {
-                self.state = State::Idle(adapter);
-                return self.fail(job.request, status);
-            }
-        };
-        // Never ask for more map registers than granted (verifier 0x0C/0x15):
-        // a transfer that needs more is mapped in parts.
-        let granted = self.facts.map_or(1, |f| f.map_registers).max(1);
-        let count = needed.clamp(1, granted);
-        let first_mode = match (adapter.routines(), self.config.allocation) {
-            (Routines::Version3, AllocationPolicy::SyncThenAsync) => AllocationMode::Synchronous,
-            // Version 1 has only the asynchronous form.
-            _ => AllocationMode::Asynchronous,
-        };
-        self.stats.allocate_adapter_channel += 1;
-        let allocation = match adapter.allocate_channel(count, first_mode) {
-            Allocation::Failed(mut adapter, NtStatus::INSUFFICIENT_RESOURCES)
-                if first_mode == AllocationMode::Synchronous =>
-            {
-                self.stats.sync_allocation_fallbacks += 1;
-                match adapter.reinitialize_context() {
-                    Ok(()) => {
-                        self.stats.allocate_adapter_channel += 1;
-                        adapter.allocate_channel(count, AllocationMode::Asynchronous)
-                    }
-                    Err(status) => Allocation::Failed(adapter, status),
-                }
-            }
-            other => other,
-        };
-        match allocation {
-            Allocation::Granted(channel) => self.map_next(job, channel, regs),
-            Allocation::Queued(pending) => {
-                self.state = State::AwaitingChannel { job, pending };
-                None
-            }
-            Allocation::Failed(adapter, status) => {
-                self.state = State::Idle(adapter);
-                self.fail(job.request, status)
-            }
-        }
-    }
-
-    /// Step 5 for the bytes that remain, then step 6 for the first element.
-    fn map_next(
-        &mut self,
-        job: Job<R, D::Mdl>,
-        channel: Channel<D>,
-        regs: &mut impl RegisterFile,
-    ) -> Option<Completion<R>> {
-        let remaining = job.dma.length - job.done;
-        let write = job.dma.direction.write_to_device();
-        self.stats.map_transfer += 1;
-        let mapping =
-            match channel.map(job.mdl, u64::from(job.done), remaining, write, &mut self.sg) {
-                Ok(mapping) => mapping,
-                Err((channel, status)) => return self.end(channel, job, status),
-            };
-        if mapping.length() < remaining {
-            self.stats.partial_maps += 1;
-        }
-        let transfer = Transfer {
-            device_offset: job.dma.device_offset + job.done,
-            job,
-            mapping,
-            element: 0,
-            programmed: false,
-            ticks: 0,
-        };
-        if !self.mapping_is_usable(&transfer.mapping) {
-            // Programming it would send the device to the wrong memory (the
-            // edu device silently masks addresses to 28 bits).
-            return self.flush_and_end(transfer, NtStatus::DEVICE_HARDWARE_ERROR);
-        }
-        self.program(transfer, regs)
-    }
-
-    /// The scatter/gather list covers the mapping exactly, and every element
-    /// is non-empty and reachable by the device.
-    fn mapping_is_usable(&self, mapping: &Mapping<D>) -> bool {
-        let limit = self.facts.map_or(1 << 32, |f| f.address_limit());
-        !self.sg.is_empty()
-            && self.sg.total_length() == u64::from(mapping.length())
-            && self.sg.as_slice().iter().all(|e| {
-                e.length > 0
-                    && e.address
-                        .checked_add(u64::from(e.length))
-                        .is_some_and(|end| end <= limit)
-            })
-    }
-
-    /// Step 6: one edu command for the current element, unless the device
-    /// is still busy (its registers would drop the writes).
-    fn program(
-        &mut self,
-        mut transfer: Transfer<D, R>,
-        regs: &mut impl RegisterFile,
-    ) -> Option<Completion<R>> {
-        if transfer.job.cancelled {
-            return self.flush_and_end(transfer, NtStatus::CANCELLED);
-        }
-        if !device_idle(regs) {
-            transfer.programmed = false;
-            self.state = State::Transferring(transfer);
-            return None;
-        }
-        let element = self.sg.as_slice()[transfer.element];
-        let device = DEVICE_BUFFER_ADDR as u32 + transfer.device_offset;
-        // mapping_is_usable() proved the address fits in 32 bits.
-        let bus = element.address as u32;
-        let (source, destination, command) = match transfer.job.dma.direction {
-            Direction::ToDevice => (bus, device, DmaCommand::START | DmaCommand::IRQ),
-            Direction::FromDevice => (
-                device,
-                bus,
-                DmaCommand::START | DmaCommand::IRQ | DmaCommand::TO_RAM,
-            ),
-        };
-        regs.write32(regs::REG_DMA_SRC, source);
-        regs.write32(regs::REG_DMA_DST, destination);
-        regs.write32(regs::REG_DMA_COUNT, element.length);
-        regs.write32(regs::REG_DMA_CMD, command.bits());
-        self.stats.device_commands += 1;
-        transfer.programmed = true;
-        transfer.ticks = 0;
-        self.state = State::Transferring(transfer);
-        None
-    }
-
-    /// Step 7 for one element: the next element, or step 8 after the last.
-    fn element_done(
-        &mut self,
-        mut transfer: Transfer<D, R>,
-        regs: &mut impl RegisterFile,
-    ) -> Option<Completion<R>> {
-        let finished = self.sg.as_slice()[transfer.element];
-        transfer.device_offset += finished.length;
-        transfer.element += 1;
-        if transfer.job.cancelled {
-            return self.flush_and_end(transfer, NtStatus::CANCELLED);
-        }
-        if transfer.element < self.sg.len() {
-            transfer.programmed = false;
-            return self.program(transfer, regs);
-        }
-        // Step 8, then the rest of the request (back to step 5) or its end.
-        let Transfer {
-            mut job, mapping, ..
-        } = transfer;
-        let moved = mapping.length();
-        self.stats.flush_adapter_buffers += 1;
-        let (channel, flushed) = mapping.flush();
-        self.count_bytes(job.dma.direction, moved);
-        job.done += moved;
-        if let Err(status) = flushed {
-            return self.end(channel, job, status);
-        }
-        if let Some(reason) = self.stopping.filter(|r| *r == StopReason::SurpriseRemoval) {
-            return self.end(channel, job, reason.status());
-        }
-        if job.done < job.dma.length {
-            self.map_next(job, channel, regs)
-        } else {
-            let length = job.dma.length as usize;
-            self.end_with(channel, job, NtStatus::SUCCESS, length)
-        }
-    }
-
-    /// Step 8 for a transfer cut short, then steps 9 and the completion.
-    /// End a transfer whose command the device may still own: off the bus
-    /// first, then flush, free and complete; the device is failed.
-    fn abandon(&mut self, mut transfer: Transfer<D, R>, status: NtStatus) -> Option<Completion<R>> {
-        transfer.mapping.cut_off_device();
-        self.failed = true;
-        self.flush_and_end(transfer, status)
-    }
-
-    fn flush_and_end(
-        &mut self,
-        transfer: Transfer<D, R>,
-        status: NtStatus,
-    ) -> Option<Completion<R>> {
-        let Transfer { job, mapping, .. } = transfer;
-        self.stats.flush_adapter_buffers += 1;
-        let (channel, _) = mapping.flush();
-        self.end(channel, job, status)
-    }
-
-    fn end(
-        &mut self,
-        channel: Channel<D>,
-        job: Job<R, D::Mdl>,
-        status: NtStatus,
-    ) -> Option<Completion<R>> {
-        self.end_with(channel, job, status, 0)
-    }
-
-    /// Step 9 and the completion.
-    fn end_with(
-        &mut self,
-        channel: Channel<D>,
-        job: Job<R, D::Mdl>,
-        status: NtStatus,
-        information: usize,
-    ) -> Option<Completion<R>> {
-        let adapter = self.free_channel(channel);
-        self.settle(adapter);
-        self.finish(job.request, status, information, None)
-    }
-
-    /// Step 4, counted: `CancelAdapterChannel` (version 1 has none, and
-    /// awaits the grant).
-    fn cancel_pending(
-        &mut self,
-        pending: PendingChannel<D>,
-    ) -> Result<Adapter<D>, GrantAwaited<D>> {
-        if pending.routines() == Routines::Version3 {
-            self.stats.cancel_adapter_channel += 1;
-        }
-        pending.cancel()
-    }
-
-    /// Step 9, counted: `FreeAdapterChannel` or `FreeMapRegisters`.
-    fn free_channel(&mut self, channel: Channel<D>) -> Adapter<D> {
-        match channel.routines() {
-            Routines::Version3 => self.stats.free_adapter_channel += 1,
-            Routines::Version1 => self.stats.free_map_registers += 1,
-        }
-        channel.free()
-    }
-
     // ---- the self-test ----------------------------------------------------
 
     fn continue_selftest(
@@ -1021,10 +822,11 @@ impl<R> Completion<R> {
     }
 }
 
-/// The routines a strategy's adapter is driven through.
+/// The routines a strategy's adapter is driven through (sg-list asks for
+/// a version-3 adapter; its list routines are the same in every version).
 fn routines_of(strategy: DmaStrategy) -> Routines {
     match strategy {
-        DmaStrategy::V3Packet => Routines::Version3,
+        DmaStrategy::V3Packet | DmaStrategy::SgList => Routines::Version3,
         DmaStrategy::V1Packet => Routines::Version1,
     }
 }

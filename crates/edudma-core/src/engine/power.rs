@@ -13,7 +13,7 @@
 
 use core::mem;
 
-use super::{Completion, DmaOps, Engine, State, quiesce};
+use super::{Completion, DmaOps, Engine, Pending, State, quiesce};
 use crate::regs::{self, RegisterFile};
 use crate::status::NtStatus;
 use core::fmt::Debug;
@@ -38,6 +38,17 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
             State::Idle(adapter) => {
                 self.state = State::Idle(adapter);
                 (true, None)
+            }
+            State::AwaitingChannel {
+                job,
+                pending: Pending::List(pending),
+            } if job.done > 0 => {
+                // Part of the request moved already: it finishes first.
+                self.state = State::AwaitingChannel {
+                    job,
+                    pending: Pending::List(pending),
+                };
+                (false, None)
             }
             State::AwaitingChannel { job, pending } => {
                 match self.cancel_pending(pending) {

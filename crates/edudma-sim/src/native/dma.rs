@@ -62,6 +62,10 @@ fn operations(version: u32) -> DMA_OPERATIONS {
         FreeMapRegisters: Some(FreeMapRegisters),
         MapTransfer: Some(MapTransfer),
         GetDmaAlignment: Some(GetDmaAlignment),
+        GetScatterGatherList: Some(GetScatterGatherList),
+        PutScatterGatherList: Some(PutScatterGatherList),
+        CalculateScatterGatherList: Some(CalculateScatterGatherList),
+        BuildScatterGatherList: Some(BuildScatterGatherList),
         ..Default::default()
     };
     if version < hal::DEVICE_DESCRIPTION_VERSION3 {
@@ -247,6 +251,7 @@ unsafe extern "C" fn AllocateAdapterChannelEx(
         routine: f as usize,
         context: ExecutionContext as usize,
         device: DeviceObject as usize,
+        list: None,
     });
     match result {
         Err(s) => s.0,
@@ -486,6 +491,7 @@ unsafe extern "C" fn AllocateAdapterChannel(
         routine: f as usize,
         context: Context as usize,
         device: DeviceObject as usize,
+        list: None,
     }) else {
         // AllocateAdapterChannel has no synchronous form: no routine, no grant.
         return NtStatus::INVALID_PARAMETER.0;
@@ -565,4 +571,228 @@ unsafe extern "C" fn FlushAdapterBuffers(
         })
     });
     u8::from(r.is_ok())
+}
+
+// ---- scatter/gather lists -----------------------------------------------------------
+
+/// Build the list of the grant `base` and run its list routine: the list is
+/// laid out in the driver's buffer (`BuildScatterGatherList`) or in one the
+/// HAL allocates (`GetScatterGatherList`), and stays until it is put.
+pub(super) fn deliver_list(n: &Arc<Native>, routine: &ExecRoutine, base: hal::MapRegisterBase) {
+    let id = routine.adapter;
+    let built = n
+        .sys
+        .with(|k| k.hal_call(|h, ctx| h.build_list(ctx, id, base)));
+    let Ok(elements) = built else {
+        // The model could not map what it committed: a model limit, which
+        // the run reports as a leak (the routine never ran).
+        return;
+    };
+    let need = size_of::<SCATTER_GATHER_LIST>()
+        + elements.len().saturating_sub(1) * size_of::<SCATTER_GATHER_ELEMENT>();
+    let (address, owned) = match routine.list.flatten() {
+        Some((buffer, bytes)) if need <= bytes as usize => (buffer, None),
+        // The HAL checked the driver's buffer at the call; a list it
+        // allocates holds whatever it needs.
+        _ => {
+            let words = need.div_ceil(8);
+            (super::objects::alloc_list(words), Some(words))
+        }
+    };
+    let list = address as *mut SCATTER_GATHER_LIST;
+    // SAFETY: `need` bytes at `address`, 8-byte aligned (the driver's buffer
+    // is a u64 array; ours is words).
+    unsafe {
+        (*list).NumberOfElements = elements.len() as u32;
+        (*list).Reserved = 0;
+        let first = (&raw mut (*list).Elements).cast::<SCATTER_GATHER_ELEMENT>();
+        for (i, e) in elements.iter().enumerate() {
+            let slot = first.add(i);
+            (*slot).Address.QuadPart = e.address as i64;
+            (*slot).Length = e.length;
+            (*slot).Reserved = 0;
+        }
+    }
+    n.objects().sg_lists.insert(address, (id, base, owned));
+    objects_push(n);
+    // SAFETY: the driver's list routine with its context and the list.
+    unsafe { routine.call_list(list) };
+    objects_pull(n);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn request_list(
+    c: &Call,
+    adapter: *mut DMA_ADAPTER,
+    device: *mut DEVICE_OBJECT,
+    mdl: *mut MDL,
+    current_va: PVOID,
+    length: ULONG,
+    routine: wdk_sys::PDRIVER_LIST_CONTROL,
+    context: PVOID,
+    write_to_device: BOOLEAN,
+    driver_buffer: Option<(usize, u32)>,
+) -> NTSTATUS {
+    let (id, model_mdl) = (adapter_id(c, adapter), mdl_id(c, mdl));
+    let Some(routine) = routine.map(|f| ExecRoutine {
+        adapter: id,
+        routine: f as usize,
+        context: context as usize,
+        device: device as usize,
+        list: Some(driver_buffer),
+    }) else {
+        return NtStatus::INVALID_PARAMETER.0;
+    };
+    let offset = offset_in_mdl(mdl, current_va).unwrap_or(u64::MAX / 2);
+    let result = c.n.sys.with(|k| {
+        let r = k.hal_call(|h, ctx| {
+            h.get_scatter_gather_list(
+                ctx,
+                id,
+                model_mdl,
+                offset,
+                length,
+                write_to_device != 0,
+                driver_buffer.map(|(_, bytes)| bytes),
+            )
+        });
+        k.schedule_contention_end(id);
+        r
+    });
+    match result {
+        Err(s) => s.0,
+        Ok(AllocateResult::RunNow(base)) => {
+            deliver_list(&c.n, &routine, base);
+            c.n.sys
+                .hal_routine_returned(id, base, hal::IoAllocationAction::KeepObject);
+            0
+        }
+        Ok(AllocateResult::Committed(base)) => {
+            c.n.objects().routines.push(routine);
+            c.n.sys.with(|k| {
+                let cpu = k.random_cpu();
+                let delay = match k.hal.config().grant_latency_ns {
+                    Some(d) => d,
+                    None => k.rng.range(US, 60 * US),
+                };
+                k.sched
+                    .schedule(delay, cpu, Event::ExecutionRoutine(id, base));
+            });
+            0
+        }
+        Ok(AllocateResult::Waiting) => {
+            c.n.objects().routines.push(routine);
+            0
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn GetScatterGatherList(
+    DmaAdapter: *mut DMA_ADAPTER,
+    DeviceObject: *mut DEVICE_OBJECT,
+    Mdl: *mut MDL,
+    CurrentVa: PVOID,
+    Length: ULONG,
+    ExecutionRoutine: wdk_sys::PDRIVER_LIST_CONTROL,
+    Context: PVOID,
+    WriteToDevice: BOOLEAN,
+) -> NTSTATUS {
+    let c = Call::enter();
+    request_list(
+        &c,
+        DmaAdapter,
+        DeviceObject,
+        Mdl,
+        CurrentVa,
+        Length,
+        ExecutionRoutine,
+        Context,
+        WriteToDevice,
+        None,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn BuildScatterGatherList(
+    DmaAdapter: *mut DMA_ADAPTER,
+    DeviceObject: *mut DEVICE_OBJECT,
+    Mdl: *mut MDL,
+    CurrentVa: PVOID,
+    Length: ULONG,
+    ExecutionRoutine: wdk_sys::PDRIVER_LIST_CONTROL,
+    Context: PVOID,
+    WriteToDevice: BOOLEAN,
+    ScatterGatherBuffer: PVOID,
+    ScatterGatherLength: ULONG,
+) -> NTSTATUS {
+    let c = Call::enter();
+    request_list(
+        &c,
+        DmaAdapter,
+        DeviceObject,
+        Mdl,
+        CurrentVa,
+        Length,
+        ExecutionRoutine,
+        Context,
+        WriteToDevice,
+        Some((ScatterGatherBuffer as usize, ScatterGatherLength)),
+    )
+}
+
+unsafe extern "C" fn CalculateScatterGatherList(
+    DmaAdapter: *mut DMA_ADAPTER,
+    Mdl: *mut MDL,
+    CurrentVa: PVOID,
+    Length: ULONG,
+    ScatterGatherListSize: PULONG,
+    pNumberOfMapRegisters: PULONG,
+) -> NTSTATUS {
+    let c = Call::enter();
+    let (id, mdl) = (adapter_id(&c, DmaAdapter), mdl_id(&c, Mdl));
+    let offset = offset_in_mdl(Mdl, CurrentVa).unwrap_or(u64::MAX / 2);
+    let r = c.n.sys.with(|k| {
+        k.hal_call(|h, ctx| h.calculate_scatter_gather_list(ctx, id, mdl, offset, Length))
+    });
+    match r {
+        Ok((bytes, registers)) => {
+            // SAFETY: the caller's outputs (the second is optional).
+            unsafe {
+                *ScatterGatherListSize = bytes;
+                if !pNumberOfMapRegisters.is_null() {
+                    *pNumberOfMapRegisters = registers;
+                }
+            }
+            0
+        }
+        Err(s) => s.0,
+    }
+}
+
+unsafe extern "C" fn PutScatterGatherList(
+    DmaAdapter: *mut DMA_ADAPTER,
+    ScatterGather: *mut SCATTER_GATHER_LIST,
+    WriteToDevice: BOOLEAN,
+) {
+    let c = Call::enter();
+    let id = adapter_id(&c, DmaAdapter);
+    let known =
+        c.n.objects()
+            .sg_lists
+            .get(&(ScatterGather as usize))
+            .copied();
+    // A list never handed out (or put already) has a grant no channel holds.
+    let base = known.map_or(hal::MapRegisterBase(u64::MAX), |(_, base, _)| base);
+    let outstanding_before = c.n.sys.with(|k| k.hal.list_outstanding(id));
+    c.n.sys.with(|k| {
+        k.hal_call(|h, ctx| h.put_scatter_gather_list(ctx, id, base, WriteToDevice != 0))
+    });
+    let put = outstanding_before && !c.n.sys.with(|k| k.hal.list_outstanding(id));
+    if put && let Some((_, _, owned)) = c.n.objects().sg_lists.remove(&(ScatterGather as usize)) {
+        if let Some(words) = owned {
+            // SAFETY: allocated by `alloc_list` for this list, freed once.
+            unsafe { super::objects::free_list(ScatterGather as usize, words) };
+        }
+    }
 }

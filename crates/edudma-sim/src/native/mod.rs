@@ -357,6 +357,12 @@ impl WdmDriver for NativeDriver {
         let Some(p) = pending else {
             return IoAllocationAction::KeepObject;
         };
+        if p.list.is_some() {
+            // A list routine: the list is built now, and the channel stays
+            // held until PutScatterGatherList.
+            dma::deliver_list(&self.0, &p, base);
+            return IoAllocationAction::KeepObject;
+        }
         objects::push(&self.0, sys);
         // SAFETY: the routine and context AllocateAdapterChannelEx was given.
         let action = unsafe { p.call(base) };

@@ -155,9 +155,37 @@ pub struct ExecRoutine {
     pub context: usize,
     /// The device object.
     pub device: usize,
+    /// A list routine (`DRIVER_LIST_CONTROL`) of `Get`/`BuildScatterGatherList`:
+    /// the driver's buffer for the list, or `None` for one the HAL allocates.
+    pub list: Option<Option<(usize, u32)>>,
 }
 
 impl ExecRoutine {
+    /// Call a list routine with the list built for its grant.
+    ///
+    /// # Safety
+    /// The routine must be the driver's `DRIVER_LIST_CONTROL`, with its
+    /// own context; `list` a list laid out in memory that stays valid until
+    /// the driver puts it.
+    pub unsafe fn call_list(&self, list: *mut wdk_sys::SCATTER_GATHER_LIST) {
+        // SAFETY: stored from a DRIVER_LIST_CONTROL.
+        let f: unsafe extern "C" fn(
+            *mut DEVICE_OBJECT,
+            *mut IRP,
+            *mut wdk_sys::SCATTER_GATHER_LIST,
+            wdk_sys::PVOID,
+        ) = unsafe { fn_at(self.routine) };
+        let device = self.device as *mut DEVICE_OBJECT;
+        let irp = if device.is_null() {
+            std::ptr::null_mut()
+        } else {
+            // SAFETY: the driver's live device object; `Irp` is its CurrentIrp.
+            unsafe { (*device).CurrentIrp }
+        };
+        // SAFETY: the driver's routine with the list and its context.
+        unsafe { f(device, irp, list, self.context as wdk_sys::PVOID) }
+    }
+
     /// Call the routine with the grant.
     ///
     /// # Safety
@@ -253,6 +281,9 @@ pub struct Objects {
     pub adapter_blocks: Vec<usize>,
     /// Execution routines waiting for their grant.
     pub routines: Vec<ExecRoutine>,
+    /// Scatter/gather lists handed to list routines: address → (adapter,
+    /// grant, words of a list the HAL allocated).
+    pub sg_lists: BTreeMap<usize, (AdapterId, MapRegisterBase, Option<usize>)>,
     /// The interrupt connection.
     pub interrupt: Option<Isr>,
     /// `MmMapIoSpaceEx` mappings: address → (physical, bytes, backing).
@@ -322,6 +353,20 @@ unsafe fn free_words(addr: usize, words: usize) {
     }
 }
 
+/// Words for a list the HAL allocates (`GetScatterGatherList`).
+pub(crate) fn alloc_list(words: usize) -> usize {
+    alloc_words(words)
+}
+
+/// Free a list from [`alloc_list`].
+///
+/// # Safety
+/// `(addr, words)` must come from [`alloc_list`] and be freed once.
+pub(crate) unsafe fn free_list(addr: usize, words: usize) {
+    // SAFETY: forwarded.
+    unsafe { free_words(addr, words) }
+}
+
 fn words_of<T>() -> usize {
     size_of::<T>().div_ceil(8)
 }
@@ -352,6 +397,7 @@ impl Objects {
             adapters_put: BTreeSet::new(),
             adapter_blocks: Vec::new(),
             routines: Vec::new(),
+            sg_lists: BTreeMap::new(),
             interrupt: None,
             mappings: BTreeMap::new(),
             files: BTreeMap::new(),
@@ -565,6 +611,12 @@ impl Drop for Objects {
         for (a, words) in self.owned.drain(..) {
             // SAFETY: allocated by `alloc_words`, freed once here.
             unsafe { free_words(a, words) };
+        }
+        for (a, (_, _, words)) in std::mem::take(&mut self.sg_lists) {
+            if let Some(words) = words {
+                // SAFETY: allocated by `alloc_list`, freed once here.
+                unsafe { free_words(a, words) };
+            }
         }
         for a in self.adapter_blocks.drain(..) {
             super::dma::free_adapter_block(a);

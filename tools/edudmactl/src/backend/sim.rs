@@ -111,6 +111,7 @@ pub fn config_from_options(options: &SimOptions) -> Result<SimConfig> {
         config.dma_strategy = match strategy {
             StrategyName::V3Packet => DmaStrategy::V3Packet,
             StrategyName::V1Packet => DmaStrategy::V1Packet,
+            StrategyName::SgList => DmaStrategy::SgList,
         };
     }
     config.dma_v3 = !options.no_dma_v3;

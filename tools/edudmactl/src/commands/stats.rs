@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::output::Output;
 
 /// Every counter with its name, in the order of the `Stats` struct.
-pub fn fields(stats: &Stats) -> [(&'static str, u64); 21] {
+pub fn fields(stats: &Stats) -> [(&'static str, u64); 25] {
     [
         ("requests", stats.requests),
         ("completed", stats.completed),
@@ -34,6 +34,13 @@ pub fn fields(stats: &Stats) -> [(&'static str, u64); 21] {
         ("errors", stats.errors),
         ("flush_io_buffers", stats.flush_io_buffers),
         ("free_map_registers", stats.free_map_registers),
+        (
+            "calculate_scatter_gather_list",
+            stats.calculate_scatter_gather_list,
+        ),
+        ("build_scatter_gather_list", stats.build_scatter_gather_list),
+        ("get_scatter_gather_list", stats.get_scatter_gather_list),
+        ("put_scatter_gather_list", stats.put_scatter_gather_list),
     ]
 }
 

@@ -3,6 +3,7 @@
 
 extern crate std;
 
+mod sg_list;
 mod version1;
 
 use std::cell::RefCell;
@@ -11,7 +12,7 @@ use std::vec;
 use std::vec::Vec;
 
 use super::*;
-use crate::dma::{AllocateOutcome, DmaTransferInfo, SgElement};
+use crate::dma::{AllocateOutcome, AllocationMode, DmaTransferInfo, SgElement};
 use crate::ioctl::{InterruptKind, selftest_steps};
 use crate::regs::{REG_DMA_CMD, REG_FACTORIAL, REG_ID, REG_IRQ_ACK, REG_IRQ_RAISE, REG_IRQ_STATUS};
 use crate::regs::{REG_DMA_COUNT, REG_DMA_DST, REG_DMA_SRC, REG_LIVENESS, REG_STATUS};
@@ -64,6 +65,20 @@ enum Call {
     FreeMapRegisters {
         count: u32,
     },
+    // scatter/gather lists
+    Calculate {
+        offset: u64,
+        length: u32,
+    },
+    GetList {
+        buffer: crate::dma::ListBuffer,
+        offset: u64,
+        length: u32,
+        write: bool,
+    },
+    PutList {
+        write: bool,
+    },
 }
 
 struct HalState {
@@ -85,6 +100,10 @@ struct HalState {
     page_offset: u32,
     /// Bytes in each MDL of the chain (version 1 maps within one).
     mdl_bytes: u32,
+    /// Bytes the driver's list buffer holds.
+    list_buffer_bytes: u32,
+    /// The offset and length of the list asked for last.
+    last_list: (u64, u32),
 }
 
 impl Default for HalState {
@@ -101,6 +120,8 @@ impl Default for HalState {
             info_error: None,
             page_offset: 0,
             mdl_bytes: u32::MAX,
+            list_buffer_bytes: 4096,
+            last_list: (0, 0),
         }
     }
 }
@@ -291,6 +312,73 @@ impl DmaOps for Hal {
             address: state.bus_base + offset,
             length,
         })
+    }
+
+    fn calculate_scatter_gather_list(
+        &mut self,
+        mdl: u32,
+        offset: u64,
+        length: u32,
+    ) -> Result<u32, NtStatus> {
+        assert_eq!(mdl, MDL);
+        self.log(Call::Calculate { offset, length });
+        Ok(crate::dma::span_pages(self.0.borrow().page_offset, length) * 16 + 80)
+    }
+
+    fn scatter_gather_buffer_bytes(&self) -> u32 {
+        self.0.borrow().list_buffer_bytes
+    }
+
+    fn get_scatter_gather_list(
+        &mut self,
+        buffer: crate::dma::ListBuffer,
+        mdl: u32,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<AllocateOutcome<u32>, NtStatus> {
+        assert_eq!(mdl, MDL);
+        self.log(Call::GetList {
+            buffer,
+            offset,
+            length,
+            write: write_to_device,
+        });
+        let mut state = self.0.borrow_mut();
+        if let Some(status) = state.map_error {
+            return Err(status);
+        }
+        state.last_list = (offset, length);
+        if state.async_grants_now {
+            Ok(AllocateOutcome::Granted(BASE))
+        } else {
+            Ok(AllocateOutcome::Queued)
+        }
+    }
+
+    fn scatter_gather_elements(&mut self, list: u32, sg: &mut SgList) -> bool {
+        assert_eq!(list, BASE);
+        let state = self.0.borrow();
+        let (offset, length) = state.last_list;
+        let mut at = 0;
+        while at < length {
+            let chunk = state.element_size.min(length - at);
+            if !sg.push(SgElement {
+                address: state.bus_base + offset + u64::from(at),
+                length: chunk,
+            }) {
+                return false;
+            }
+            at += chunk;
+        }
+        true
+    }
+
+    fn put_scatter_gather_list(&mut self, list: u32, write_to_device: bool) {
+        assert_eq!(list, BASE);
+        self.log(Call::PutList {
+            write: write_to_device,
+        });
     }
 
     fn flush_adapter_buffers(

@@ -17,6 +17,8 @@ use crate::memory::{PAGE_SIZE, PhysMemory};
 use crate::rng::SimRng;
 use crate::verifier::{Verifier, Violation};
 
+mod lists;
+
 /// `DEVICE_DESCRIPTION_VERSION`.
 pub const DEVICE_DESCRIPTION_VERSION: u32 = 0;
 /// `DEVICE_DESCRIPTION_VERSION1`.
@@ -196,6 +198,10 @@ pub struct HalStats {
     pub map_register_frees: u64,
     /// `KeFlushIoBuffers` calls.
     pub io_buffer_flushes: u64,
+    /// Scatter/gather lists built for their routine.
+    pub lists_built: u64,
+    /// Scatter/gather lists put.
+    pub lists_put: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -220,7 +226,7 @@ enum Channel {
 }
 
 /// The range one map call covers.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct MapRange {
     mdl: MdlId,
     offset: u64,
@@ -256,6 +262,9 @@ struct Adapter {
     mappings: Vec<Mapping>,
     /// Registers of the current channel in use by a mapping.
     used: Vec<bool>,
+    /// The scatter/gather list asked for or outstanding (one at a time in
+    /// this model, as the driver uses them).
+    list: Option<lists::ListState>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -418,6 +427,7 @@ impl Hal {
             registers_only: Vec::new(),
             mappings: Vec::new(),
             used: Vec::new(),
+            list: None,
         });
         self.stats.adapters += 1;
         Some((AdapterId(self.adapters.len() as u32 - 1), granted))
@@ -1436,6 +1446,11 @@ impl Hal {
             return;
         }
         let a = &self.adapters[id.0 as usize];
+        if a.list.is_some_and(|l| l.given) {
+            ctx.verifier
+                .report(Violation::AdapterPutWithScatterGatherLists { outstanding: 1 });
+            return;
+        }
         if a.channel != Channel::Free {
             ctx.verifier.report(Violation::AdapterPutWithChannel);
             return;
