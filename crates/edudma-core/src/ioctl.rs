@@ -734,6 +734,16 @@ mod tests {
     fn layouts_are_stable() {
         assert_eq!(size_of::<DmaHeader>(), 8);
         assert_eq!(size_of::<DeviceInfo>(), 64);
+        for code in 0..4 {
+            match DmaStrategyCode::from_code(code) {
+                Some(s) => {
+                    assert_eq!(s as u32, code);
+                    assert_eq!(DmaStrategyCode::from_name(s.name()), Some(s));
+                }
+                None => assert_eq!(code, 3, "0..=2 are the strategies"),
+            }
+        }
+        assert_eq!(DmaStrategyCode::from_name("common-buffer"), None);
         assert_eq!(size_of::<Stats>(), 25 * 8);
         assert_eq!(size_of::<SelfTestReport>(), 40);
     }

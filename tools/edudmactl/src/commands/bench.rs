@@ -44,6 +44,9 @@ struct PerRequest {
     free_adapter_channel: f64,
     flush_io_buffers: f64,
     free_map_registers: f64,
+    build_scatter_gather_list: f64,
+    get_scatter_gather_list: f64,
+    put_scatter_gather_list: f64,
     device_commands: f64,
     interrupts: f64,
     dpcs: f64,
@@ -67,6 +70,18 @@ impl PerRequest {
             free_adapter_channel: per(after.free_adapter_channel, before.free_adapter_channel),
             flush_io_buffers: per(after.flush_io_buffers, before.flush_io_buffers),
             free_map_registers: per(after.free_map_registers, before.free_map_registers),
+            build_scatter_gather_list: per(
+                after.build_scatter_gather_list,
+                before.build_scatter_gather_list,
+            ),
+            get_scatter_gather_list: per(
+                after.get_scatter_gather_list,
+                before.get_scatter_gather_list,
+            ),
+            put_scatter_gather_list: per(
+                after.put_scatter_gather_list,
+                before.put_scatter_gather_list,
+            ),
             device_commands: per(after.device_commands, before.device_commands),
             interrupts: per(after.interrupts, before.interrupts),
             dpcs: per(after.dpcs, before.dpcs),
@@ -198,6 +213,7 @@ fn text(report: &Report) -> String {
         "  per request: GetDmaTransferInfo {:.2}, KeFlushIoBuffers {:.2}, \
          AllocateAdapterChannel[Ex] {:.2}, MapTransfer[Ex] {:.2}, FlushAdapterBuffers[Ex] {:.2}, \
          FreeAdapterChannel {:.2}, FreeMapRegisters {:.2}, \
+         Build/GetScatterGatherList {:.2}/{:.2}, PutScatterGatherList {:.2}, \
          device commands {:.2}, interrupts {:.2}, DPCs {:.2}\n",
         p.get_dma_transfer_info,
         p.flush_io_buffers,
@@ -206,6 +222,9 @@ fn text(report: &Report) -> String {
         p.flush_adapter_buffers,
         p.free_adapter_channel,
         p.free_map_registers,
+        p.build_scatter_gather_list,
+        p.get_scatter_gather_list,
+        p.put_scatter_gather_list,
         p.device_commands,
         p.interrupts,
         p.dpcs
