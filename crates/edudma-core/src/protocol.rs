@@ -45,6 +45,30 @@
 //!
 //! ```compile_fail
 //! # use edudma_core::protocol::*;
+//! // A flush takes the map's own CurrentVa and length: no other can be given.
+//! fn flush_elsewhere<D: edudma_core::dma::DmaOps>(m: Mapping<D>) {
+//!     let _ = m.flush(0, 100);
+//! }
+//! ```
+//!
+//! ```compile_fail
+//! # use edudma_core::protocol::*;
+//! // A scatter/gather list is put once, in its own direction.
+//! fn put_twice<D: edudma_core::dma::DmaOps>(l: ListGrant<D>) {
+//!     let _a = l.put();
+//!     let _b = l.put();
+//! }
+//! ```
+//!
+//! ```compile_fail
+//! # use edudma_core::protocol::*;
+//! fn put_the_other_way<D: edudma_core::dma::DmaOps>(l: ListGrant<D>) {
+//!     let _ = l.put(false);
+//! }
+//! ```
+//!
+//! ```compile_fail
+//! # use edudma_core::protocol::*;
 //! // A token is used once: no double free.
 //! fn free_twice<D: edudma_core::dma::DmaOps>(c: Channel<D>) {
 //!     let _a = c.free();
