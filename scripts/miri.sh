@@ -21,7 +21,8 @@ export MIRIFLAGS="-Zmiri-permissive-provenance -Zmiri-disable-isolation"
 if [ "$#" -gt 0 ]; then
     exec cargo +nightly miri test -p edudma-sim --test smoke --test glue -- "$@"
 fi
-# DriverEntry, start, a write, a read back, the self-test, removal, unload.
+# DriverEntry, start, a write, a read back, the self-test, removal, unload;
+# then a write and a read back through each other DMA strategy.
 cargo +nightly miri test -p edudma-sim --test smoke -- write_then_read_back
 # The cancel paths: IoStartPacket of a cancelled IRP, IRP_MJ_CLEANUP.
 cargo +nightly miri test -p edudma-sim --test glue -- \
