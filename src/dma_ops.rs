@@ -16,10 +16,12 @@ use edudma_core::dma::{
     SgList,
 };
 use edudma_core::grant::{Delivery, Settled};
+use edudma_core::protocol::CommonBuffer;
 use wdk_sys::ntddk::{KeInsertQueueDpc, KeSetEvent};
 use wdk_sys::{
     _IO_ALLOCATION_ACTION, DEVICE_OBJECT, DMA_ADAPTER, DMA_OPERATIONS, DMA_TRANSFER_INFO,
-    IO_ALLOCATION_ACTION, IO_NO_INCREMENT, IRP, KDPC, MDL, PVOID, SCATTER_GATHER_LIST,
+    IO_ALLOCATION_ACTION, IO_NO_INCREMENT, IRP, KDPC, MDL, PHYSICAL_ADDRESS, PVOID,
+    SCATTER_GATHER_LIST,
 };
 
 use crate::device::DeviceExtension;
@@ -51,7 +53,22 @@ pub struct WinDma {
     /// `GetDmaAlignment`, asked at PASSIVE_LEVEL (its documented IRQL) when
     /// the adapter is obtained: the engine asks for it under its spin lock.
     alignment: u32,
+    /// The common buffer `AllocateCommonBuffer` gave (`common-buffer`):
+    /// every argument its `FreeCommonBuffer` must repeat.
+    common: Option<AllocatedCommonBuffer>,
 }
+
+/// One `AllocateCommonBuffer`: what it returned and was given.
+#[derive(Clone, Copy, Debug)]
+struct AllocatedCommonBuffer {
+    virtual_address: *mut u8,
+    logical: i64,
+    length: u32,
+}
+
+/// `CacheEnabled` of the common buffer: FALSE, so the CPU's copies and the
+/// device's DMA need no flush between them.
+const COMMON_BUFFER_CACHED: u8 = 0;
 
 impl WinDma {
     /// What `GetDmaAlignment` returned: the DMA system's alignment in bytes.
@@ -74,7 +91,78 @@ impl WinDma {
             adapter,
             ext: ptr::from_ref(ext),
             alignment,
+            common: None,
         }
+    }
+
+    /// `AllocateCommonBuffer` of one page, uncached (PASSIVE_LEVEL, at start,
+    /// before the engine takes the adapter): what the engine is told, or
+    /// `None` when the HAL has none.
+    pub fn allocate_common_buffer(&mut self) -> Option<CommonBuffer> {
+        let f = self.ops().AllocateCommonBuffer?;
+        let length = PAGE as u32;
+        let mut logical = PHYSICAL_ADDRESS { QuadPart: 0 };
+        // SAFETY: PASSIVE_LEVEL, a live adapter, a valid out pointer.
+        let va = unsafe { f(self.adapter, length, &mut logical, COMMON_BUFFER_CACHED) };
+        if va.is_null() {
+            return None;
+        }
+        // SAFETY: QuadPart is the 64-bit view of PHYSICAL_ADDRESS.
+        let logical = unsafe { logical.QuadPart };
+        self.common = Some(AllocatedCommonBuffer {
+            virtual_address: va.cast(),
+            logical,
+            length,
+        });
+        Some(CommonBuffer {
+            logical: logical as u64,
+            length,
+        })
+    }
+
+    /// Copy between `length` bytes at `offset` of the chain and the common
+    /// buffer's first bytes, MDL by MDL (`MmGetSystemAddressForMdlSafe`).
+    fn copy_common(
+        &mut self,
+        mdl: MdlRef,
+        offset: u64,
+        length: u32,
+        into_common: bool,
+    ) -> Result<(), NtStatus> {
+        let common = self.common.ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
+        if length > common.length {
+            return Err(NtStatus::INVALID_BUFFER_SIZE);
+        }
+        let mut done = 0u32;
+        while done < length {
+            // SAFETY: the caller's live chain.
+            let (held_by, in_mdl) = unsafe { ffi::mdl_at(mdl.0, offset + u64::from(done)) }
+                .ok_or(NtStatus::INVALID_PARAMETER)?;
+            // SAFETY: a live, locked MDL of the chain; DISPATCH_LEVEL at most.
+            let (system, bytes) = unsafe {
+                (
+                    ffi::system_address_for_mdl(held_by),
+                    ffi::mdl_byte_count(held_by),
+                )
+            };
+            if system.is_null() {
+                return Err(NtStatus::INSUFFICIENT_RESOURCES);
+            }
+            let piece = (bytes - in_mdl).min(length - done);
+            // SAFETY: `piece` bytes inside both the MDL's system mapping and
+            // the common buffer (`length` fits it); they do not overlap.
+            unsafe {
+                let user = system.add(in_mdl as usize);
+                let shared = common.virtual_address.add(done as usize);
+                if into_common {
+                    ptr::copy_nonoverlapping(user, shared, piece as usize);
+                } else {
+                    ptr::copy_nonoverlapping(shared, user, piece as usize);
+                }
+            }
+            done += piece;
+        }
+        Ok(())
     }
 
     fn ext(&self) -> &DeviceExtension {
@@ -598,6 +686,51 @@ impl DmaOps for WinDma {
                 length: e.Length,
             })
         })
+    }
+
+    fn copy_to_common_buffer(
+        &mut self,
+        mdl: MdlRef,
+        offset: u64,
+        length: u32,
+    ) -> Result<(), NtStatus> {
+        self.copy_common(mdl, offset, length, true)
+    }
+
+    fn copy_from_common_buffer(
+        &mut self,
+        mdl: MdlRef,
+        offset: u64,
+        length: u32,
+    ) -> Result<(), NtStatus> {
+        self.copy_common(mdl, offset, length, false)
+    }
+
+    fn free_common_buffer(&mut self) {
+        let (Some(common), Some(f)) = (self.common.take(), self.ops().FreeCommonBuffer) else {
+            return;
+        };
+        // SAFETY: PASSIVE_LEVEL (QuietAdapter::release, from the glue's stop
+        // or failed start); the very arguments of the allocation.
+        unsafe {
+            f(
+                self.adapter,
+                common.length,
+                PHYSICAL_ADDRESS {
+                    QuadPart: common.logical,
+                },
+                common.virtual_address.cast(),
+                COMMON_BUFFER_CACHED,
+            )
+        }
+    }
+
+    fn adapter_quiet(&mut self) {
+        // SAFETY: as in put_dma_adapter: the stop path waits for this event,
+        // then releases the quiet adapter at PASSIVE_LEVEL.
+        unsafe {
+            let _ = KeSetEvent((*self.ext).adapter_put.get(), IO_NO_INCREMENT as i32, 0);
+        }
     }
 
     fn put_scatter_gather_list(&mut self, list: MapBase, write_to_device: bool) {

@@ -578,6 +578,44 @@ pub unsafe fn mdl_at(mut mdl: *mut MDL, mut offset: u64) -> Option<(*mut MDL, u3
     None
 }
 
+/// `MDL_MAPPED_TO_SYSTEM_VA` (wdm.h; windows-sys's metadata has no MDL
+/// flags to hold it to).
+pub const MDL_MAPPED_TO_SYSTEM_VA: i16 = 0x0001;
+/// `MDL_SOURCE_IS_NONPAGED_POOL` (wdm.h; as above).
+pub const MDL_SOURCE_IS_NONPAGED_POOL: i16 = 0x0004;
+/// `MdlMappingNoExecute` (wdm.h), or-ed into an `MM_PAGE_PRIORITY`.
+pub const MDL_MAPPING_NO_EXECUTE: u32 = 0x4000_0000;
+
+/// `MmGetSystemAddressForMdlSafe(Mdl, NormalPagePriority |
+/// MdlMappingNoExecute)` (wdm.h inline: `MappedSystemVa` when the MDL is
+/// mapped or describes nonpaged pool, else `MmMapLockedPagesSpecifyCache(Mdl,
+/// KernelMode, MmCached, NULL, FALSE, Priority)`); null when the mapping
+/// fails. `MdlFlags` and `MappedSystemVa` are named C members (H).
+///
+/// # Safety
+/// `mdl` must be a live, locked MDL; `IRQL <= DISPATCH_LEVEL`.
+pub unsafe fn system_address_for_mdl(mdl: *mut MDL) -> *mut u8 {
+    // SAFETY: plain field reads of a live MDL.
+    let flags = unsafe { (*mdl).MdlFlags };
+    if flags & (MDL_MAPPED_TO_SYSTEM_VA | MDL_SOURCE_IS_NONPAGED_POOL) != 0 {
+        // SAFETY: as above.
+        return unsafe { (*mdl).MappedSystemVa }.cast();
+    }
+    let priority = wdk_sys::_MM_PAGE_PRIORITY::NormalPagePriority as u32 | MDL_MAPPING_NO_EXECUTE;
+    // SAFETY: a locked MDL at <= DISPATCH_LEVEL; FALSE: NULL on failure.
+    unsafe {
+        wdk_sys::ntddk::MmMapLockedPagesSpecifyCache(
+            mdl,
+            wdk_sys::_MODE::KernelMode as i8,
+            wdk_sys::_MEMORY_CACHING_TYPE::MmCached,
+            ptr::null_mut(),
+            0,
+            priority as wdk_sys::MM_PAGE_PRIORITY,
+        )
+    }
+    .cast()
+}
+
 /// `KeFlushIoBuffers(Mdl, ReadOperation, DmaOperation = TRUE)`. wdm.h
 /// defines it to nothing on x86 and x64, whose caches are coherent with
 /// DMA: the Windows build of this driver (x64) has nothing to call.

@@ -5,7 +5,7 @@
 use core::ptr;
 use core::sync::atomic::Ordering;
 
-use edudma_core::engine::{AdapterFacts, AdapterRequest, StopReason};
+use edudma_core::engine::{AdapterFacts, AdapterRequest, DmaStrategy, StopReason};
 use edudma_core::regs::{BAR0_SIZE, DEVICE_BUFFER_SIZE, DMA_ADDRESS_BITS};
 use wdk_sys::ntddk::{
     IoBuildSynchronousFsdRequest, IoDeleteDevice, IoDetachDevice, IoForwardIrpSynchronously,
@@ -183,6 +183,13 @@ unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
     };
 
     let interrupt_kind = isr::connect(ext);
+    let mut ops = WinDma::new(adapter, ext);
+    // The common-buffer strategy's one page, allocated at PASSIVE_LEVEL;
+    // the engine decides whether it will do.
+    let common_buffer = match request.strategy {
+        DmaStrategy::CommonBuffer => ops.allocate_common_buffer(),
+        _ => None,
+    };
     let facts = AdapterFacts {
         dma_interface_version: request.version,
         strategy: request.strategy,
@@ -190,8 +197,8 @@ unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
         dma_address_width: DMA_ADDRESS_BITS,
         scatter_gather: request.scatter_gather,
         interrupt_kind,
+        common_buffer,
     };
-    let ops = WinDma::new(adapter, ext);
     // Learn (GetDmaAlignment): "The returned value should be used to set the
     // AlignmentRequirement field in the device object" — a FILE_*_ALIGNMENT
     // mask, the alignment in bytes minus one; never lowered.
@@ -211,7 +218,9 @@ unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
         shared.engine.start_device(ops, facts, &mut regs)
     };
     if let Err(status) = started {
-        // The engine already put the adapter.
+        // The engine put the adapter, or left it quiet with its common
+        // buffer for us to release here, at PASSIVE_LEVEL.
+        release_quiet_adapter(ext);
         isr::disconnect(ext);
         unmap(ext);
         release_bus_interface(ext);
@@ -306,6 +315,7 @@ fn release_hardware(ext: &DeviceExtension, reason: StopReason, next: u32) {
     // execution routine and the device may still own a mapping.
     // SAFETY: PASSIVE_LEVEL; the event lives in the extension.
     unsafe { ffi::wait_for_event(ext.adapter_put.get()) };
+    release_quiet_adapter(ext);
     isr::stop_watchdog(ext);
     isr::disconnect(ext);
     // SAFETY: PASSIVE_LEVEL; waits for every queued DPC (ISR, watchdog,
@@ -313,6 +323,15 @@ fn release_hardware(ext: &DeviceExtension, reason: StopReason, next: u32) {
     unsafe { KeFlushQueuedDpcs() };
     unmap(ext);
     release_bus_interface(ext);
+}
+
+/// A quiet adapter (the common-buffer strategy): `FreeCommonBuffer`, then
+/// `PutDmaAdapter`, both at PASSIVE_LEVEL and outside the engine lock.
+fn release_quiet_adapter(ext: &DeviceExtension) {
+    let quiet = ext.lock().engine.take_quiet_adapter();
+    if let Some(quiet) = quiet {
+        quiet.release();
+    }
 }
 
 /// `IRP_MN_REMOVE_DEVICE`.

@@ -2,7 +2,7 @@
 //! Parameters"), written by the INF: `DmaWindow` (4095, the default, or
 //! 4096), `AsyncChannelAllocation` (1: never ask for a synchronous grant)
 //! and `DmaStrategy` (0: `v3-packet`, the default; 1: `v1-packet`; 2:
-//! `sg-list`).
+//! `sg-list`; 3: `common-buffer`).
 
 use core::ptr;
 

@@ -327,6 +327,37 @@ pub trait DmaOps {
     /// HAL flushes it and frees its map registers.
     fn put_scatter_gather_list(&mut self, list: Self::MapRegisterBase, write_to_device: bool);
 
+    // ---- the common buffer ------------------------------------------------
+
+    /// Copy `length` bytes at `offset` of the chain into the common buffer
+    /// the glue allocated at start (`MmGetSystemAddressForMdlSafe` of each
+    /// MDL of the range), from its first byte.
+    fn copy_to_common_buffer(
+        &mut self,
+        mdl: Self::Mdl,
+        offset: u64,
+        length: u32,
+    ) -> Result<(), NtStatus>;
+
+    /// Copy the common buffer's first `length` bytes into the chain at
+    /// `offset`.
+    fn copy_from_common_buffer(
+        &mut self,
+        mdl: Self::Mdl,
+        offset: u64,
+        length: u32,
+    ) -> Result<(), NtStatus>;
+
+    /// `FreeCommonBuffer` with the arguments of its `AllocateCommonBuffer`
+    /// (PASSIVE_LEVEL: only [`crate::protocol::QuietAdapter::release`]
+    /// calls it, from the glue's stop path).
+    fn free_common_buffer(&mut self);
+
+    /// The adapter is quiet and holds a common buffer: nothing uses it any
+    /// more, and the glue may release it at PASSIVE_LEVEL (what a put
+    /// tells the glue otherwise).
+    fn adapter_quiet(&mut self);
+
     /// `FlushAdapterBuffers` with the MDL, `CurrentVa`, length and direction
     /// of the `MapTransfer` it ends.
     fn flush_adapter_buffers(

@@ -199,6 +199,9 @@ pub enum DmaStrategyCode {
     /// `BuildScatterGatherList` or `GetScatterGatherList`,
     /// `PutScatterGatherList`).
     SgList = 2,
+    /// The common buffer (`AllocateCommonBuffer`, the bytes copied through
+    /// it, `FreeCommonBuffer`).
+    CommonBuffer = 3,
 }
 
 impl DmaStrategyCode {
@@ -208,6 +211,7 @@ impl DmaStrategyCode {
             0 => Some(Self::V3Packet),
             1 => Some(Self::V1Packet),
             2 => Some(Self::SgList),
+            3 => Some(Self::CommonBuffer),
             _ => None,
         }
     }
@@ -218,14 +222,20 @@ impl DmaStrategyCode {
             Self::V3Packet => "v3-packet",
             Self::V1Packet => "v1-packet",
             Self::SgList => "sg-list",
+            Self::CommonBuffer => "common-buffer",
         }
     }
 
     /// The strategy a name selects.
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::V3Packet, Self::V1Packet, Self::SgList]
-            .into_iter()
-            .find(|s| s.name() == name)
+        [
+            Self::V3Packet,
+            Self::V1Packet,
+            Self::SgList,
+            Self::CommonBuffer,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
     }
 }
 
@@ -287,6 +297,8 @@ pub struct Stats {
     pub get_scatter_gather_list: u64,
     /// `PutScatterGatherList` calls (sg-list).
     pub put_scatter_gather_list: u64,
+    /// Copies through the common buffer (common-buffer: one per request).
+    pub common_buffer_copies: u64,
 }
 
 /// Self-test step bits, in [`SelfTestReport::passed`] and [`SelfTestReport::failed`].
@@ -734,17 +746,17 @@ mod tests {
     fn layouts_are_stable() {
         assert_eq!(size_of::<DmaHeader>(), 8);
         assert_eq!(size_of::<DeviceInfo>(), 64);
-        for code in 0..4 {
+        for code in 0..5 {
             match DmaStrategyCode::from_code(code) {
                 Some(s) => {
                     assert_eq!(s as u32, code);
                     assert_eq!(DmaStrategyCode::from_name(s.name()), Some(s));
                 }
-                None => assert_eq!(code, 3, "0..=2 are the strategies"),
+                None => assert_eq!(code, 4, "0..=3 are the strategies"),
             }
         }
-        assert_eq!(DmaStrategyCode::from_name("common-buffer"), None);
-        assert_eq!(size_of::<Stats>(), 25 * 8);
+        assert_eq!(DmaStrategyCode::from_name("v2-packet"), None);
+        assert_eq!(size_of::<Stats>(), 26 * 8);
         assert_eq!(size_of::<SelfTestReport>(), 40);
     }
 

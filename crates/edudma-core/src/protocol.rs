@@ -69,6 +69,23 @@
 //!
 //! ```compile_fail
 //! # use edudma_core::protocol::*;
+//! // A quiet adapter is released once: FreeCommonBuffer and the put happen once.
+//! fn release_twice<D: edudma_core::dma::DmaOps>(q: QuietAdapter<D>) {
+//!     q.release();
+//!     q.release();
+//! }
+//! ```
+//!
+//! ```compile_fail
+//! # use edudma_core::protocol::*;
+//! // The free takes no arguments: they are the allocation's own.
+//! fn free_with_other_length<D: edudma_core::dma::DmaOps>(q: QuietAdapter<D>) {
+//!     q.release(2048);
+//! }
+//! ```
+//!
+//! ```compile_fail
+//! # use edudma_core::protocol::*;
 //! // A token is used once: no double free.
 //! fn free_twice<D: edudma_core::dma::DmaOps>(c: Channel<D>) {
 //!     let _a = c.free();
@@ -302,6 +319,106 @@ impl<D: DmaOps> Adapter<D> {
             ),
             Err(status) => ListAllocation::Failed(self, status),
         }
+    }
+}
+
+/// The common buffer the glue allocated at start (`AllocateCommonBuffer`):
+/// its logical address and length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommonBuffer {
+    /// `LogicalAddress`: the bus address the device is given.
+    pub logical: u64,
+    /// `Length`.
+    pub length: u32,
+}
+
+/// A request using the common buffer: the device works on it until
+/// [`CommonUse::end`] (which copies a read out) or [`CommonUse::abandon`].
+#[derive(Debug)]
+#[must_use = "a request using the common buffer ends with CommonUse::end or abandon"]
+pub struct CommonUse<D: DmaOps> {
+    adapter: Adapter<D>,
+    mdl: D::Mdl,
+    offset: u64,
+    length: u32,
+    write_to_device: bool,
+}
+
+/// The adapter with its common buffer, nothing outstanding, stopping: the
+/// glue releases it at PASSIVE_LEVEL — `FreeCommonBuffer` (0xE6/0x07 if
+/// the adapter went first), then `PutDmaAdapter`.
+#[derive(Debug)]
+#[must_use = "a quiet adapter is released with QuietAdapter::release"]
+pub struct QuietAdapter<D: DmaOps> {
+    adapter: Adapter<D>,
+}
+
+impl<D: DmaOps> Adapter<D> {
+    /// Put `length` bytes at `offset` of `mdl` through the common buffer: a
+    /// write is copied in now, a read out at [`CommonUse::end`].
+    pub fn use_common_buffer(
+        mut self,
+        mdl: D::Mdl,
+        offset: u64,
+        length: u32,
+        write_to_device: bool,
+    ) -> Result<CommonUse<D>, (Adapter<D>, NtStatus)> {
+        if write_to_device && let Err(status) = self.ops.copy_to_common_buffer(mdl, offset, length)
+        {
+            return Err((self, status));
+        }
+        Ok(CommonUse {
+            adapter: self,
+            mdl,
+            offset,
+            length,
+            write_to_device,
+        })
+    }
+
+    /// Stopping with a common buffer: the adapter waits for the glue.
+    pub fn quiet(mut self) -> QuietAdapter<D> {
+        self.ops.adapter_quiet();
+        QuietAdapter { adapter: self }
+    }
+}
+
+impl<D: DmaOps> CommonUse<D> {
+    /// Bytes the request moves.
+    pub fn length(&self) -> u32 {
+        self.length
+    }
+
+    /// Off the bus before the request ends while the device may still own
+    /// a command.
+    pub fn cut_off_device(&mut self) {
+        self.adapter.ops.disable_bus_master();
+    }
+
+    /// The device finished: a read is copied out of the common buffer.
+    pub fn end(mut self) -> (Adapter<D>, Result<(), NtStatus>) {
+        let copied = if self.write_to_device {
+            Ok(())
+        } else {
+            self.adapter
+                .ops
+                .copy_from_common_buffer(self.mdl, self.offset, self.length)
+        };
+        (self.adapter, copied)
+    }
+
+    /// The request ends without its bytes (cancelled, failed).
+    pub fn abandon(self) -> Adapter<D> {
+        self.adapter
+    }
+}
+
+impl<D: DmaOps> QuietAdapter<D> {
+    /// PASSIVE_LEVEL: `FreeCommonBuffer` with its allocation's arguments,
+    /// then `PutDmaAdapter`. Consumes both: neither happens twice.
+    pub fn release(mut self) {
+        self.adapter.ops.free_common_buffer();
+        self.adapter.put();
     }
 }
 

@@ -37,6 +37,18 @@ impl fmt::Display for Rule {
 /// One rule broken.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Violation {
+    /// 0x03: `FreeCommonBuffer` of a buffer that is not allocated (freed
+    /// twice, or never allocated).
+    CommonBufferFreedTooOften,
+    /// Our own (Learn: "Arguments must match those passed in an earlier call
+    /// to AllocateCommonBuffer"): `FreeCommonBuffer` of an allocated buffer
+    /// with another length, virtual address or cache setting.
+    CommonBufferFreedWithOtherArguments,
+    /// 0x07: `PutDmaAdapter` with common buffers allocated.
+    AdapterPutWithCommonBuffers {
+        /// Buffers outstanding.
+        outstanding: usize,
+    },
     /// 0x04: `FreeAdapterChannel` with no channel held (freed twice).
     AdapterChannelFreedTooOften,
     /// 0x05: `FreeMapRegisters` with no map registers held, or a wrong count.
@@ -287,6 +299,9 @@ impl Violation {
         match self {
             AdapterChannelFreedTooOften => Rule::Dma(0x04),
             MapRegistersFreedTooOften { .. } => Rule::Dma(0x05),
+            CommonBufferFreedTooOften => Rule::Dma(0x03),
+            CommonBufferFreedWithOtherArguments => Rule::Own("FreeCommonBufferArguments"),
+            AdapterPutWithCommonBuffers { .. } => Rule::Dma(0x07),
             ScatterGatherListFreedTooOften => Rule::Dma(0x06),
             AdapterPutWithChannel => Rule::Dma(0x08),
             AdapterPutWithScatterGatherLists { .. } => Rule::Dma(0x0A),

@@ -220,6 +220,7 @@ fn without_version3_io_get_dma_adapter_returns_null_for_version3_only() {
     let pool = BouncePool {
         frames: vec![POOL_FRAME],
         guards: Vec::new(),
+        common: Vec::new(),
     };
     let config = HalConfig {
         dma_v3: false,

@@ -80,6 +80,9 @@ impl std::fmt::Display for Crash {
 pub struct Kernel {
     /// Physical memory.
     pub mem: PhysicalMemory,
+    /// The device wrote into a common buffer since the native layer last
+    /// copied them to the driver's view.
+    pub common_written: bool,
     /// MDLs.
     pub mdls: MdlTable,
     /// The HAL.
@@ -212,6 +215,7 @@ impl Kernel {
         let mut bus = Bus {
             mem: &mut self.mem,
             hal: &self.hal,
+            common_written: &mut self.common_written,
         };
         if let Err(fault) = self.device.dma_timer(&mut bus) {
             self.faults.push(Crash::Device(fault));
@@ -250,6 +254,9 @@ impl Kernel {
 struct Bus<'a> {
     mem: &'a mut PhysicalMemory,
     hal: &'a Hal,
+    /// Set when the device writes into a common buffer (the driver's view
+    /// of it is brought up to date before its next register access).
+    common_written: &'a mut bool,
 }
 
 impl DmaBus for Bus<'_> {
@@ -278,6 +285,9 @@ impl DmaBus for Bus<'_> {
                 length: data.len() as u64,
                 write: true,
             });
+        }
+        if self.hal.touches_common_buffer(address, data.len() as u64) {
+            *self.common_written = true;
         }
         self.mem.write(address, data);
         Ok(())

@@ -135,6 +135,7 @@ impl<D: WdmDriver> Machine<D> {
         let mut verifier = Verifier::new();
         verifier.dma_checks = config.dma_verification;
         let kernel = Kernel {
+            common_written: false,
             mem,
             mdls: MdlTable::new(),
             hal,

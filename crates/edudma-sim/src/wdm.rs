@@ -509,6 +509,30 @@ impl DmaOps for SimDma {
         })
     }
 
+    /// The common-buffer strategy runs on the machine's kernel (and the
+    /// HIL's harness), not on this model-level adapter: nothing to copy.
+    fn copy_to_common_buffer(
+        &mut self,
+        _mdl: MdlId,
+        _offset: u64,
+        _length: u32,
+    ) -> Result<(), NtStatus> {
+        Err(NtStatus::NOT_SUPPORTED)
+    }
+
+    fn copy_from_common_buffer(
+        &mut self,
+        _mdl: MdlId,
+        _offset: u64,
+        _length: u32,
+    ) -> Result<(), NtStatus> {
+        Err(NtStatus::NOT_SUPPORTED)
+    }
+
+    fn free_common_buffer(&mut self) {}
+
+    fn adapter_quiet(&mut self) {}
+
     fn calculate_scatter_gather_list(
         &mut self,
         mdl: MdlId,

@@ -65,9 +65,17 @@ enum Run {
     NoDmaV3,
     /// `DmaStrategy` = `sg-list`: scatter/gather lists.
     SgList,
+    /// `DmaStrategy` = `common-buffer`: every byte through one page.
+    CommonBuffer,
 }
 
-const RUNS: [Run; 4] = [Run::V3Packet, Run::V1Packet, Run::NoDmaV3, Run::SgList];
+const RUNS: [Run; 5] = [
+    Run::V3Packet,
+    Run::V1Packet,
+    Run::NoDmaV3,
+    Run::SgList,
+    Run::CommonBuffer,
+];
 
 impl Run {
     fn base(self) -> SimConfig {
@@ -85,7 +93,17 @@ impl Run {
                 dma_strategy: DmaStrategy::SgList,
                 ..SimConfig::default()
             },
+            Run::CommonBuffer => SimConfig {
+                dma_strategy: DmaStrategy::CommonBuffer,
+                ..SimConfig::default()
+            },
         }
+    }
+
+    /// Requests go through map registers (all but the common buffer, which
+    /// the HAL never maps per request).
+    fn maps(self) -> bool {
+        self != Run::CommonBuffer
     }
 
     /// The version-1 routines run (asked for, or the fallback).
@@ -200,6 +218,8 @@ fn buffers_below_and_above_256_mib_on(run: Run) {
             let stats = sim.stats();
             let (bounced, direct) = (stats.bounced_pages, stats.direct_pages);
             match placement {
+                // The common buffer is below 256 MiB: nothing to bounce.
+                _ if !run.maps() => assert_eq!((bounced, direct), (0, 0)),
                 // Without scatter/gather (version 1) every page goes
                 // through a map register.
                 _ if every_page || run.version1() => {
@@ -267,7 +287,7 @@ fn one_two_and_many_map_registers_with_and_without_scatter_gather_on(run: Run) {
             };
             let mut sim = round_trips(config, layout, &[(0, 4095), (100, 3000), (4094, 1)]);
             let stats = sim.stats();
-            if map_registers == 1 {
+            if map_registers == 1 && run.maps() {
                 assert!(stats.driver.partial_maps > 0, "one register forces splits");
             }
             sim.finish().expect("leak check");
@@ -299,10 +319,10 @@ fn both_allocation_modes_under_contention_on(run: Run) {
             );
             let s = sim.stats();
             assert!(
-                s.hal.queued + s.hal.sync_refusals > 0,
+                s.hal.queued + s.hal.sync_refusals > 0 || !run.maps(),
                 "contention happened: {s:?}"
             );
-            if allocation == Allocation::Async && inline == 0 {
+            if allocation == Allocation::Async && inline == 0 && run.maps() {
                 assert!(s.kernel.late_grants > 0);
             }
             sim.finish().expect("leak check");
@@ -633,6 +653,29 @@ fn each_strategy_calls_its_routines_at_their_floor() {
         let s = sim.stats().driver;
         assert_eq!(s.requests, requests);
         assert_eq!(s.completed, requests);
+        if run == Run::CommonBuffer {
+            // One copy (in for a write, out for a read) and one command per
+            // request, no channel, map or list.
+            assert_eq!(
+                info.dma_strategy,
+                ioctl::DmaStrategyCode::CommonBuffer as u32
+            );
+            assert_eq!(
+                (s.common_buffer_copies, s.device_commands),
+                (requests, requests)
+            );
+            assert_eq!(
+                (
+                    s.allocate_adapter_channel,
+                    s.map_transfer,
+                    s.build_scatter_gather_list
+                ),
+                (0, 0, 0)
+            );
+            assert_eq!(sim.stats().hal.common_buffers, 1, "one, at start");
+            sim.finish().expect("leak check");
+            continue;
+        }
         if run == Run::SgList {
             // One list, built in the driver's buffer and put, per request.
             assert_eq!(info.dma_strategy, ioctl::DmaStrategyCode::SgList as u32);

@@ -54,7 +54,8 @@ fn config(r: &mut SimRng, seed: u64) -> SimConfig {
             DmaStrategy::V3Packet,
             DmaStrategy::V1Packet,
             DmaStrategy::SgList,
-        ][r.below(3) as usize],
+            DmaStrategy::CommonBuffer,
+        ][r.below(4) as usize],
         dma_v3: !r.chance(15),
         ..SimConfig::default()
     }

@@ -17,15 +17,17 @@ fn write_then_read_back() {
 }
 
 /// The same through the version-1 routines (asked for, and as the fallback
-/// of a HAL without version 3) and through scatter/gather lists: the glue's
-/// MDL walk, `MapTransfer`/`FlushAdapterBuffers`, and the lists the HAL lays
-/// out in memory (`scripts/miri.sh` runs it too).
+/// of a HAL without version 3), through scatter/gather lists and through the
+/// common buffer: the glue's MDL walk, `MapTransfer`/`FlushAdapterBuffers`,
+/// the lists the HAL lays out in memory, the copies through the common
+/// buffer and the MDLs' system views (`scripts/miri.sh` runs it too).
 #[test]
-fn write_then_read_back_with_v1_packet_and_sg_list() {
+fn write_then_read_back_through_every_other_strategy() {
     for (strategy, dma_v3) in [
         (DmaStrategy::V1Packet, true),
         (DmaStrategy::V3Packet, false),
         (DmaStrategy::SgList, true),
+        (DmaStrategy::CommonBuffer, true),
     ] {
         let mut sim = SimMachine::new(SimConfig {
             dma_strategy: strategy,
@@ -44,7 +46,11 @@ fn write_then_read_back_with_v1_packet_and_sg_list() {
         assert_eq!(sim.dma_write(50, &data).expect("write"), 4000);
         assert_eq!(sim.dma_read(50, 4000).expect("read"), data);
         let driver = sim.stats().driver;
-        assert!(driver.partial_maps > 0, "{strategy:?}: split");
+        if strategy == DmaStrategy::CommonBuffer {
+            assert_eq!(driver.common_buffer_copies, 2, "in, then out");
+        } else {
+            assert!(driver.partial_maps > 0, "{strategy:?}: split");
+        }
         sim.finish().expect("finish");
     }
 }

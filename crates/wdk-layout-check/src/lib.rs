@@ -528,6 +528,7 @@ pub fn constant_table() -> Vec<ConstantRow> {
         "ffi::PLUGPLAY_REGKEY_DEVICE": ffi::PLUGPLAY_REGKEY_DEVICE, ws::PLUGPLAY_REGKEY_DEVICE;
         "ffi::KEY_READ": ffi::KEY_READ, windows_sys::Win32::System::Registry::KEY_READ;
         "ffi::REG_DWORD": ffi::REG_DWORD, windows_sys::Win32::System::Registry::REG_DWORD;
+        "ffi::MDL_MAPPING_NO_EXECUTE": ffi::MDL_MAPPING_NO_EXECUTE, ws::MdlMappingNoExecute;
         "wdk_sys::DEVICE_DESCRIPTION_VERSION3 (supplement)": wdk_sys::DEVICE_DESCRIPTION_VERSION3, ws::DEVICE_DESCRIPTION_VERSION3;
         "wdk_sys::DMA_TRANSFER_INFO_VERSION1 (supplement)": wdk_sys::DMA_TRANSFER_INFO_VERSION1, ws::DMA_TRANSFER_INFO_VERSION1;
         "wdk_sys::DMA_SYNCHRONOUS_CALLBACK (supplement)": wdk_sys::DMA_SYNCHRONOUS_CALLBACK, ws::DMA_SYNCHRONOUS_CALLBACK;

@@ -30,13 +30,14 @@ use edudma_core::dma::{
     SgList,
 };
 use edudma_core::engine::{AdapterRequest, DmaStrategy};
+use edudma_core::protocol::CommonBuffer;
 use edudma_hal::hal::{
     AdapterId, AllocateResult, BouncePool, DEVICE_DESCRIPTION_VERSION3, DeviceDescription, Hal,
     HalConfig as ModelConfig, HalCtx, HalStats, InterfaceType, IoAllocationAction, MapRegisterBase,
 };
 use edudma_hal::mdl::{Mdl, MdlTable};
 use edudma_hal::rng::SimRng;
-use edudma_hal::{Irql, Verifier};
+use edudma_hal::{Irql, PhysMemory, Verifier};
 
 pub use edudma_hal::Violation;
 pub use edudma_hal::mdl::MdlId;
@@ -76,6 +77,8 @@ pub struct HalConfig {
     /// The platform has DMA version 3 (false: the first adapter the core
     /// asks for is refused, as `IoGetDmaAdapter` returns NULL).
     pub dma_v3: bool,
+    /// A page below 256 MiB for `AllocateCommonBuffer` (`common-buffer`).
+    pub common_page: Option<PageId>,
 }
 
 impl Default for HalConfig {
@@ -86,6 +89,7 @@ impl Default for HalConfig {
             busy: false,
             strategy: DmaStrategy::V3Packet,
             dma_v3: true,
+            common_page: None,
         }
     }
 }
@@ -133,7 +137,7 @@ impl<M: GuestPages> Pinned<M> {
     }
 }
 
-impl<M: GuestPages> edudma_hal::PhysMemory for Pinned<M> {
+impl<M: GuestPages> PhysMemory for Pinned<M> {
     fn read(&self, addr: u64, buf: &mut [u8]) {
         self.pieces(addr, buf.len(), |page, in_page, range| {
             self.pages.read(page, in_page, &mut buf[range]);
@@ -167,6 +171,8 @@ struct Shared<M: GuestPages> {
     lists: HashMap<MapRegisterBase, Vec<edudma_core::dma::SgElement>>,
     /// The adapter request `IoGetDmaAdapter` granted.
     request: AdapterRequest,
+    /// The common buffer allocated, if any.
+    common: Option<CommonBuffer>,
 }
 
 impl<M: GuestPages> Shared<M> {
@@ -313,6 +319,16 @@ impl<M: GuestPages> HalHandle<M> {
                 _ => return Err(HalError::BouncePageTooHigh(page)),
             }
         }
+        let mut common = Vec::new();
+        if let Some(page) = config.common_page {
+            match mem.pages.phys(page) {
+                Some(phys) if phys + PAGE_SIZE as u64 <= limit => {
+                    mem.register(page, phys);
+                    common.push(phys / PAGE_SIZE as u64);
+                }
+                _ => return Err(HalError::BouncePageTooHigh(page)),
+            }
+        }
         let model = ModelConfig {
             map_registers: config.map_registers,
             pool_registers: frames.len() as u32,
@@ -329,6 +345,7 @@ impl<M: GuestPages> HalHandle<M> {
         let pool = BouncePool {
             frames,
             guards: Vec::new(),
+            common,
         };
         let mut hal = Hal::new(model, pool, &mut mem);
         hal.contended = config.busy;
@@ -345,6 +362,7 @@ impl<M: GuestPages> HalHandle<M> {
             bus_master_off: None,
             lists: HashMap::new(),
             request: DmaStrategy::V3Packet.adapter_requests()[0],
+            common: None,
         };
         // As the glue's start does: each adapter the core asks for, until
         // one is given.
@@ -385,6 +403,21 @@ impl<M: GuestPages> HalHandle<M> {
     /// of the command register), for [`DmaOps::disable_bus_master`].
     pub fn set_bus_master_control(&self, off: Box<dyn FnMut()>) {
         self.inner.borrow_mut().bus_master_off = Some(off);
+    }
+
+    /// `AllocateCommonBuffer` of a page, at PASSIVE_LEVEL, as the glue's
+    /// start does for `common-buffer`.
+    pub fn allocate_common_buffer(&self) -> Option<CommonBuffer> {
+        let inner = &mut *self.inner.borrow_mut();
+        let logical = inner.call(Irql::Passive, |hal, id, ctx| {
+            hal.allocate_common_buffer(ctx, id, PAGE_SIZE as u32, false)
+        })?;
+        let common = CommonBuffer {
+            logical,
+            length: PAGE_SIZE as u32,
+        };
+        inner.common = Some(common);
+        Some(common)
     }
 
     /// The adapter request `IoGetDmaAdapter` granted: its version and the
@@ -674,6 +707,53 @@ impl<M: GuestPages> DmaOps for HalDma<M> {
             AllocateResult::Waiting => AllocateOutcome::Queued,
         })
     }
+
+    /// The CPU's copy through the common buffer: the buffer's pages through
+    /// their MDL, the common page through its frame.
+    fn copy_to_common_buffer(
+        &mut self,
+        mdl: MdlId,
+        offset: u64,
+        length: u32,
+    ) -> Result<(), NtStatus> {
+        let inner = &mut *self.inner.borrow_mut();
+        let common = inner.common.ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
+        let mut data = vec![0u8; length.min(common.length) as usize];
+        inner
+            .mdls
+            .read(&inner.mem, mdl, offset, &mut data)
+            .map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        inner.mem.write(common.logical, &data);
+        Ok(())
+    }
+
+    fn copy_from_common_buffer(
+        &mut self,
+        mdl: MdlId,
+        offset: u64,
+        length: u32,
+    ) -> Result<(), NtStatus> {
+        let inner = &mut *self.inner.borrow_mut();
+        let common = inner.common.ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
+        let mut data = vec![0u8; length.min(common.length) as usize];
+        inner.mem.read(common.logical, &mut data);
+        inner
+            .mdls
+            .write(&mut inner.mem, mdl, offset, &data)
+            .map_err(|_| NtStatus::INVALID_PARAMETER)
+    }
+
+    fn free_common_buffer(&mut self) {
+        let inner = &mut *self.inner.borrow_mut();
+        if let Some(common) = inner.common.take() {
+            inner.call(Irql::Passive, |hal, id, ctx| {
+                hal.free_common_buffer(ctx, id, common.length, common.logical, false)
+            });
+        }
+    }
+
+    /// The harness releases a quiet adapter itself, right after the stop.
+    fn adapter_quiet(&mut self) {}
 
     fn calculate_scatter_gather_list(
         &mut self,

@@ -141,6 +141,8 @@ pub struct Rig {
     low: Vec<PageId>,
     high: Vec<PageId>,
     bounce: Vec<PageId>,
+    /// The page `AllocateCommonBuffer` gives (`common-buffer`).
+    common: PageId,
     scratch: PageId,
     epoch: Instant,
     cursor: [usize; 3],
@@ -225,6 +227,7 @@ impl Rig {
         // The HAL's bounce pages: the first few low pages, reserved.
         let bounce: Vec<PageId> = low.drain(..2).collect();
         let scratch = low.remove(0);
+        let common = low.remove(0);
         let seed = std::env::var("HIL_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
@@ -239,6 +242,7 @@ impl Rig {
             high,
             bounce,
             scratch,
+            common,
             epoch: Instant::now(),
             cursor: [0; 3],
             rng: Rng::new(seed),
@@ -271,12 +275,17 @@ impl Rig {
             ..engine_config
         });
         let request = hal.request();
+        let common_buffer = match request.strategy {
+            edudma_core::engine::DmaStrategy::CommonBuffer => hal.allocate_common_buffer(),
+            _ => None,
+        };
         let facts = AdapterFacts {
             dma_interface_version: request.version,
             strategy: request.strategy,
             map_registers: hal_config.map_registers,
             dma_address_width: hal_config.address_bits,
             scatter_gather: request.scatter_gather,
+            common_buffer,
             interrupt_kind: if self.uio.is_some() {
                 InterruptKind::LineBased
             } else {
@@ -594,6 +603,11 @@ impl Rig {
             );
         }
         let _ = self.drain_interrupts(&mut drv);
+        // As the glue's stop path: a quiet adapter's common buffer is freed,
+        // then the adapter put (PASSIVE_LEVEL).
+        if let Some(quiet) = drv.engine.take_quiet_adapter() {
+            quiet.release();
+        }
         let stats = drv.engine.stats();
         let mut violations = drv.hal.violations();
         violations.extend(drv.hal.leak_check());
@@ -857,18 +871,20 @@ fn main_phase(rig: &mut Rig, drv: &mut Driver, mode: Mode, window: u32) {
 /// (splits), each run checked for its own routines.
 fn strategy_phases(rig: &mut Rig, window: u32) {
     use edudma_core::engine::DmaStrategy;
-    let runs: [(&'static str, DmaStrategy, bool, u32); 5] = [
+    let runs: [(&'static str, DmaStrategy, bool, u32); 6] = [
         ("v1-packet", DmaStrategy::V1Packet, true, 2),
         ("v1-packet-budget1", DmaStrategy::V1Packet, true, 1),
         ("sg-list", DmaStrategy::SgList, true, 2),
         ("sg-list-budget1", DmaStrategy::SgList, true, 1),
         ("no-dma-v3", DmaStrategy::V3Packet, false, 2),
+        ("common-buffer", DmaStrategy::CommonBuffer, true, 2),
     ];
     for (name, strategy, dma_v3, map_registers) in runs {
         let config = HalConfig {
             map_registers,
             strategy,
             dma_v3,
+            common_page: Some(rig.common),
             ..HalConfig::default()
         };
         let mut drv = match rig.start_driver(name, config, EngineConfig::default(), true) {
@@ -892,7 +908,7 @@ fn strategy_phases(rig: &mut Rig, window: u32) {
             ),
         );
         for (i, case) in edge_cases(window).into_iter().enumerate() {
-            rig.round_trip(&mut drv, case, &format!("{name} #{i}"));
+            rig.round_trip(&mut drv, case, &format!("#{i}"));
         }
         let s = rig.stop_driver(drv);
         let (routines_ok, routines) = match in_force {
@@ -926,6 +942,17 @@ fn strategy_phases(rig: &mut Rig, window: u32) {
                     s.build_scatter_gather_list,
                     s.get_scatter_gather_list,
                     s.put_scatter_gather_list
+                ),
+            ),
+            DmaStrategy::CommonBuffer => (
+                s.common_buffer_copies == s.requests
+                    && s.device_commands == s.requests
+                    && s.allocate_adapter_channel == 0
+                    && s.map_transfer == 0
+                    && s.build_scatter_gather_list == 0,
+                format!(
+                    "copies through the common buffer {}, device commands {}, requests {}",
+                    s.common_buffer_copies, s.device_commands, s.requests
                 ),
             ),
             DmaStrategy::V3Packet => (false, "v3-packet is not a fallback".into()),

@@ -35,6 +35,7 @@ Examples:
   edudmactl --sim --map-registers 1 --scatter-gather off loopback --iterations 20
   edudmactl --sim --dma-strategy v1-packet loopback --iterations 20
   edudmactl --sim --dma-strategy sg-list --map-registers 1 loopback --iterations 20
+  edudmactl --sim --dma-strategy common-buffer loopback --iterations 20
   edudmactl --sim --no-dma-v3 info             the fallback when version 3 is missing
   edudmactl --sim --alloc async --cpus 4 --seed 7 bench --len 4095
   edudmactl stats --reset
@@ -126,6 +127,9 @@ pub enum StrategyName {
     /// Scatter/gather lists (BuildScatterGatherList, PutScatterGatherList).
     #[value(name = "sg-list")]
     SgList,
+    /// One page of common buffer, the bytes copied through it.
+    #[value(name = "common-buffer")]
+    CommonBuffer,
 }
 
 /// `--window 4095|4096`: how much of the device's 4096-byte buffer the driver uses.

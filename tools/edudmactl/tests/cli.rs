@@ -442,7 +442,7 @@ fn a_real_device_off_windows_says_to_use_sim() {
 #[test]
 fn each_strategy_loops_back_with_its_routines_at_their_floor() {
     // (arguments, routines called once per request, routines never called)
-    let cases: [(&[&str], &[&str], &[&str]); 4] = [
+    let cases: [(&[&str], &[&str], &[&str]); 5] = [
         (
             &["--dma-strategy", "v3-packet"],
             &["get_dma_transfer_info", "free_adapter_channel"],
@@ -471,6 +471,15 @@ fn each_strategy_loops_back_with_its_routines_at_their_floor() {
             ],
             &["allocate_adapter_channel", "get_scatter_gather_list"],
         ),
+        (
+            &["--dma-strategy", "common-buffer"],
+            &["common_buffer_copies"],
+            &[
+                "allocate_adapter_channel",
+                "map_transfer",
+                "build_scatter_gather_list",
+            ],
+        ),
     ];
     for (knobs, once, never) in cases {
         let mut args = vec!["--sim", "--json"];
@@ -482,7 +491,7 @@ fn each_strategy_loops_back_with_its_routines_at_their_floor() {
         let stats = &report["driver_stats"];
         let requests = stats["requests"].as_u64().expect("requests");
         assert_eq!(requests, 40, "{knobs:?}: a write and a read per iteration");
-        let packet: &[&str] = if knobs.contains(&"sg-list") {
+        let packet: &[&str] = if knobs.contains(&"sg-list") || knobs.contains(&"common-buffer") {
             &["device_commands"]
         } else {
             &["map_transfer", "flush_adapter_buffers"]

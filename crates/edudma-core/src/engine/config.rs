@@ -55,6 +55,10 @@ pub enum DmaStrategy {
     /// `GetScatterGatherList` when it is too small), one edu command per
     /// element, `PutScatterGatherList`.
     SgList,
+    /// One page of common buffer (`AllocateCommonBuffer` at start,
+    /// `FreeCommonBuffer` at stop): each request's bytes copied through it
+    /// (`MmGetSystemAddressForMdlSafe`), one edu command per request.
+    CommonBuffer,
 }
 
 /// What the glue asks `IoGetDmaAdapter` for: one `DEVICE_DESCRIPTION`.
@@ -109,6 +113,17 @@ const V3_THEN_FALLBACK: [AdapterRequest; 3] = [
     version1_request(DEVICE_DESCRIPTION_VERSION2),
     version1_request(DEVICE_DESCRIPTION_VERSION1),
 ];
+/// The common buffer must be below the 28-bit width too: version 3, or
+/// `v1-packet` without it.
+const COMMON_BUFFER_THEN_FALLBACK: [AdapterRequest; 3] = [
+    AdapterRequest {
+        strategy: DmaStrategy::CommonBuffer,
+        ..VERSION3_REQUEST
+    },
+    version1_request(DEVICE_DESCRIPTION_VERSION2),
+    version1_request(DEVICE_DESCRIPTION_VERSION1),
+];
+
 /// Lists need the 28-bit width too: version 3, or `v1-packet` without it.
 const SG_LIST_THEN_FALLBACK: [AdapterRequest; 3] = [
     AdapterRequest {
@@ -125,11 +140,13 @@ const V1_ONLY: [AdapterRequest; 2] = [
 
 impl DmaStrategy {
     /// The strategy a `DmaStrategy` registry value selects: 1 is
-    /// `v1-packet`, 2 `sg-list`; missing or anything else, the default.
+    /// `v1-packet`, 2 `sg-list`, 3 `common-buffer`; missing or anything
+    /// else, the default.
     pub fn from_registry(value: Option<u32>) -> Self {
         match value {
             Some(1) => DmaStrategy::V1Packet,
             Some(2) => DmaStrategy::SgList,
+            Some(3) => DmaStrategy::CommonBuffer,
             _ => DmaStrategy::V3Packet,
         }
     }
@@ -140,6 +157,7 @@ impl DmaStrategy {
             DmaStrategy::V3Packet => DmaStrategyCode::V3Packet,
             DmaStrategy::V1Packet => DmaStrategyCode::V1Packet,
             DmaStrategy::SgList => DmaStrategyCode::SgList,
+            DmaStrategy::CommonBuffer => DmaStrategyCode::CommonBuffer,
         }
     }
 
@@ -152,6 +170,7 @@ impl DmaStrategy {
             DmaStrategy::V3Packet => &V3_THEN_FALLBACK,
             DmaStrategy::V1Packet => &V1_ONLY,
             DmaStrategy::SgList => &SG_LIST_THEN_FALLBACK,
+            DmaStrategy::CommonBuffer => &COMMON_BUFFER_THEN_FALLBACK,
         }
     }
 }
@@ -214,6 +233,8 @@ pub struct AdapterFacts {
     pub scatter_gather: bool,
     /// The interrupt connected.
     pub interrupt_kind: InterruptKind,
+    /// The common buffer the glue allocated at start (`common-buffer`).
+    pub common_buffer: Option<crate::protocol::CommonBuffer>,
 }
 
 impl AdapterFacts {
@@ -234,7 +255,11 @@ mod registry_tests {
     fn dma_strategy_values() {
         assert_eq!(DmaStrategy::from_registry(Some(1)), DmaStrategy::V1Packet);
         assert_eq!(DmaStrategy::from_registry(Some(2)), DmaStrategy::SgList);
-        for v in [None, Some(0), Some(3), Some(u32::MAX)] {
+        assert_eq!(
+            DmaStrategy::from_registry(Some(3)),
+            DmaStrategy::CommonBuffer
+        );
+        for v in [None, Some(0), Some(4), Some(u32::MAX)] {
             assert_eq!(DmaStrategy::from_registry(v), DmaStrategy::V3Packet);
         }
     }

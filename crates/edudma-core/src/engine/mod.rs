@@ -53,7 +53,8 @@ use selftest::SelfTest;
 use crate::dma::{DmaOps, SgList};
 use crate::ioctl::{self, DeviceInfo, Direction, DmaRequest, SelfTestReport, Stats};
 use crate::protocol::{
-    Adapter, GrantAwaited, ListGrant, Mapping, PendingChannel, PendingList, Routines,
+    Adapter, CommonUse, GrantAwaited, ListGrant, Mapping, PendingChannel, PendingList,
+    QuietAdapter, Routines,
 };
 use crate::regs::{self, DEVICE_BUFFER_SIZE, DmaCommand, IrqBits, RegisterFile};
 use crate::status::NtStatus;
@@ -156,6 +157,9 @@ enum State<D: DmaOps, R> {
         adapter: Adapter<D>,
         test: SelfTest<R>,
     },
+    /// Stopping with a common buffer, nothing outstanding: the glue
+    /// releases it at PASSIVE_LEVEL ([`Engine::take_quiet_adapter`]).
+    Quiet(QuietAdapter<D>),
     /// Step 10 done.
     Stopped,
     /// Only between taking the state and putting the next one back.
@@ -184,6 +188,8 @@ enum Mapped<D: DmaOps> {
     Packet(Mapping<D>),
     /// A scatter/gather list, ended by its put.
     List(ListGrant<D>),
+    /// The common buffer, ended by copying a read out of it.
+    Common(CommonUse<D>),
 }
 
 impl<D: DmaOps> Mapped<D> {
@@ -192,6 +198,7 @@ impl<D: DmaOps> Mapped<D> {
         match self {
             Mapped::Packet(mapping) => mapping.length(),
             Mapped::List(list) => list.length(),
+            Mapped::Common(used) => used.length(),
         }
     }
 }
@@ -283,9 +290,21 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         }
         let id = regs.read32(regs::REG_ID);
         if regs::decode_id(id).is_none() {
-            adapter.put();
-            self.state = State::Unstarted;
+            self.give_back(adapter, &facts);
             return Err(NtStatus::DEVICE_HARDWARE_ERROR);
+        }
+        if facts.strategy == DmaStrategy::CommonBuffer
+            && !facts.common_buffer.is_some_and(|c| {
+                u64::from(c.length) >= u64::from(self.window())
+                    && c.logical
+                        .checked_add(u64::from(c.length))
+                        .is_some_and(|end| end <= facts.address_limit())
+            })
+        {
+            // No common buffer, or one the device cannot reach or that
+            // cannot hold the window: no DMA through it.
+            self.give_back(adapter, &facts);
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
         // Registers survive a VM reset: disable the factorial interrupt and
         // drop any stale interrupt bits.
@@ -300,6 +319,32 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         self.powered_down = false;
         self.state = State::Idle(adapter);
         Ok(())
+    }
+
+    /// A start that failed: the adapter is put, or, holding a common
+    /// buffer, left quiet for the glue to release at PASSIVE_LEVEL.
+    fn give_back(&mut self, adapter: Adapter<D>, facts: &AdapterFacts) {
+        self.state = if facts.common_buffer.is_some() {
+            State::Quiet(adapter.quiet())
+        } else {
+            adapter.put();
+            State::Unstarted
+        };
+    }
+
+    /// The quiet adapter of a stop (or of a failed start) with a common
+    /// buffer, for the glue to release at PASSIVE_LEVEL; `None` otherwise.
+    pub fn take_quiet_adapter(&mut self) -> Option<QuietAdapter<D>> {
+        match mem::replace(&mut self.state, State::Transient) {
+            State::Quiet(quiet) => {
+                self.state = State::Stopped;
+                Some(quiet)
+            }
+            other => {
+                self.state = other;
+                None
+            }
+        }
     }
 
     /// After [`Engine::start_device`]: start the packet held while the device
@@ -353,16 +398,18 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
                     }
                 }
             }
-            State::Stopped if self.stopping == Some(StopReason::Stop) && self.held.is_none() => {
+            state @ (State::Stopped | State::Quiet(_))
+                if self.stopping == Some(StopReason::Stop) && self.held.is_none() =>
+            {
                 // Learn: "While the device is in the stopped state, a driver
                 // must hold IRPs that require access to the device." The
                 // packet stays current (the device queue holds the rest)
                 // until the next start resumes it.
-                self.state = State::Stopped;
+                self.state = state;
                 self.held = Some((request, what));
                 None
             }
-            state @ (State::Unstarted | State::Stopped | State::Idle(_)) => {
+            state @ (State::Unstarted | State::Stopped | State::Quiet(_) | State::Idle(_)) => {
                 self.state = state;
                 let status = self
                     .stopping
@@ -643,7 +690,7 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
     pub fn is_idle(&self) -> bool {
         matches!(
             self.state,
-            State::Unstarted | State::Stopped | State::Idle(_)
+            State::Unstarted | State::Stopped | State::Quiet(_) | State::Idle(_)
         )
     }
 
@@ -748,6 +795,11 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
     /// The adapter is free again: keep it, or put it when stopping (step 10).
     fn settle(&mut self, adapter: Adapter<D>) {
         if self.stopping.is_some() {
+            if self.facts.is_some_and(|f| f.common_buffer.is_some()) {
+                // FreeCommonBuffer first, at PASSIVE_LEVEL: the glue's.
+                self.state = State::Quiet(adapter.quiet());
+                return;
+            }
             adapter.put();
             self.state = State::Stopped;
         } else {
@@ -826,7 +878,9 @@ impl<R> Completion<R> {
 /// a version-3 adapter; its list routines are the same in every version).
 fn routines_of(strategy: DmaStrategy) -> Routines {
     match strategy {
-        DmaStrategy::V3Packet | DmaStrategy::SgList => Routines::Version3,
+        DmaStrategy::V3Packet | DmaStrategy::SgList | DmaStrategy::CommonBuffer => {
+            Routines::Version3
+        }
         DmaStrategy::V1Packet => Routines::Version1,
     }
 }

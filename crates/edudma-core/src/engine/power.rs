@@ -65,7 +65,7 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
                 }
             }
             state => {
-                let drained = matches!(state, State::Unstarted | State::Stopped);
+                let drained = matches!(state, State::Unstarted | State::Stopped | State::Quiet(_));
                 self.state = state;
                 (drained, None)
             }

@@ -11,7 +11,7 @@ use super::{
 use crate::dma::{AllocationMode, DmaOps, ListBuffer};
 use crate::ioctl::{self, Direction};
 use crate::protocol::{
-    Adapter, Allocation, Channel, ListAllocation, ListGrant, PendingChannel, Routines,
+    Adapter, Allocation, Channel, CommonUse, ListAllocation, ListGrant, PendingChannel, Routines,
 };
 use crate::regs::{self, DEVICE_BUFFER_ADDR, DmaCommand, RegisterFile};
 use crate::status::NtStatus;
@@ -35,8 +35,10 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
             self.state = State::Idle(adapter);
             return self.fail(job.request, error.status());
         }
-        if self.strategy() == DmaStrategy::SgList {
-            return self.request_list(adapter, job, regs);
+        match self.strategy() {
+            DmaStrategy::SgList => return self.request_list(adapter, job, regs),
+            DmaStrategy::CommonBuffer => return self.through_common_buffer(adapter, job, regs),
+            DmaStrategy::V3Packet | DmaStrategy::V1Packet => {}
         }
         let write = job.dma.direction.write_to_device();
         match adapter.routines() {
@@ -146,6 +148,60 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
                 self.settle(adapter);
                 self.fail(job.request, status)
             }
+        }
+    }
+
+    /// The whole request through the common buffer: a write copied in, one
+    /// edu command at its logical address.
+    fn through_common_buffer(
+        &mut self,
+        adapter: Adapter<D>,
+        job: Job<R, D::Mdl>,
+        regs: &mut impl RegisterFile,
+    ) -> Option<Completion<R>> {
+        let Some(common) = self.facts.and_then(|f| f.common_buffer) else {
+            self.settle(adapter);
+            return self.fail(job.request, NtStatus::INSUFFICIENT_RESOURCES);
+        };
+        let write = job.dma.direction.write_to_device();
+        let used = match adapter.use_common_buffer(job.mdl, 0, job.dma.length, write) {
+            Ok(used) => used,
+            Err((adapter, status)) => {
+                self.settle(adapter);
+                return self.fail(job.request, status);
+            }
+        };
+        if write {
+            self.stats.common_buffer_copies += 1;
+        }
+        self.sg.clear();
+        self.sg.push(crate::dma::SgElement {
+            address: common.logical,
+            length: job.dma.length,
+        });
+        self.begin_transfer(job, Mapped::Common(used), regs)
+    }
+
+    /// The device finished the common buffer's command: a read is copied
+    /// out, then the completion.
+    fn common_done(&mut self, job: Job<R, D::Mdl>, used: CommonUse<D>) -> Option<Completion<R>> {
+        let write = job.dma.direction.write_to_device();
+        let moved = used.length();
+        if let Some(reason) = self.stopping.filter(|r| *r == StopReason::SurpriseRemoval) {
+            self.settle(used.abandon());
+            return self.fail(job.request, reason.status());
+        }
+        let (adapter, copied) = used.end();
+        if !write {
+            self.stats.common_buffer_copies += 1;
+        }
+        self.settle(adapter);
+        match copied {
+            Ok(()) => {
+                self.count_bytes(job.dma.direction, moved);
+                self.finish(job.request, NtStatus::SUCCESS, moved as usize, None)
+            }
+            Err(status) => self.fail(job.request, status),
         }
     }
 
@@ -267,6 +323,7 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         let mapping = match mapping {
             Mapped::Packet(mapping) => mapping,
             Mapped::List(list) => return self.list_done(job, list, regs),
+            Mapped::Common(used) => return self.common_done(job, used),
         };
         let moved = mapping.length();
         self.stats.flush_adapter_buffers += 1;
@@ -321,6 +378,7 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         match &mut transfer.mapping {
             Mapped::Packet(mapping) => mapping.cut_off_device(),
             Mapped::List(list) => list.cut_off_device(),
+            Mapped::Common(used) => used.cut_off_device(),
         }
         self.failed = true;
         self.flush_and_end(transfer, status)
@@ -343,6 +401,10 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
             Mapped::List(list) => {
                 let adapter = self.put_list(list);
                 self.settle(adapter);
+                self.finish(job.request, status, 0, None)
+            }
+            Mapped::Common(used) => {
+                self.settle(used.abandon());
                 self.finish(job.request, status, 0, None)
             }
         }

@@ -23,6 +23,7 @@ use crate::rng::SimRng;
 use crate::verifier::{Verifier, Violation};
 
 mod channel;
+mod common;
 mod lists;
 mod map;
 
@@ -158,6 +159,9 @@ pub struct BouncePool {
     pub frames: Vec<u64>,
     /// Frames next to the pool that must keep their guard bytes.
     pub guards: Vec<u64>,
+    /// Frames `AllocateCommonBuffer` hands out, one page each, below every
+    /// address width served.
+    pub common: Vec<u64>,
 }
 
 /// Counters of the HAL.
@@ -209,6 +213,8 @@ pub struct HalStats {
     pub lists_built: u64,
     /// Scatter/gather lists put.
     pub lists_put: u64,
+    /// Common buffers allocated.
+    pub common_buffers: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -272,6 +278,8 @@ struct Adapter {
     /// The scatter/gather list asked for or outstanding (one at a time in
     /// this model, as the driver uses them).
     list: Option<lists::ListState>,
+    /// Common buffers allocated: (logical address, length, cache enabled).
+    common: Vec<(u64, u32, bool)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -321,6 +329,9 @@ pub struct Hal {
     /// Frames around the pool that nothing may write (checked at frees).
     guard_frames: Vec<u64>,
     pool_used: Vec<bool>,
+    /// Frames for common buffers, and which are allocated.
+    common_frames: Vec<u64>,
+    common_used: Vec<bool>,
     next_base: u64,
     /// Another device holds the map registers (contention), until released.
     pub contended: bool,
@@ -354,6 +365,8 @@ impl Hal {
             pool_used: vec![false; pool.frames.len()],
             pool_frames: pool.frames,
             guard_frames: pool.guards,
+            common_used: vec![false; pool.common.len()],
+            common_frames: pool.common,
             next_base: 0x1000,
             contended: false,
             stats: HalStats::default(),
@@ -435,6 +448,7 @@ impl Hal {
             mappings: Vec::new(),
             used: Vec::new(),
             list: None,
+            common: Vec::new(),
         });
         self.stats.adapters += 1;
         Some((AdapterId(self.adapters.len() as u32 - 1), granted))
@@ -570,6 +584,12 @@ impl Hal {
             ctx.verifier.report(Violation::AdapterPutWithChannel);
             return;
         }
+        if !a.common.is_empty() {
+            let outstanding = a.common.len();
+            ctx.verifier
+                .report(Violation::AdapterPutWithCommonBuffers { outstanding });
+            return;
+        }
         if !a.registers_only.is_empty() {
             let outstanding = a.registers_only.iter().map(|(_, count, _)| count).sum();
             ctx.verifier
@@ -587,6 +607,8 @@ impl Hal {
     /// True when the adapter holds or waits for nothing.
     pub fn idle(&self, id: AdapterId) -> bool {
         self.adapters.get(id.0 as usize).is_none_or(|a| {
+            // A common buffer is the adapter's until it is put (which
+            // checks it, 0xE6/0x07): not a channel outstanding.
             a.channel == Channel::Free && a.registers_only.is_empty() && a.mappings.is_empty()
         })
     }
@@ -631,6 +653,12 @@ impl Hal {
             .filter(|m| m.write_to_device != device_writes)
             .flat_map(|m| m.elements.iter())
             .map(|e| (e.address, e.address + u64::from(e.length)))
+            // A common buffer is the device's in both directions.
+            .chain(self.adapters.iter().filter(|a| !a.released).flat_map(|a| {
+                a.common
+                    .iter()
+                    .map(|&(logical, length, _)| (logical, logical + u64::from(length)))
+            }))
             .collect();
         covered.sort_unstable();
         let mut pos = address;

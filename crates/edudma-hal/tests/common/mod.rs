@@ -73,6 +73,7 @@ impl World {
         let pool = BouncePool {
             frames: (POOL_FRAME..POOL_FRAME + 8).collect(),
             guards: vec![POOL_FRAME + 8],
+            common: vec![POOL_FRAME + 9, POOL_FRAME + 10],
         };
         let config = HalConfig {
             map_registers,

@@ -66,6 +66,8 @@ fn operations(version: u32) -> DMA_OPERATIONS {
         PutScatterGatherList: Some(PutScatterGatherList),
         CalculateScatterGatherList: Some(CalculateScatterGatherList),
         BuildScatterGatherList: Some(BuildScatterGatherList),
+        AllocateCommonBuffer: Some(AllocateCommonBuffer),
+        FreeCommonBuffer: Some(FreeCommonBuffer),
         ..Default::default()
     };
     if version < hal::DEVICE_DESCRIPTION_VERSION3 {
@@ -794,5 +796,182 @@ unsafe extern "C" fn PutScatterGatherList(
             // SAFETY: allocated by `alloc_list` for this list, freed once.
             unsafe { super::objects::free_list(ScatterGather as usize, words) };
         }
+    }
+}
+
+// ---- common buffers and system views of MDLs --------------------------------------
+//
+// The driver sees a common buffer (and an MDL mapped into system space)
+// through host memory of its own; the device sees simulated physical
+// memory. The two meet at the driver's register accesses: before each one,
+// what the device wrote into a common buffer reaches the driver's view, and
+// before each register write the driver's view reaches the device's memory
+// (a command starts with a register write). An MDL's view is written back
+// when its IRP completes, as the I/O manager unmaps it.
+
+unsafe extern "C" fn AllocateCommonBuffer(
+    DmaAdapter: *mut DMA_ADAPTER,
+    Length: ULONG,
+    LogicalAddress: *mut PHYSICAL_ADDRESS,
+    CacheEnabled: BOOLEAN,
+) -> PVOID {
+    let c = Call::enter();
+    let id = adapter_id(&c, DmaAdapter);
+    let logical = c.n.sys.with(|k| {
+        k.hal_call(|h, ctx| h.allocate_common_buffer(ctx, id, Length, CacheEnabled != 0))
+    });
+    let Some(logical) = logical else {
+        return std::ptr::null_mut();
+    };
+    let words = (Length as usize).div_ceil(8);
+    let view = super::objects::alloc_list(words);
+    c.n.objects()
+        .common_buffers
+        .insert(view, (id, logical, Length, words));
+    // SAFETY: the caller's output.
+    unsafe { (*LogicalAddress).QuadPart = logical as i64 };
+    view as PVOID
+}
+
+unsafe extern "C" fn FreeCommonBuffer(
+    DmaAdapter: *mut DMA_ADAPTER,
+    Length: ULONG,
+    LogicalAddress: PHYSICAL_ADDRESS,
+    VirtualAddress: PVOID,
+    CacheEnabled: BOOLEAN,
+) {
+    let c = Call::enter();
+    let id = adapter_id(&c, DmaAdapter);
+    // SAFETY: QuadPart is the 64-bit view of PHYSICAL_ADDRESS.
+    let logical = unsafe { LogicalAddress.QuadPart } as u64;
+    let view =
+        c.n.objects()
+            .common_buffers
+            .get(&(VirtualAddress as usize))
+            .copied();
+    let other_view =
+        c.n.objects()
+            .common_buffers
+            .values()
+            .any(|&(a, l, _, _)| a == id && l == logical);
+    if view.is_none_or(|(_, l, _, _)| l != logical) && other_view {
+        // The buffer exists, but not at this virtual address.
+        c.n.sys
+            .report_violation(Violation::CommonBufferFreedWithOtherArguments);
+        return;
+    }
+    let freed = c.n.sys.with(|k| {
+        k.hal_call(|h, ctx| h.free_common_buffer(ctx, id, Length, logical, CacheEnabled != 0))
+    });
+    if freed
+        && let Some((_, _, _, words)) =
+            c.n.objects()
+                .common_buffers
+                .remove(&(VirtualAddress as usize))
+    {
+        // SAFETY: allocated by `alloc_list` for this buffer, freed once.
+        unsafe { super::objects::free_list(VirtualAddress as usize, words) };
+    }
+}
+
+/// Before a register access: the device's writes into common buffers reach
+/// the driver's view; before a write (`push`), the driver's view reaches
+/// the device's memory.
+pub(super) fn sync_common_buffers(n: &Arc<Native>, push: bool) {
+    let buffers: Vec<(usize, u64, u32)> = n
+        .objects()
+        .common_buffers
+        .iter()
+        .map(|(&view, &(_, logical, length, _))| (view, logical, length))
+        .collect();
+    if buffers.is_empty() {
+        return;
+    }
+    n.sys.with(|k| {
+        let pull = std::mem::take(&mut k.common_written);
+        for &(view, logical, length) in &buffers {
+            let bytes = view as *mut u8;
+            if pull {
+                let mut data = vec![0u8; length as usize];
+                k.mem.read(logical, &mut data);
+                // SAFETY: the view of `length` bytes allocated for it.
+                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), bytes, data.len()) };
+            }
+            if push {
+                let mut data = vec![0u8; length as usize];
+                // SAFETY: as above.
+                unsafe { std::ptr::copy_nonoverlapping(bytes, data.as_mut_ptr(), data.len()) };
+                k.mem.write(logical, &data);
+            }
+        }
+    });
+}
+
+/// `MDL_MAPPED_TO_SYSTEM_VA` (wdm.h).
+const MDL_MAPPED_TO_SYSTEM_VA: i16 = 0x0001;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn MmMapLockedPagesSpecifyCache(
+    MemoryDescriptorList: *mut MDL,
+    _AccessMode: wdk_sys::KPROCESSOR_MODE,
+    _CacheType: wdk_sys::MEMORY_CACHING_TYPE,
+    _BaseAddress: PVOID,
+    _BugCheckOnFailure: ULONG,
+    _Priority: wdk_sys::MM_PAGE_PRIORITY,
+) -> PVOID {
+    let c = Call::enter();
+    super::exports::must_be_at_most_dispatch(&c, "MmMapLockedPagesSpecifyCache");
+    let mdl = MemoryDescriptorList;
+    let id = mdl_id(&c, mdl);
+    // SAFETY: the driver's live MDL.
+    let length = unsafe { (*mdl).ByteCount };
+    let mut data = vec![0u8; length as usize];
+    let read = c.n.sys.with(|k| {
+        // One MDL, not its chain: its own bytes.
+        let one = k.mdls.get(id).map(|m| m.byte_count);
+        (one == Some(length) && k.mdls.read(&k.mem, id, 0, &mut data).is_ok()).then_some(())
+    });
+    if read.is_none() {
+        return std::ptr::null_mut();
+    }
+    let words = (length as usize).div_ceil(8);
+    let view = super::objects::alloc_list(words);
+    // SAFETY: the view of `length` bytes just allocated; the driver's MDL.
+    unsafe {
+        std::ptr::copy_nonoverlapping(data.as_ptr(), view as *mut u8, data.len());
+        (*mdl).MappedSystemVa = view as PVOID;
+        (*mdl).MdlFlags |= MDL_MAPPED_TO_SYSTEM_VA;
+    }
+    c.n.objects()
+        .mdl_views
+        .insert(mdl as usize, (id, view, words, length));
+    view as PVOID
+}
+
+/// An IRP completes: the system views of its MDLs are written back into
+/// the pages they describe and unmapped, as the I/O manager does.
+pub(super) fn unmap_system_views(n: &Arc<Native>, irp: *mut wdk_sys::IRP) {
+    let mdls: Vec<usize> = n
+        .objects()
+        .irps
+        .get(&(irp as usize))
+        .map(|r| r.mdls.iter().map(|&(a, _)| a).collect())
+        .unwrap_or_default();
+    for mdl in mdls {
+        let Some((id, view, words, length)) = n.objects().mdl_views.remove(&mdl) else {
+            continue;
+        };
+        let mut data = vec![0u8; length as usize];
+        // SAFETY: the view allocated for this MDL; the IRP's live MDL.
+        unsafe {
+            std::ptr::copy_nonoverlapping(view as *const u8, data.as_mut_ptr(), data.len());
+            let m = mdl as *mut MDL;
+            (*m).MdlFlags &= !MDL_MAPPED_TO_SYSTEM_VA;
+            (*m).MappedSystemVa = std::ptr::null_mut();
+            super::objects::free_list(view, words);
+        }
+        n.sys.with(|k| {
+            let _ = k.mdls.write(&mut k.mem, id, 0, &data);
+        });
     }
 }

@@ -23,6 +23,7 @@ use wdk_sys::{
     PUNICODE_STRING, PVOID, SIZE_T, ULONG,
 };
 
+use super::dma::MmMapLockedPagesSpecifyCache;
 use super::objects::{self, IrpKind, Isr};
 use super::sched::{ActId, Wait};
 use super::{Native, NativeDriver, current, irql_of, kirql};
@@ -78,6 +79,7 @@ same_signature!(
     KeInitializeDpc,
     KeClearEvent,
     KeInitializeEvent,
+    MmMapLockedPagesSpecifyCache,
     KeInitializeTimerEx,
     KeInsertQueueDpc,
     KeReleaseSpinLock,
@@ -1047,6 +1049,7 @@ fn register_offset(c: &Call, register: *mut u32) -> Option<u32> {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn READ_REGISTER_ULONG(Register: *mut u32) -> u32 {
     let c = Call::enter();
+    super::dma::sync_common_buffers(&c.n, false);
     match register_offset(&c, Register) {
         Some(offset) => c.n.sys.read_register(offset),
         None => {
@@ -1062,6 +1065,7 @@ pub unsafe extern "C" fn READ_REGISTER_ULONG(Register: *mut u32) -> u32 {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn WRITE_REGISTER_ULONG(Register: *mut u32, Value: u32) {
     let c = Call::enter();
+    super::dma::sync_common_buffers(&c.n, true);
     match register_offset(&c, Register) {
         Some(offset) => c.n.sys.write_register(offset, Value),
         None => c.fault(format!(
@@ -1224,6 +1228,7 @@ pub(crate) fn complete(n: &Arc<Native>, irp: *mut IRP) {
         }
         Some((IrpKind::User(id), false)) => {
             objects::copy_back_system_buffer(n, &n.sys, irp, id);
+            super::dma::unmap_system_views(n, irp);
             if let Some(r) = n.objects().irps.get_mut(&(irp as usize)) {
                 r.completed = Some(status);
             }

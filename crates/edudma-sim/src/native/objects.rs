@@ -284,6 +284,12 @@ pub struct Objects {
     /// Scatter/gather lists handed to list routines: address → (adapter,
     /// grant, words of a list the HAL allocated).
     pub sg_lists: BTreeMap<usize, (AdapterId, MapRegisterBase, Option<usize>)>,
+    /// Common buffers: the driver's virtual address → (adapter, logical
+    /// address, length, words of the driver's view).
+    pub common_buffers: BTreeMap<usize, (AdapterId, u64, u32, usize)>,
+    /// MDLs mapped into system space (`MmMapLockedPagesSpecifyCache`): MDL
+    /// address → (model MDL, the view's address, its words, bytes).
+    pub mdl_views: BTreeMap<usize, (crate::mdl::MdlId, usize, usize, u32)>,
     /// The interrupt connection.
     pub interrupt: Option<Isr>,
     /// `MmMapIoSpaceEx` mappings: address → (physical, bytes, backing).
@@ -398,6 +404,8 @@ impl Objects {
             adapter_blocks: Vec::new(),
             routines: Vec::new(),
             sg_lists: BTreeMap::new(),
+            common_buffers: BTreeMap::new(),
+            mdl_views: BTreeMap::new(),
             interrupt: None,
             mappings: BTreeMap::new(),
             files: BTreeMap::new(),
@@ -610,6 +618,14 @@ impl Drop for Objects {
         }
         for (a, words) in self.owned.drain(..) {
             // SAFETY: allocated by `alloc_words`, freed once here.
+            unsafe { free_words(a, words) };
+        }
+        for (a, (_, _, _, words)) in std::mem::take(&mut self.common_buffers) {
+            // SAFETY: allocated by `alloc_list`, freed once here.
+            unsafe { free_words(a, words) };
+        }
+        for (_, (_, a, words, _)) in std::mem::take(&mut self.mdl_views) {
+            // SAFETY: as above.
             unsafe { free_words(a, words) };
         }
         for (a, (_, _, words)) in std::mem::take(&mut self.sg_lists) {

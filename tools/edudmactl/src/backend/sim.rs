@@ -112,6 +112,7 @@ pub fn config_from_options(options: &SimOptions) -> Result<SimConfig> {
             StrategyName::V3Packet => DmaStrategy::V3Packet,
             StrategyName::V1Packet => DmaStrategy::V1Packet,
             StrategyName::SgList => DmaStrategy::SgList,
+            StrategyName::CommonBuffer => DmaStrategy::CommonBuffer,
         };
     }
     config.dma_v3 = !options.no_dma_v3;

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::output::Output;
 
 /// Every counter with its name, in the order of the `Stats` struct.
-pub fn fields(stats: &Stats) -> [(&'static str, u64); 25] {
+pub fn fields(stats: &Stats) -> [(&'static str, u64); 26] {
     [
         ("requests", stats.requests),
         ("completed", stats.completed),
@@ -41,6 +41,7 @@ pub fn fields(stats: &Stats) -> [(&'static str, u64); 25] {
         ("build_scatter_gather_list", stats.build_scatter_gather_list),
         ("get_scatter_gather_list", stats.get_scatter_gather_list),
         ("put_scatter_gather_list", stats.put_scatter_gather_list),
+        ("common_buffer_copies", stats.common_buffer_copies),
     ]
 }
 

@@ -3,6 +3,7 @@
 
 extern crate std;
 
+mod common_buffer;
 mod sg_list;
 mod version1;
 
@@ -79,6 +80,15 @@ enum Call {
     PutList {
         write: bool,
     },
+    // the common buffer
+    CopyIn {
+        length: u32,
+    },
+    CopyOut {
+        length: u32,
+    },
+    FreeCommon,
+    Quiet,
 }
 
 struct HalState {
@@ -374,6 +384,36 @@ impl DmaOps for Hal {
         true
     }
 
+    fn copy_to_common_buffer(
+        &mut self,
+        mdl: u32,
+        offset: u64,
+        length: u32,
+    ) -> Result<(), NtStatus> {
+        assert_eq!((mdl, offset), (MDL, 0));
+        self.log(Call::CopyIn { length });
+        Ok(())
+    }
+
+    fn copy_from_common_buffer(
+        &mut self,
+        mdl: u32,
+        offset: u64,
+        length: u32,
+    ) -> Result<(), NtStatus> {
+        assert_eq!((mdl, offset), (MDL, 0));
+        self.log(Call::CopyOut { length });
+        Ok(())
+    }
+
+    fn free_common_buffer(&mut self) {
+        self.log(Call::FreeCommon);
+    }
+
+    fn adapter_quiet(&mut self) {
+        self.log(Call::Quiet);
+    }
+
     fn put_scatter_gather_list(&mut self, list: u32, write_to_device: bool) {
         assert_eq!(list, BASE);
         self.log(Call::PutList {
@@ -510,6 +550,7 @@ const FACTS: AdapterFacts = AdapterFacts {
     dma_address_width: 28,
     scatter_gather: true,
     interrupt_kind: InterruptKind::LineBased,
+    common_buffer: None,
 };
 
 fn started(config: EngineConfig, hal: &Hal, edu: &mut Edu) -> TestEngine {

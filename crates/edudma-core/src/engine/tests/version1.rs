@@ -10,6 +10,7 @@ const V1_FACTS: AdapterFacts = AdapterFacts {
     dma_address_width: 28,
     scatter_gather: false,
     interrupt_kind: InterruptKind::LineBased,
+    common_buffer: None,
 };
 
 fn v1_started(map_registers: u32, hal: &Hal, edu: &mut Edu) -> TestEngine {
