@@ -16,7 +16,7 @@
 //! What follows from the types, checked by the compiler:
 //! - a [`Mapping`] can only be left by [`Mapping::flush`], which uses the very
 //!   offset (`CurrentVa`), length, MDL and direction of its map
-//!   (FlushAdapterBuffers[Ex] after EVERY MapTransfer[Ex], before the next
+//!   (`FlushAdapterBuffers[Ex]` after EVERY `MapTransfer[Ex]`, before the next
 //!   map and before the free);
 //! - a [`Channel`] is freed once, the way its grant was made:
 //!   `FreeAdapterChannel` after a version-3 `KeepObject` grant,

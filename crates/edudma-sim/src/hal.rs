@@ -14,7 +14,7 @@ const COMMON_FRAMES: u64 = 4;
 
 /// A HAL whose bounce pool is `max(pool_registers, map_registers)`
 /// contiguous low frames, reserved for it, with one guard frame at each end,
-/// then [`COMMON_FRAMES`] frames for common buffers.
+/// then four frames for common buffers.
 pub fn new_hal(config: HalConfig, mem: &mut PhysicalMemory) -> Hal {
     let registers = u64::from(config.pool_registers.max(config.map_registers).max(1));
     let first = POOL_FIRST_PFN;

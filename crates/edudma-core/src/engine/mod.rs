@@ -273,9 +273,10 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
     }
 
     /// `IRP_MN_START_DEVICE`, after `IoGetDmaAdapter` succeeded (step 1): the
-    /// engine takes the adapter, checks the device and quiesces it. On error
-    /// the adapter has already been put (step 10), and the device stays
-    /// unstarted.
+    /// engine takes the adapter, checks the device (and the common buffer of
+    /// `common-buffer`) and quiesces it. On error the adapter has already
+    /// been put (step 10) and the device stays unstarted — or, holding a
+    /// common buffer, the adapter is left for [`Engine::take_quiet_adapter`].
     pub fn start_device(
         &mut self,
         ops: D,
