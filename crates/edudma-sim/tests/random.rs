@@ -405,23 +405,20 @@ fn scenario_with(mut r: SimRng, cfg: SimConfig) -> Result<(), String> {
 
 #[test]
 fn randomized_scenarios() {
-    if let Some(seed) = std::env::var("EDUDMA_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
+    if let Some(seed) = env_number("EDUDMA_SIM_SEED") {
         if let Err(e) = scenario(seed) {
             panic!("seed {seed}: {e}");
         }
         return;
     }
-    let n: u64 = std::env::var("EDUDMA_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000);
+    let n = env_number("EDUDMA_SIM_SEEDS").unwrap_or(10_000);
+    assert!(n > 0, "EDUDMA_SIM_SEEDS=0 would run no scenario");
     let mut failures = Vec::new();
     for seed in 0..n {
         if let Err(e) = scenario(seed) {
-            eprintln!("seed {seed} failed (EDUDMA_SIM_SEED={seed} to reproduce): {e}");
+            eprintln!(
+                "seed {seed} failed: {e}\n  replay: EDUDMA_SIM_SEED={seed} cargo test --release -p edudma-sim --test random"
+            );
             failures.push(seed);
             if failures.len() >= 10 {
                 break;
@@ -429,4 +426,33 @@ fn randomized_scenarios() {
         }
     }
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
+}
+
+/// A number from the environment, decimal or `0x` hex; anything else stops
+/// the run loudly rather than running the default.
+fn env_number(name: &str) -> Option<u64> {
+    let raw = std::env::var(name).ok()?;
+    match parse_number(&raw) {
+        Some(n) => Some(n),
+        None => panic!("{name}={raw:?} is not a number (decimal, or hex with 0x)"),
+    }
+}
+
+fn parse_number(raw: &str) -> Option<u64> {
+    let raw = raw.trim();
+    match raw.strip_prefix("0x").or_else(|| raw.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => raw.parse().ok(),
+    }
+}
+
+#[test]
+fn seeds_from_the_environment_are_decimal_or_hex_and_nothing_else() {
+    assert_eq!(parse_number("16"), Some(16));
+    assert_eq!(parse_number("0x10"), Some(16));
+    assert_eq!(parse_number("0XfF"), Some(255));
+    assert_eq!(parse_number(" 7 "), Some(7));
+    for bad in ["", "0x", "ten", "1e3", "-1", "0x1g", "18446744073709551616"] {
+        assert_eq!(parse_number(bad), None, "{bad:?}");
+    }
 }

@@ -13,7 +13,7 @@ use edudmactl::cli::Cli;
 use edudmactl::commands::Outcome;
 use edudmactl::device::Device;
 use edudmactl::error::Error;
-use edudmactl::output::Output;
+use edudmactl::output::{Output, print_stderr};
 
 /// The JSON printed on stdout when a command fails under `--json`.
 #[derive(Serialize)]
@@ -48,18 +48,18 @@ fn main() -> ExitCode {
     match result {
         Ok(outcome) => {
             if let Err(error) = output.flush() {
-                // A reader that went away (`| head`) is not a failure of ours.
-                if matches!(&error, Error::Output { path: None, source }
-                    if source.kind() == std::io::ErrorKind::BrokenPipe)
-                {
-                    return ExitCode::SUCCESS;
+                // A reader that went away (`| head`) is not a failure of ours,
+                // but the outcome (a mismatch, a device failure) still is.
+                let reader_gone = matches!(&error, Error::Output { path: None, source }
+                    if source.kind() == std::io::ErrorKind::BrokenPipe);
+                if !reader_gone {
+                    return report_error(&error, &output);
                 }
-                return report_error(&error, &output);
             }
             match outcome {
                 Outcome::Success => ExitCode::SUCCESS,
                 Outcome::Mismatch(ref message) | Outcome::DeviceFailure(ref message) => {
-                    eprintln!("edudmactl: {message}");
+                    print_stderr(&format!("edudmactl: {message}\n"));
                     ExitCode::from(outcome.exit_code())
                 }
             }
@@ -98,7 +98,7 @@ fn usage_error(error: &clap::Error) -> ExitCode {
     if let Ok(json) = serde_json::to_string_pretty(&report) {
         let _ = edudmactl::output::print_stdout(format!("{json}\n").as_bytes());
     }
-    eprint!("{message}");
+    print_stderr(&message);
     ExitCode::from(edudmactl::error::EXIT_USAGE)
 }
 
@@ -123,6 +123,6 @@ fn report_error(error: &Error, output: &Output) -> ExitCode {
         // A text result printed before the failure is still worth showing.
         let _ = output.flush();
     }
-    eprintln!("edudmactl: {error}");
+    print_stderr(&format!("edudmactl: {error}\n"));
     ExitCode::from(error.exit_code())
 }

@@ -81,6 +81,16 @@ pub fn print_stdout(bytes: &[u8]) -> Result<()> {
         .map_err(|source| Error::Output { path: None, source })
 }
 
+/// Write a message to stderr. A closed or broken stderr (`2>&1 | true`)
+/// loses the message but never aborts the tool, unlike `eprintln!`, which
+/// panics on a write error.
+pub fn print_stderr(message: &str) {
+    let mut stderr = io::stderr().lock();
+    let _ = stderr
+        .write_all(message.as_bytes())
+        .and_then(|()| stderr.flush());
+}
+
 /// A classic hex dump: offset, 16 bytes in hex, the printable ones as text.
 pub fn hex_dump(bytes: &[u8], base: u32) -> String {
     let mut out = String::new();

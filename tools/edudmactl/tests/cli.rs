@@ -530,3 +530,41 @@ fn info_says_which_strategy_is_in_force_and_why() {
             "v1-packet (fallback: v3-packet asked for, the HAL has no DMA version 3)",
         ));
 }
+
+#[test]
+fn a_closed_stderr_or_stdout_never_aborts_the_tool() {
+    use std::process::{Command as Process, Stdio};
+    // A usage error (4096 bytes do not fit the 4095-byte window), a data
+    // result, and a device error: each printed into pipes whose reader has
+    // gone (as `edudmactl ... 2>&1 | true`).
+    let cases: [(&[&str], i32); 3] = [
+        (
+            &["--sim", "write", "--len", "4096", "--pattern", "zeros"],
+            2,
+        ),
+        (&["--sim", "write", "--len", "100", "--pattern", "zeros"], 0),
+        (
+            &[
+                "--sim",
+                "--inject-corruption",
+                "2",
+                "loopback",
+                "--iterations",
+                "1",
+            ],
+            3,
+        ),
+    ];
+    for (args, code) in cases {
+        let mut child = Process::new(assert_cmd::cargo::cargo_bin("edudmactl"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        drop(child.stdout.take());
+        drop(child.stderr.take());
+        let status = child.wait().expect("wait");
+        assert_eq!(status.code(), Some(code), "{args:?}: {status}");
+    }
+}

@@ -44,12 +44,12 @@ pub fn run(device: &mut Device, args: &ReadArgs, output: &Output) -> Result<Outc
         output.emit(&report, String::new)?;
     } else if let Some(path) = &args.out {
         // The data went to the file; say so on stderr so stdout stays clean.
-        eprintln!(
-            "read {} bytes at offset {} into {}",
+        crate::output::print_stderr(&format!(
+            "read {} bytes at offset {} into {}\n",
             data.len(),
             args.offset,
             path.display()
-        );
+        ));
     } else if output.is_terminal() {
         output.raw(hex_dump(&data, args.offset).as_bytes());
     } else {
