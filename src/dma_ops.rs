@@ -286,6 +286,24 @@ fn current_va(mdl: MdlRef, offset: u64) -> Result<(*mut MDL, PVOID), NtStatus> {
     Ok((held_by, va as PVOID))
 }
 
+/// After a call that may run our execution, `AdapterControl` or list
+/// routine (the slot armed before it): its failure disarms the slot, else the
+/// grant is the caller's if the routine ran inside, or arrives by the grant
+/// DPC.
+fn granted_or_queued(
+    ext: &DeviceExtension,
+    result: i32,
+) -> Result<AllocateOutcome<MapBase>, NtStatus> {
+    if let Err(e) = status(result) {
+        ext.grant.disarm();
+        return Err(e);
+    }
+    Ok(match ext.grant.settle() {
+        Settled::GrantedNow(grant) => AllocateOutcome::Granted(MapBase(grant as PVOID)),
+        Settled::Queued => AllocateOutcome::Queued,
+    })
+}
+
 fn status(s: i32) -> Result<(), NtStatus> {
     if s >= 0 { Ok(()) } else { Err(NtStatus(s)) }
 }
@@ -378,14 +396,7 @@ impl DmaOps for WinDma {
                 ptr::null_mut(),
             )
         };
-        if let Err(e) = status(result) {
-            ext.grant.disarm();
-            return Err(e);
-        }
-        Ok(match ext.grant.settle() {
-            Settled::GrantedNow(base) => AllocateOutcome::Granted(MapBase(base as PVOID)),
-            Settled::Queued => AllocateOutcome::Queued,
-        })
+        granted_or_queued(ext, result)
     }
 
     fn cancel_adapter_channel(&mut self) -> bool {
@@ -535,14 +546,7 @@ impl DmaOps for WinDma {
                 ext.as_context(),
             )
         };
-        if let Err(e) = status(result) {
-            ext.grant.disarm();
-            return Err(e);
-        }
-        Ok(match ext.grant.settle() {
-            Settled::GrantedNow(base) => AllocateOutcome::Granted(MapBase(base as PVOID)),
-            Settled::Queued => AllocateOutcome::Queued,
-        })
+        granted_or_queued(ext, result)
     }
 
     fn map_transfer(
@@ -665,14 +669,7 @@ impl DmaOps for WinDma {
                 }
             }
         };
-        if let Err(e) = status(result) {
-            ext.grant.disarm();
-            return Err(e);
-        }
-        Ok(match ext.grant.settle() {
-            Settled::GrantedNow(list) => AllocateOutcome::Granted(MapBase(list as PVOID)),
-            Settled::Queued => AllocateOutcome::Queued,
-        })
+        granted_or_queued(ext, result)
     }
 
     fn scatter_gather_elements(&mut self, list: MapBase, sg: &mut SgList) -> bool {

@@ -285,15 +285,7 @@ unsafe extern "C" fn AllocateAdapterChannelEx(
             if let Some(r) = routine {
                 c.n.objects().routines.push(r);
             }
-            c.n.sys.with(|k| {
-                let cpu = k.random_cpu();
-                let delay = match k.hal.config().grant_latency_ns {
-                    Some(d) => d,
-                    None => k.rng.range(US, 60 * US),
-                };
-                k.sched
-                    .schedule(delay, cpu, Event::ExecutionRoutine(id, base));
-            });
+            schedule_late_grant(&c, id, base);
             0
         }
         Ok(AllocateResult::Waiting) => {
@@ -303,6 +295,20 @@ unsafe extern "C" fn AllocateAdapterChannelEx(
             0
         }
     }
+}
+
+/// A grant committed for later: its routine runs on some CPU after the
+/// HAL's latency (1–60 µs unless configured; Windows gives no bound).
+fn schedule_late_grant(c: &Call, id: AdapterId, base: hal::MapRegisterBase) {
+    c.n.sys.with(|k| {
+        let cpu = k.random_cpu();
+        let delay = match k.hal.config().grant_latency_ns {
+            Some(d) => d,
+            None => k.rng.range(US, 60 * US),
+        };
+        k.sched
+            .schedule(delay, cpu, Event::ExecutionRoutine(id, base));
+    });
 }
 
 fn objects_push(n: &Arc<Native>) {
@@ -510,15 +516,7 @@ unsafe extern "C" fn AllocateAdapterChannel(
         }
         Ok(AllocateResult::Committed(base)) => {
             c.n.objects().routines.push(routine);
-            c.n.sys.with(|k| {
-                let cpu = k.random_cpu();
-                let delay = match k.hal.config().grant_latency_ns {
-                    Some(d) => d,
-                    None => k.rng.range(US, 60 * US),
-                };
-                k.sched
-                    .schedule(delay, cpu, Event::ExecutionRoutine(id, base));
-            });
+            schedule_late_grant(&c, id, base);
             0
         }
         Ok(AllocateResult::Waiting) => {
@@ -671,15 +669,7 @@ fn request_list(
         }
         Ok(AllocateResult::Committed(base)) => {
             c.n.objects().routines.push(routine);
-            c.n.sys.with(|k| {
-                let cpu = k.random_cpu();
-                let delay = match k.hal.config().grant_latency_ns {
-                    Some(d) => d,
-                    None => k.rng.range(US, 60 * US),
-                };
-                k.sched
-                    .schedule(delay, cpu, Event::ExecutionRoutine(id, base));
-            });
+            schedule_late_grant(c, id, base);
             0
         }
         Ok(AllocateResult::Waiting) => {
