@@ -795,4 +795,14 @@ impl DmaOps for WinDma {
         // referenced from start until after the adapter is put.
         unsafe { crate::pnp::clear_bus_master(&*self.ext) };
     }
+
+    fn bus_master_enabled(&mut self) -> bool {
+        // SAFETY: as for disable_bus_master.
+        unsafe { crate::pnp::bus_master_enabled(&*self.ext) }
+    }
+
+    fn enable_bus_master(&mut self) -> bool {
+        // SAFETY: as for disable_bus_master; called at start.
+        unsafe { crate::pnp::restore_bus_master(&*self.ext) }.is_ok()
+    }
 }

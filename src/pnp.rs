@@ -162,8 +162,10 @@ unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
     ext.bar0_length.store(BAR0_SIZE as u32, Ordering::Release);
     ext.bar0.store(va.cast(), Ordering::Release);
 
+    // Bus Master Enable waits for the engine: it sets it once it knows the
+    // device runs no command from before.
     // SAFETY: PASSIVE_LEVEL, our started stack.
-    if let Err(status) = unsafe { ensure_bus_master(ext) } {
+    if let Err(status) = unsafe { take_bus_interface(ext) } {
         unmap(ext);
         return status;
     }
@@ -394,12 +396,14 @@ fn set_interface(ext: &DeviceExtension, enable: bool) {
     }
 }
 
-/// Make sure Bus Master Enable is set in the PCI command register, through
-/// the bus driver's `BUS_INTERFACE_STANDARD` (config space), and verify it.
+/// Take the bus driver's `BUS_INTERFACE_STANDARD` (config space) for the
+/// engine's Bus Master Enable, and check the command register reads; a
+/// device left on the bus from before (firmware, a stop after a timeout)
+/// is taken off it until the engine decides.
 ///
 /// # Safety
 /// PASSIVE_LEVEL, during start.
-unsafe fn ensure_bus_master(ext: &DeviceExtension) -> Result<(), NTSTATUS> {
+unsafe fn take_bus_interface(ext: &DeviceExtension) -> Result<(), NTSTATUS> {
     // SAFETY: all-zero is a valid BUS_INTERFACE_STANDARD (None routines).
     let mut bus: BUS_INTERFACE_STANDARD = unsafe { core::mem::zeroed() };
     // SAFETY: forwarded.
@@ -412,7 +416,7 @@ unsafe fn ensure_bus_master(ext: &DeviceExtension) -> Result<(), NTSTATUS> {
     let result = match (bus.GetBusData, bus.SetBusData) {
         (Some(get), Some(set)) => {
             // SAFETY: the routines and context of the interface just obtained.
-            unsafe { set_bus_master(get, set, bus.Context, true) }
+            unsafe { set_bus_master(get, set, bus.Context, false) }
         }
         _ => Err(STATUS_NOT_SUPPORTED),
     };
@@ -479,6 +483,46 @@ unsafe fn bus_master_through_kept_interface(
     }
 }
 
+/// Bus Master Enable is set in the command register, read through the
+/// `BUS_INTERFACE_STANDARD` kept since start (`GetBusData`, callable at
+/// IRQL <= DISPATCH_LEVEL). No interface or an unreadable register: false.
+///
+/// # Safety
+/// As [`clear_bus_master`].
+pub unsafe fn bus_master_enabled(ext: &DeviceExtension) -> bool {
+    if !ext.bus_referenced.load(Ordering::Acquire) {
+        return false;
+    }
+    // SAFETY: the interface stored at start, referenced until released.
+    let bus = unsafe { &*ext.bus.get() };
+    match bus.GetBusData {
+        // SAFETY: the routine and context of that interface.
+        Some(get) => unsafe { read_command(get, bus.Context) }
+            .is_some_and(|c| c & ffi::PCI_ENABLE_BUS_MASTER != 0),
+        None => false,
+    }
+}
+
+/// The PCI command register through `GetBusData`; `None` when the bus
+/// driver returned fewer than its two bytes.
+///
+/// # Safety
+/// `get`/`context` must come from one live `BUS_INTERFACE_STANDARD`.
+unsafe fn read_command(get: GetSetBusData, context: PVOID) -> Option<u16> {
+    let mut command: u16 = 0;
+    // SAFETY: a 2-byte buffer for 2 bytes of config space.
+    let n = unsafe {
+        get(
+            context,
+            ffi::PCI_WHICHSPACE_CONFIG,
+            ptr::from_mut(&mut command).cast(),
+            ffi::PCI_COMMAND_OFFSET,
+            2,
+        )
+    };
+    (n == 2).then_some(command)
+}
+
 /// Read the command register; set (or clear) Bus Master Enable if it is
 /// not already so; read back.
 ///
@@ -490,20 +534,8 @@ unsafe fn set_bus_master(
     context: PVOID,
     enable: bool,
 ) -> Result<(), NTSTATUS> {
-    let read = || {
-        let mut command: u16 = 0;
-        // SAFETY: a 2-byte buffer for 2 bytes of config space.
-        let n = unsafe {
-            get(
-                context,
-                ffi::PCI_WHICHSPACE_CONFIG,
-                ptr::from_mut(&mut command).cast(),
-                ffi::PCI_COMMAND_OFFSET,
-                2,
-            )
-        };
-        (n == 2).then_some(command)
-    };
+    // SAFETY: the caller's interface.
+    let read = || unsafe { read_command(get, context) };
     let command = read().ok_or(STATUS_DEVICE_CONFIGURATION_ERROR)?;
     let is_on = |c: u16| c & ffi::PCI_ENABLE_BUS_MASTER != 0;
     if is_on(command) == enable {

@@ -377,6 +377,21 @@ pub trait DmaOps {
     /// late DMA must not reach memory. The device stays off the bus until
     /// the next start.
     fn disable_bus_master(&mut self);
+
+    /// Bus Master Enable is still set in the device's PCI command register
+    /// (read through the same interface). Someone else may clear it — a
+    /// bus driver, a tool writing config space — and then edu's DMA reaches
+    /// no memory and its MSI is lost while its status still says done: the
+    /// engine asks at every command the device reports finished, so such a
+    /// request fails instead of succeeding with bytes that never moved. An
+    /// unreadable register counts as cleared.
+    fn bus_master_enabled(&mut self) -> bool;
+
+    /// Set Bus Master Enable and read it back (true: set). The engine calls
+    /// it at start once it knows the device owns no command from before —
+    /// a device that is still running one must stay off the bus, or that
+    /// command's late DMA would reach memory the HAL has since handed out.
+    fn enable_bus_master(&mut self) -> bool;
 }
 
 #[cfg(test)]

@@ -118,6 +118,13 @@ pub struct Adapter<D: DmaOps> {
     routines: Routines,
 }
 
+impl<D: DmaOps> Adapter<D> {
+    /// Bus Master Enable on, at start ([`DmaOps::enable_bus_master`]).
+    pub fn enable_bus_master(&mut self) -> bool {
+        self.ops.enable_bus_master()
+    }
+}
+
 /// Result of [`Adapter::allocate_channel`].
 #[derive(Debug)]
 pub enum Allocation<D: DmaOps> {
@@ -395,6 +402,11 @@ impl<D: DmaOps> CommonUse<D> {
         self.adapter.ops.disable_bus_master();
     }
 
+    /// The device is still a bus master ([`DmaOps::bus_master_enabled`]).
+    pub fn device_on_bus(&mut self) -> bool {
+        self.adapter.ops.bus_master_enabled()
+    }
+
     /// The device finished: a read is copied out of the common buffer.
     pub fn end(mut self) -> (Adapter<D>, Result<(), NtStatus>) {
         let copied = if self.write_to_device {
@@ -484,6 +496,11 @@ impl<D: DmaOps> ListGrant<D> {
     /// own a command ([`DmaOps::disable_bus_master`]).
     pub fn cut_off_device(&mut self) {
         self.adapter.ops.disable_bus_master();
+    }
+
+    /// The device is still a bus master ([`DmaOps::bus_master_enabled`]).
+    pub fn device_on_bus(&mut self) -> bool {
+        self.adapter.ops.bus_master_enabled()
     }
 
     /// `PutScatterGatherList` with the direction of the request: the adapter
@@ -642,6 +659,11 @@ impl<D: DmaOps> Mapping<D> {
     /// own a command ([`DmaOps::disable_bus_master`]).
     pub fn cut_off_device(&mut self) {
         self.channel.adapter.ops.disable_bus_master();
+    }
+
+    /// The device is still a bus master ([`DmaOps::bus_master_enabled`]).
+    pub fn device_on_bus(&mut self) -> bool {
+        self.channel.adapter.ops.bus_master_enabled()
     }
 
     /// Step 8: `FlushAdapterBuffersEx` (or `FlushAdapterBuffers`) with the

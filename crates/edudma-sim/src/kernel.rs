@@ -131,6 +131,8 @@ pub struct Kernel {
     pub faults: Vec<Crash>,
     /// Interrupt deliveries to drop (1-based ordinals): lost interrupts.
     pub lost_interrupts: Vec<u64>,
+    /// Faults of the device and the platform to inject.
+    pub device_faults: DeviceFaults,
     /// Deliveries attempted so far.
     pub deliveries: u64,
     /// After a lost interrupt the controller stays quiet until the next register write.
@@ -176,6 +178,12 @@ impl Kernel {
             // millisecond deadline (`edu::dma_timer_delay`), and under host
             // load the timer now and then runs a few milliseconds late.
             DeviceTimer::Dma(_) => {
+                self.device_faults.dma_commands += 1;
+                if self.device_faults.hang_dma == Some(self.device_faults.dma_commands) {
+                    // The device never finishes this command (a wedged
+                    // device): no timer, its status stays busy.
+                    return;
+                }
                 let late = if self.rng.chance(10) {
                     self.rng.below(3 * MS)
                 } else {
@@ -914,7 +922,35 @@ impl Sys {
         if !self.check_decode(offset) {
             return u32::MAX;
         }
-        self.with(|k| k.device.read(u64::from(offset), 4) as u32)
+        self.with(|k| {
+            let value = k.device.read(u64::from(offset), 4) as u32;
+            if offset == edudma_core::regs::REG_ID && k.device_faults.wrong_id_reads > 0 {
+                // Another function, or a device answering garbage.
+                k.device_faults.wrong_id_reads -= 1;
+                return value ^ 0x0000_FFFF;
+            }
+            value
+        })
+    }
+
+    /// Someone else (another driver, a tool writing config space) clears
+    /// Bus Master Enable: the device's DMA reaches no memory and its MSI is
+    /// lost until the driver sets the bit again.
+    pub fn clear_bus_master_behind_the_driver(&self) {
+        self.with(|k| {
+            k.device.set_bus_master(false);
+            k.device_faults.bus_master_cleared += 1;
+        })
+    }
+
+    /// The interrupt controller delivers our vector although nothing
+    /// raised it (a spurious interrupt): the ISR runs and must find nothing
+    /// of its own. Reaches line-based and message-signaled connections.
+    pub fn schedule_spurious_interrupt(&self, delay: Nanos) {
+        self.with(|k| {
+            let cpu = k.random_cpu();
+            k.sched.schedule(delay, cpu, Event::SpuriousInterrupt);
+        })
     }
 
     /// `WRITE_REGISTER_ULONG` on BAR0.
@@ -1033,4 +1069,19 @@ impl Sys {
     pub fn report_violation(&self, v: Violation) {
         self.report(v);
     }
+}
+
+/// Faults of the device and the platform, injected on purpose: the driver
+/// must end every request with a status that says what happened, leave
+/// nothing mapped and corrupt nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceFaults {
+    /// The `n`th DMA command (1-based) never completes.
+    pub hang_dma: Option<u64>,
+    /// DMA commands the device accepted so far.
+    pub dma_commands: u64,
+    /// The next this many reads of the ID register return a wrong value.
+    pub wrong_id_reads: u32,
+    /// Times Bus Master Enable was cleared behind the driver.
+    pub bus_master_cleared: u64,
 }

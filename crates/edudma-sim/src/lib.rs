@@ -50,6 +50,7 @@ pub mod native;
 pub mod phys;
 pub mod power;
 pub use edudma_hal::rng;
+pub mod scenario;
 pub mod sched;
 pub mod sim;
 pub use edudma_hal::verifier;
@@ -58,7 +59,7 @@ pub mod wdm;
 pub use kernel::Crash;
 pub use machine::{IrpResult, IrpSpec};
 pub use sim::{
-    Allocation, CorruptByte, DmaStrategy, Placement, SimConfig, SimError, SimMachine, SimStats,
-    VerifierReport,
+    Allocation, CorruptByte, DeviceFaults, DmaStrategy, Placement, SimConfig, SimError, SimMachine,
+    SimStats, VerifierReport,
 };
 pub use verifier::Violation;

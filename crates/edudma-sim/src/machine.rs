@@ -160,6 +160,7 @@ impl<D: WdmDriver> Machine<D> {
             stats: KernelStats::default(),
             faults: Vec::new(),
             lost_interrupts: Vec::new(),
+            device_faults: Default::default(),
             deliveries: 0,
             suppress_until_write: false,
             power: crate::power::PowerModel::default(),
@@ -682,6 +683,11 @@ pub fn step<D: WdmDriver>(sys: &Sys, driver: &mut D) -> bool {
         }
         Event::Wake => {}
         Event::ForeignInterrupt => sys.assert_foreign_interrupt(),
+        Event::SpuriousInterrupt => {
+            if sys.with(|k| k.interrupt.is_some()) {
+                run_isr(sys, driver, cpu);
+            }
+        }
         Event::PowerIrp(irp) => {
             // Drivers that set DO_POWER_PAGABLE get power IRPs at
             // PASSIVE_LEVEL; the others may get them at DISPATCH_LEVEL.
@@ -717,6 +723,11 @@ fn deliver_interrupt<D: WdmDriver>(sys: &Sys, driver: &mut D, cpu: usize) {
     if lost || !deliver {
         return;
     }
+    run_isr(sys, driver, cpu);
+}
+
+/// The driver's ISR at DIRQL, then the rest of the line's chain.
+fn run_isr<D: WdmDriver>(sys: &Sys, driver: &mut D, cpu: usize) {
     driver.run_routine(sys, cpu, Irql::Device, |d, sys| {
         let claimed = d.isr(sys);
         sys.with(|k| {

@@ -49,6 +49,8 @@ pub enum Event {
     Wake,
     /// Another device on the shared INTx line asserts it.
     ForeignInterrupt,
+    /// The interrupt controller delivers our vector with nothing raised.
+    SpuriousInterrupt,
     /// The power manager sends a power IRP a driver requested
     /// (`PoRequestPowerIrp`): the IRP block's address.
     PowerIrp(usize),
@@ -59,7 +61,10 @@ impl Event {
     /// preempt DPCs, DPCs run before threads.
     fn priority(&self) -> u8 {
         match self {
-            Event::DmaTimer | Event::FactorialDone | Event::ForeignInterrupt => 0,
+            Event::DmaTimer
+            | Event::FactorialDone
+            | Event::ForeignInterrupt
+            | Event::SpuriousInterrupt => 0,
             Event::Interrupt => 1,
             Event::TimerExpired => 2,
             Event::Dpc(_) | Event::ExecutionRoutine(..) | Event::StartIo(_) => 3,

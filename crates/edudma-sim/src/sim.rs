@@ -13,8 +13,9 @@ use zerocopy::{FromBytes, IntoBytes};
 pub use crate::edu::CorruptByte;
 use crate::edu::EduConfig;
 use crate::hal::{HalConfig, HalStats};
-use crate::io::IrpId;
+use crate::io::{FileId, IrpId};
 use crate::irql::Irql;
+pub use crate::kernel::DeviceFaults;
 use crate::kernel::{Crash, KernelStats};
 use crate::machine::{IrpResult, IrpSpec, Machine, MachineConfig};
 use crate::mdl::BufferLayout;
@@ -84,6 +85,13 @@ pub struct SimConfig {
     pub preempt_percent: u32,
     /// Virtual time a blocking call may take before it is a hang.
     pub timeout: Duration,
+    /// Percent of `MapTransferEx` calls that map less than they could.
+    pub short_map_percent: u32,
+    /// Percent of `MapTransferEx` calls that fail (fault injection).
+    pub map_failure_percent: u32,
+    /// Device faults to inject from boot on (a DMA that never completes,
+    /// a wrong ID register at start).
+    pub faults: DeviceFaults,
 }
 
 impl Default for SimConfig {
@@ -110,6 +118,9 @@ impl Default for SimConfig {
             bus_master_at_boot: false,
             preempt_percent: 20,
             timeout: Duration::from_secs(30),
+            short_map_percent: 0,
+            map_failure_percent: 0,
+            faults: DeviceFaults::default(),
         }
     }
 }
@@ -131,6 +142,8 @@ impl SimConfig {
                 grant_latency_ns: None,
                 dma_alignment: 1,
                 dma_v3: self.dma_v3,
+                short_map_percent: self.short_map_percent.min(100),
+                map_failure_percent: self.map_failure_percent.min(100),
             },
             edu: EduConfig {
                 dma_mask: if self.dma_mask_bits >= 64 {
@@ -250,9 +263,10 @@ impl SimMachine {
         let native = config.native();
         let mut machine =
             Machine::new_with(&config.machine(), |sys| NativeDriver::new(sys, &native));
-        machine
-            .sys()
-            .with(|k| k.lost_interrupts = config.lose_interrupts.clone());
+        machine.sys().with(|k| {
+            k.lost_interrupts = config.lose_interrupts.clone();
+            k.device_faults = config.faults.clone();
+        });
         // DriverEntry and AddDevice, at PASSIVE_LEVEL.
         let loaded = machine.run(0, Irql::Passive, |d, sys| d.load(sys));
         if let Some(c) = machine.crash() {
@@ -279,6 +293,9 @@ impl SimMachine {
         };
         let status = sim.pnp(PnpMinor::StartDevice)?;
         if !status.is_success() {
+            // As the PnP manager does after a failed start: the removal,
+            // then the unload and the leak check (nothing left mapped).
+            sim.remove()?;
             return Err(SimError::Status(status));
         }
         Ok(sim)
@@ -312,6 +329,42 @@ impl SimMachine {
     pub fn submit(&mut self, spec: IrpSpec) -> Result<IrpId, SimError> {
         let layout = self.layout.clone();
         Ok(self.machine.send(spec, &layout)?)
+    }
+
+    /// [`SimMachine::submit`] on the handle (file object) `file`.
+    pub fn submit_on(&mut self, file: FileId, spec: IrpSpec) -> Result<IrpId, SimError> {
+        let layout = self.layout.clone();
+        Ok(self.machine.send_on(file, spec, &layout)?)
+    }
+
+    /// `CloseHandle` of the last handle of `file` (`IRP_MJ_CLEANUP`).
+    pub fn cleanup(&mut self, file: FileId) -> Result<NtStatus, SimError> {
+        Ok(self.machine.cleanup(file)?)
+    }
+
+    /// Bus Master Enable cleared behind the driver's back, now.
+    pub fn clear_bus_master_behind_the_driver(&mut self) {
+        self.machine.sys().clear_bus_master_behind_the_driver();
+    }
+
+    /// A spurious interrupt (our vector, nothing raised) after `delay`.
+    pub fn spurious_interrupt_after(&mut self, delay: Duration) {
+        let d = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.machine.sys().schedule_spurious_interrupt(d);
+    }
+
+    /// Another device on the shared INTx line interrupts after `delay`
+    /// (nothing reaches a message-signaled connection).
+    pub fn foreign_interrupt_after(&mut self, delay: Duration) {
+        let d = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.machine.sys().schedule_foreign_interrupt(d);
+    }
+
+    /// The next `reads` reads of the ID register return a wrong value.
+    pub fn corrupt_id_register_reads(&mut self, reads: u32) {
+        self.machine
+            .sys()
+            .with(|k| k.device_faults.wrong_id_reads = reads);
     }
 
     /// Wait for a submitted IRP.

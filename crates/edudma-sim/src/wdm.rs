@@ -452,6 +452,16 @@ impl DmaOps for SimDma {
         self.sys.set_pci_command(command & !0x4);
     }
 
+    fn bus_master_enabled(&mut self) -> bool {
+        self.sys.pci_command() & 0x4 != 0
+    }
+
+    fn enable_bus_master(&mut self) -> bool {
+        let command = self.sys.pci_command();
+        self.sys.set_pci_command(command | 0x4);
+        self.bus_master_enabled()
+    }
+
     fn flush_io_buffers(&mut self, _mdl: MdlId, _read_operation: bool) {
         self.hal(|h, c| h.ke_flush_io_buffers(c));
     }

@@ -167,6 +167,7 @@ struct Shared<M: GuestPages> {
     bus_master_disabled: u64,
     /// Clears Bus Master Enable in the device's command register.
     bus_master_off: Option<Box<dyn FnMut()>>,
+    bus_master_on: Option<Box<dyn FnMut() -> bool>>,
     /// The elements of each list given and not put yet.
     lists: HashMap<MapRegisterBase, Vec<edudma_core::dma::SgElement>>,
     /// The adapter request `IoGetDmaAdapter` granted.
@@ -341,6 +342,8 @@ impl<M: GuestPages> HalHandle<M> {
             grant_latency_ns: None,
             dma_alignment: 1,
             dma_v3: config.dma_v3,
+            short_map_percent: 0,
+            map_failure_percent: 0,
         };
         let pool = BouncePool {
             frames,
@@ -360,6 +363,7 @@ impl<M: GuestPages> HalHandle<M> {
             busy: config.busy,
             bus_master_disabled: 0,
             bus_master_off: None,
+            bus_master_on: None,
             lists: HashMap::new(),
             request: DmaStrategy::V3Packet.adapter_requests()[0],
             common: None,
@@ -400,9 +404,13 @@ impl<M: GuestPages> HalHandle<M> {
     }
 
     /// How to take the device off the bus (the guest's config-space write
-    /// of the command register), for [`DmaOps::disable_bus_master`].
-    pub fn set_bus_master_control(&self, off: Box<dyn FnMut()>) {
-        self.inner.borrow_mut().bus_master_off = Some(off);
+    /// of the command register), for [`DmaOps::disable_bus_master`], and how
+    /// to read whether it still is a bus master, for
+    /// [`DmaOps::bus_master_enabled`].
+    pub fn set_bus_master_control(&self, off: Box<dyn FnMut()>, on_bus: Box<dyn FnMut() -> bool>) {
+        let mut inner = self.inner.borrow_mut();
+        inner.bus_master_off = Some(off);
+        inner.bus_master_on = Some(on_bus);
     }
 
     /// `AllocateCommonBuffer` of a page, at PASSIVE_LEVEL, as the glue's
@@ -668,6 +676,22 @@ impl<M: GuestPages> DmaOps for HalDma<M> {
 
     fn put_dma_adapter(&mut self) {
         self.at_dispatch(|hal, id, ctx| hal.put_dma_adapter(ctx, id));
+    }
+
+    fn bus_master_enabled(&mut self) -> bool {
+        // Without a way to read config space (unit runs), the command
+        // register is what this harness last wrote.
+        let mut inner = self.inner.borrow_mut();
+        match inner.bus_master_on.as_mut() {
+            Some(on_bus) => on_bus(),
+            None => inner.bus_master_disabled == 0,
+        }
+    }
+
+    fn enable_bus_master(&mut self) -> bool {
+        // The harness set Bus Master Enable before the start (config space),
+        // as far as it can tell it still is.
+        self.bus_master_enabled()
     }
 
     fn disable_bus_master(&mut self) {

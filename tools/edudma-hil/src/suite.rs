@@ -266,10 +266,14 @@ impl Rig {
         self.pci
             .update_command(command::BUS_MASTER, 0)
             .map_err(|e| format!("bus master enable: {e}"))?;
-        let pci = PciDevice::find().map_err(|e| format!("config space: {e}"))?;
-        hal.set_bus_master_control(Box::new(move || {
-            let _ = pci.update_command(0, command::BUS_MASTER);
-        }));
+        let pci = Rc::new(PciDevice::find().map_err(|e| format!("config space: {e}"))?);
+        let probe = Rc::clone(&pci);
+        hal.set_bus_master_control(
+            Box::new(move || {
+                let _ = pci.update_command(0, command::BUS_MASTER);
+            }),
+            Box::new(move || probe.command().is_ok_and(|c| c & command::BUS_MASTER != 0)),
+        );
         let mut engine = Engine::new(EngineConfig {
             strategy: hal_config.strategy,
             ..engine_config

@@ -290,7 +290,9 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
             return Err(NtStatus::INVALID_DEVICE_STATE);
         }
         let id = regs.read32(regs::REG_ID);
-        if regs::decode_id(id).is_none() {
+        if regs::decode_id(id).is_none() || !device_idle(regs) {
+            // Not the edu device, or one still running a command from
+            // before (it cannot be aborted): it stays off the bus.
             self.give_back(adapter, &facts);
             return Err(NtStatus::DEVICE_HARDWARE_ERROR);
         }
@@ -311,6 +313,10 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         // drop any stale interrupt bits.
         regs.write32(regs::REG_STATUS, 0);
         regs.write32(regs::REG_IRQ_ACK, u32::MAX);
+        if !adapter.enable_bus_master() {
+            self.give_back(adapter, &facts);
+            return Err(NtStatus::DEVICE_CONFIGURATION_ERROR);
+        }
         self.alignment = adapter.alignment();
         self.device_id = id;
         self.facts = Some(facts);

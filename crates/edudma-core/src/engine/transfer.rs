@@ -306,6 +306,16 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         mut transfer: Transfer<D, R>,
         regs: &mut impl RegisterFile,
     ) -> Option<Completion<R>> {
+        let on_bus = match &mut transfer.mapping {
+            Mapped::Packet(mapping) => mapping.device_on_bus(),
+            Mapped::List(list) => list.device_on_bus(),
+            Mapped::Common(used) => used.device_on_bus(),
+        };
+        if !on_bus {
+            // Bus mastering was switched off under the command: its bytes
+            // went nowhere although the device says done.
+            return self.abandon(transfer, NtStatus::DEVICE_HARDWARE_ERROR);
+        }
         let finished = self.sg.as_slice()[transfer.element];
         transfer.device_offset += finished.length;
         transfer.element += 1;

@@ -85,7 +85,18 @@ impl Hal {
                 NtStatus::INVALID_PARAMETER,
             );
         };
-        let segments = self.resolve(ctx, mdl, offset, u64::from(length))?;
+        let mut segments = self.resolve(ctx, mdl, offset, u64::from(length))?;
+        if self.config.map_failure_percent > 0 && ctx.rng.chance(self.config.map_failure_percent) {
+            self.stats.failed_maps += 1;
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        }
+        if segments.len() > 1
+            && self.config.short_map_percent > 0
+            && ctx.rng.chance(self.config.short_map_percent)
+        {
+            let keep = ctx.rng.range(1, segments.len() as u64 - 1) as usize;
+            segments.truncate(keep);
+        }
         let range = MapRange {
             mdl,
             offset,

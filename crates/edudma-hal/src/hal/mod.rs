@@ -133,6 +133,13 @@ pub struct HalConfig {
     /// The platform has DMA version 3 (false: `IoGetDmaAdapter` returns
     /// NULL for a `DEVICE_DESCRIPTION_VERSION3`, as before Windows 8).
     pub dma_v3: bool,
+    /// Percent of `MapTransferEx` calls that map fewer bytes than they could
+    /// (Learn: on output `Length` is "the number of bytes mapped"; a driver
+    /// must take what it is given and map the rest later).
+    pub short_map_percent: u32,
+    /// Percent of `MapTransferEx` calls that fail with
+    /// `STATUS_INSUFFICIENT_RESOURCES` and map nothing (fault injection).
+    pub map_failure_percent: u32,
 }
 
 impl Default for HalConfig {
@@ -148,6 +155,8 @@ impl Default for HalConfig {
             grant_latency_ns: None,
             dma_alignment: 1,
             dma_v3: true,
+            short_map_percent: 0,
+            map_failure_percent: 0,
         }
     }
 }
@@ -187,6 +196,8 @@ pub struct HalStats {
     pub maps: u64,
     /// Maps shorter than asked.
     pub partial_maps: u64,
+    /// `MapTransferEx` calls failed by fault injection.
+    pub failed_maps: u64,
     /// Pages double-buffered through map registers.
     pub bounced_pages: u64,
     /// Pages the device was given directly (not double-buffered).

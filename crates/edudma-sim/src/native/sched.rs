@@ -25,7 +25,7 @@
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::thread;
 
 use crate::irql::{Irql, SpinLock};
@@ -133,6 +133,9 @@ pub(crate) struct Inner {
     preempt_percent: u32,
     /// Workers waiting for a routine, with the thread each one is.
     idle: Vec<(thread::ThreadId, Sender<Option<Job>>)>,
+    /// The thread each party (an activity, or the controller: `None`) last
+    /// waited for the baton on: a hand-over wakes that one thread only.
+    waiting: BTreeMap<Option<ActId>, thread::Thread>,
     /// The routine `run_routine` left blocked.
     pub(crate) blocked_pending: Option<ActId>,
     pub(crate) stats: SchedStats,
@@ -141,7 +144,6 @@ pub(crate) struct Inner {
 /// The baton and the activities.
 pub struct Sched {
     m: Mutex<Inner>,
-    cv: Condvar,
     /// Every worker thread started, to join the idle ones at the end.
     workers: Mutex<Vec<thread::JoinHandle<()>>>,
 }
@@ -163,10 +165,10 @@ impl Sched {
                 rng: SimRng::new(seed ^ 0x5eed_ba70_0000_0001),
                 preempt_percent: preempt_percent.min(100),
                 idle: Vec::new(),
+                waiting: BTreeMap::new(),
                 blocked_pending: None,
                 stats: SchedStats::default(),
             }),
-            cv: Condvar::new(),
             workers: Mutex::new(Vec::new()),
         }
     }
@@ -175,15 +177,32 @@ impl Sched {
         self.m.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Wait until `me` holds the baton. Parking (rather than one condition
+    /// variable for everyone) wakes only the party the baton goes to: with
+    /// a dozen workers per machine, waking them all at every hand-over was
+    /// most of a scenario's time.
     fn wait_for<'a>(
         &'a self,
         mut g: MutexGuard<'a, Inner>,
         me: Option<ActId>,
     ) -> MutexGuard<'a, Inner> {
         while g.holder != me {
-            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+            g.waiting.insert(me, thread::current());
+            drop(g);
+            // An unpark that came before this park makes it return at once.
+            thread::park();
+            g = self.lock();
         }
+        g.waiting.remove(&me);
         g
+    }
+
+    /// Give the baton to `who` and wake the thread waiting for it.
+    fn hand_to(g: &mut Inner, who: Option<ActId>) {
+        g.holder = who;
+        if let Some(t) = g.waiting.get(&who) {
+            t.unpark();
+        }
     }
 
     /// Counters.
@@ -247,8 +266,7 @@ impl Native {
         if let Some(a) = g.acts.get_mut(&me) {
             a.state = state;
         }
-        g.holder = None;
-        self.sched.cv.notify_all();
+        Sched::hand_to(&mut g, None);
         let mut g = self.sched.wait_for(g, Some(me));
         let cpu = g.acts.get(&me).map_or(0, |a| a.cpu);
         if let Some(a) = g.acts.get_mut(&me) {
@@ -305,10 +323,10 @@ impl Native {
         if let Some(a) = g.acts.get_mut(&me) {
             a.state = State::Parked;
         }
-        g.holder = None;
-        self.sched.cv.notify_all();
+        Sched::hand_to(&mut g, None);
+        drop(g);
         loop {
-            g = self.sched.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+            thread::park();
         }
     }
 
@@ -347,8 +365,7 @@ impl Native {
             a.placed = false;
             a.result = Some(result);
         }
-        g.holder = None;
-        self.sched.cv.notify_all();
+        Sched::hand_to(&mut g, None);
     }
 
     /// Take `me` off its CPU (a thread that blocks).
@@ -665,8 +682,7 @@ impl Native {
         }
         let cpu = g.acts[&id].cpu;
         self.sys.with(|k| k.cpus.switch_to(cpu));
-        g.holder = Some(id);
-        self.sched.cv.notify_all();
+        Sched::hand_to(&mut g, Some(id));
         let g = self.sched.wait_for(g, None);
         drop(g);
     }

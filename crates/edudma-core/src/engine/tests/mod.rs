@@ -114,6 +114,8 @@ struct HalState {
     list_buffer_bytes: u32,
     /// The offset and length of the list asked for last.
     last_list: (u64, u32),
+    /// Bus Master Enable is clear (the engine or someone else cleared it).
+    bus_master_off: bool,
 }
 
 impl Default for HalState {
@@ -132,6 +134,7 @@ impl Default for HalState {
             mdl_bytes: u32::MAX,
             list_buffer_bytes: 4096,
             last_list: (0, 0),
+            bus_master_off: false,
         }
     }
 }
@@ -444,6 +447,16 @@ impl DmaOps for Hal {
 
     fn disable_bus_master(&mut self) {
         self.log(Call::BusMasterOff);
+        self.0.borrow_mut().bus_master_off = true;
+    }
+
+    fn bus_master_enabled(&mut self) -> bool {
+        !self.0.borrow().bus_master_off
+    }
+
+    fn enable_bus_master(&mut self) -> bool {
+        self.0.borrow_mut().bus_master_off = false;
+        true
     }
 }
 
