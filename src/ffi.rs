@@ -774,6 +774,28 @@ pub fn disconnect_parameters(
     p
 }
 
+/// The interrupt object of a connection, for `KeSynchronizeExecution`:
+/// the `PKINTERRUPT` itself for a line-based one, the first (edu's only)
+/// message's `MessageInfo[0].InterruptObject` of the
+/// `IO_INTERRUPT_MESSAGE_INFO` a message-based one returns. Paths
+/// `MessageCount`, `MessageInfo[0].InterruptObject` (H: named members).
+///
+/// # Safety
+/// `connection` must be what `IoConnectInterruptEx` returned for `version`.
+pub unsafe fn interrupt_object(version: u32, connection: PVOID) -> PKINTERRUPT {
+    if version == CONNECT_LINE_BASED || connection.is_null() {
+        return connection.cast();
+    }
+    let info = connection.cast::<wdk_sys::IO_INTERRUPT_MESSAGE_INFO>();
+    // SAFETY: a message-based connection's context is its message info.
+    unsafe {
+        if (*info).MessageCount == 0 {
+            return ptr::null_mut();
+        }
+        (*info).MessageInfo[0].InterruptObject
+    }
+}
+
 /// The `PKINTERRUPT` type, re-exported for the ISR signature.
 pub type Interrupt = PKINTERRUPT;
 

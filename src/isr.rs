@@ -8,7 +8,7 @@ use edudma_core::ioctl::InterruptKind;
 use edudma_core::regs::{self, IrqBits};
 use wdk_sys::ntddk::{
     IoConnectInterruptEx, IoDisconnectInterruptEx, IoInvalidateDeviceState, KeCancelTimer,
-    KeSetTimerEx,
+    KeSetTimerEx, KeSynchronizeExecution,
 };
 use wdk_sys::{BOOLEAN, DEVICE_OBJECT, KDPC, LARGE_INTEGER, PKINTERRUPT, PVOID, ULONG};
 
@@ -157,6 +157,35 @@ pub fn connect(ext: &DeviceExtension) -> InterruptKind {
     } else {
         InterruptKind::MessageSignaled
     }
+}
+
+/// Mark the device out of D0 so that no ISR touches its registers again:
+/// set at DIRQL holding the interrupt's spin lock (`KeSynchronizeExecution`),
+/// so an ISR that read the flag before is finished when this returns — its
+/// acknowledge cannot reach a function that no longer decodes. PASSIVE_LEVEL
+/// or DISPATCH_LEVEL.
+pub fn mark_device_off(ext: &DeviceExtension) {
+    let version = ext.interrupt.version.load(Ordering::Acquire);
+    // SAFETY: written by IoConnectInterruptEx at start; the interrupt stays
+    // connected until the hardware is released, which cannot overlap a
+    // power IRP.
+    let object = unsafe { ffi::interrupt_object(version, *ext.interrupt.context.get()) };
+    if version == 0 || object.is_null() {
+        ext.device_off.store(true, Ordering::Release);
+        return;
+    }
+    // SAFETY: the connection's interrupt object; the routine only stores.
+    unsafe {
+        let _ = KeSynchronizeExecution(object, Some(set_device_off), ext.as_context());
+    }
+}
+
+/// `KSYNCHRONIZE_ROUTINE` of [`mark_device_off`].
+unsafe extern "C" fn set_device_off(context: PVOID) -> BOOLEAN {
+    // SAFETY: the context is the extension.
+    let ext = unsafe { &*context.cast::<DeviceExtension>() };
+    ext.device_off.store(true, Ordering::Release);
+    1
 }
 
 /// Disconnect what [`connect`] connected. PASSIVE_LEVEL.

@@ -226,7 +226,7 @@ unsafe fn power_down(ext: &DeviceExtension, irp: *mut IRP, state: POWER_STATE) -
         unsafe { ffi::wait_for_event(ext.power_drained.get()) };
     }
     ext.draining.store(false, Ordering::Release);
-    ext.device_off.store(true, Ordering::Release);
+    crate::isr::mark_device_off(ext);
     // Learn (PoSetPowerState): "If the device is powering down, the driver
     // must call PoSetPowerState before leaving the D0 state."
     // SAFETY: our FDO; PASSIVE_LEVEL.

@@ -19,8 +19,8 @@ use wdk_sys::{
     BOOLEAN, CCHAR, DEVICE_OBJECT, DRIVER_OBJECT, HANDLE, IO_CONNECT_INTERRUPT_PARAMETERS,
     IO_DISCONNECT_INTERRUPT_PARAMETERS, IO_REMOVE_LOCK, IO_STATUS_BLOCK, IRP, KDEVICE_QUEUE,
     KDEVICE_QUEUE_ENTRY, KDPC, KEVENT, KIRQL, KPROCESSOR_MODE, KSPIN_LOCK, KTIMER, LARGE_INTEGER,
-    LONG, LONG_PTR, NTSTATUS, PCSTR, PDRIVER_CANCEL, PHYSICAL_ADDRESS, PKDEFERRED_ROUTINE, PULONG,
-    PUNICODE_STRING, PVOID, SIZE_T, ULONG,
+    LONG, LONG_PTR, NTSTATUS, PCSTR, PDRIVER_CANCEL, PHYSICAL_ADDRESS, PKDEFERRED_ROUTINE,
+    PKINTERRUPT, PKSYNCHRONIZE_ROUTINE, PULONG, PUNICODE_STRING, PVOID, SIZE_T, ULONG,
 };
 
 use super::dma::MmMapLockedPagesSpecifyCache;
@@ -88,6 +88,7 @@ same_signature!(
     KeSetEvent,
     KeSetTimerEx,
     KeStallExecutionProcessor,
+    KeSynchronizeExecution,
     KeWaitForSingleObject,
     MmMapIoSpaceEx,
     MmUnmapIoSpace,
@@ -942,9 +943,19 @@ pub unsafe extern "C" fn IoConnectInterruptEx(
         return st(NtStatus::INVALID_PARAMETER);
     };
     c.n.objects().interrupt = Some(isr);
+    // A message-based connection returns its IO_INTERRUPT_MESSAGE_INFO, a
+    // line-based one its interrupt object (Learn, IoConnectInterruptEx).
+    let context = if kind {
+        let mut objects = c.n.objects();
+        objects.message_info.MessageCount = 1;
+        objects.message_info.MessageInfo[0].InterruptObject = object as wdk_sys::PKINTERRUPT;
+        std::ptr::from_mut(&mut *objects.message_info) as usize
+    } else {
+        object
+    };
     // SAFETY: the caller's ConnectionContext output; Version says which.
     unsafe {
-        *m.ConnectionContext.Generic = object as PVOID;
+        *m.ConnectionContext.Generic = context as PVOID;
         if !kind {
             (*Parameters).Version = super::dma::CONNECT_LINE_BASED;
         }
@@ -978,6 +989,42 @@ pub unsafe extern "C" fn IoDisconnectInterruptEx(
     c.n.objects().interrupt = None;
     release_word(&c.n, c.me, word);
     c.n.sys.with(|k| k.cpus.set_irql(old));
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeSynchronizeExecution(
+    Interrupt: PKINTERRUPT,
+    SynchronizeRoutine: PKSYNCHRONIZE_ROUTINE,
+    SynchronizeContext: PVOID,
+) -> BOOLEAN {
+    let c = Call::enter();
+    must_be_at_most_dispatch(&c, "KeSynchronizeExecution");
+    let object = c.n.objects().interrupt_object.as_ptr() as usize;
+    if Interrupt as usize != object || c.n.objects().interrupt.is_none() {
+        // On Windows a stray pointer here is a bug check (a bad pointer
+        // dereferenced at DIRQL).
+        c.n.sys.with(|k| {
+            k.faults.push(Crash::Hang(
+                "KeSynchronizeExecution given no connected interrupt object".into(),
+            ))
+        });
+        return 0;
+    }
+    let Some(routine) = SynchronizeRoutine else {
+        return 0;
+    };
+    // At the interrupt's IRQL holding its spin lock: no ISR runs meanwhile
+    // on any CPU.
+    let old = c.n.sys.with(|k| k.cpus.set_irql(Irql::Device));
+    let word = interrupt_lock_word(&c.n);
+    let _ = c.n.spin_acquire(c.me, word);
+    objects::push(&c.n, &c.n.sys);
+    // SAFETY: the caller's routine and context, called as the kernel does.
+    let result = unsafe { routine(SynchronizeContext) };
+    objects::pull(&c.n, &c.n.sys);
+    release_word(&c.n, c.me, word);
+    c.n.sys.with(|k| k.cpus.set_irql(old));
+    result
 }
 
 /// The address of the interrupt spin lock's word (the guard is not kept).

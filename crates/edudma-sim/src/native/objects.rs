@@ -325,6 +325,9 @@ pub struct Objects {
     pub cancel_lock: Box<usize>,
     /// The interrupt object handed to the ISR.
     pub interrupt_object: Box<[u64; 16]>,
+    /// The `IO_INTERRUPT_MESSAGE_INFO` a message-based connection returns
+    /// (one message, whose `InterruptObject` is [`Self::interrupt_object`]).
+    pub message_info: Box<wdk_sys::IO_INTERRUPT_MESSAGE_INFO>,
     /// The interrupt object's spin lock: the ISR runs holding it, and
     /// `IoDisconnectInterruptEx` takes it, so no ISR is mid-way when the
     /// connection goes.
@@ -423,6 +426,8 @@ impl Objects {
             fdo_deleted: false,
             cancel_lock: Box::new(0),
             interrupt_object: Box::new([0; 16]),
+            // SAFETY: all-zero is a valid value of this C struct.
+            message_info: Box::new(unsafe { std::mem::zeroed() }),
             interrupt_lock: Box::new(0),
             owned: vec![(pdo, pdo_words)],
         }

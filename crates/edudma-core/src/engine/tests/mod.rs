@@ -1576,3 +1576,51 @@ fn power_down_takes_back_a_request_waiting_for_its_channel_and_holds_it() {
         assert_eq!(run_to_completion(&mut engine, &mut edu), ok(1, 10));
     }
 }
+
+#[test]
+fn a_command_finished_after_bus_mastering_was_cleared_behind_the_driver_fails() {
+    let (mut engine, hal, mut edu) = setup();
+    assert_eq!(
+        engine.start_io(1, dma(Direction::ToDevice, 0, 10), &mut edu),
+        None
+    );
+    // Someone else clears Bus Master Enable: the device's DMA reaches no
+    // memory, yet it reports the command done.
+    hal.set(|h| h.bus_master_off = true);
+    edu.finish_dma();
+    let done = interrupt(&mut engine, &mut edu).expect("the request ends");
+    assert_eq!(done, failed(1, NtStatus::DEVICE_HARDWARE_ERROR));
+    assert!(engine.device_failed(), "no DMA until a restart");
+    let tail = &hal.calls()[hal.calls().len() - 3..];
+    assert_eq!(tail[0], Call::BusMasterOff);
+    assert!(matches!(tail[1], Call::Flush { .. }));
+    assert_eq!(tail[2], Call::FreeChannel);
+}
+
+#[test]
+fn a_start_finds_a_command_still_running_and_keeps_the_device_off_the_bus() {
+    let hal = Hal::default();
+    let mut edu = Edu::default();
+    let mut engine = started(EngineConfig::default(), &hal, &mut edu);
+    assert_eq!(
+        engine.start_io(1, dma(Direction::ToDevice, 0, 10), &mut edu),
+        None
+    );
+    // The command never finishes; the watchdog gives up on it.
+    let mut ended = None;
+    for _ in 0..EngineConfig::default().timeout_ticks {
+        ended = ended.or(engine.watchdog_tick(&mut edu));
+    }
+    assert_eq!(ended, Some(failed(1, NtStatus::IO_TIMEOUT)));
+    assert_eq!(engine.stop(StopReason::Stop, &mut edu), None);
+    assert!(engine.adapter_released());
+    // The PnP manager starts the device again: it still owns that command,
+    // so it must not become a bus master again.
+    assert!(edu.busy());
+    assert_eq!(
+        engine.start_device(hal.clone(), FACTS, &mut edu),
+        Err(NtStatus::DEVICE_HARDWARE_ERROR)
+    );
+    assert!(hal.0.borrow().bus_master_off, "left off the bus");
+    assert_eq!(hal.calls().last(), Some(&Call::Put));
+}
