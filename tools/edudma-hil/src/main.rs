@@ -1,8 +1,10 @@
 //! edudma-hil: the unchanged edudma-core engine against QEMU's real `edu`
 //! device, from a Linux guest (see `scripts/hil.sh`).
 //!
-//! Run as root inside a QEMU guest with `-device edu` and `uio_pci_generic`
-//! loaded: `edudma-hil --mode quick|standard|sweep`. It prints `HIL PASS` /
+//! Run as root inside a QEMU guest with `-device edu`, `uio_pci_generic` and
+//! `vfio-pci` loaded (and a virtual IOMMU): `edudma-hil --mode quick|standard|sweep`.
+//! The INTx phases run through `uio_pci_generic`, then the MSI phase set
+//! through `vfio-pci`. It prints `HIL PASS` /
 //! `HIL FAIL` lines, `TRACE` lines of the model-conformance sequences, the
 //! counts, and `HIL RESULT: PASS` or `FAIL`; the exit status says the same.
 //!
@@ -14,7 +16,10 @@
 use std::process::ExitCode;
 
 mod conform;
+mod conform_msi;
 mod hal;
+#[cfg(target_os = "linux")]
+mod irq;
 #[cfg(target_os = "linux")]
 mod linux;
 mod rng;
@@ -22,6 +27,8 @@ mod rng;
 mod sim_conformance;
 #[cfg(target_os = "linux")]
 mod suite;
+#[cfg(target_os = "linux")]
+mod vfio;
 
 const USAGE: &str = "usage: edudma-hil [--mode quick|standard|sweep|probe-count0]\n\
        edudma-hil compare EXPECTED.txt OBSERVED.txt\n\

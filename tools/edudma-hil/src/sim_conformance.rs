@@ -6,6 +6,7 @@
 use edudma_sim::edu::{DeviceFault, DeviceTimer, DmaBus, EduConfig, EduDevice};
 
 use crate::conform::{self, Device};
+use crate::conform_msi;
 
 /// Bus address of the scratch page.
 const SCRATCH: u64 = 0x0010_0000;
@@ -53,13 +54,15 @@ impl Ram {
 }
 
 /// The model in virtual time, with INTx masked on delivery as
-/// `uio_pci_generic` does.
+/// `uio_pci_generic` does, or with MSI enabled (each message the device
+/// sends is taken, as the interrupt controller does for `vfio-pci`).
 struct SimEdu {
     dev: EduDevice,
     ram: Ram,
     now_ns: u64,
     timers: Vec<(u64, DeviceTimer)>,
     masked: bool,
+    msi: bool,
     delivered: bool,
     lines: Vec<String>,
     failed_steps: Vec<String>,
@@ -67,15 +70,21 @@ struct SimEdu {
 
 impl SimEdu {
     fn new() -> Self {
+        Self::with_msi(false)
+    }
+
+    fn with_msi(msi: bool) -> Self {
         // A fresh VM: registers zero (junk 0), bus mastering on (the rig sets it).
         let mut dev = EduDevice::new(EduConfig::default(), 0);
         dev.set_bus_master(true);
+        dev.set_msi_enabled(msi);
         Self {
             dev,
             ram: Ram(vec![0; 4096]),
             now_ns: 0,
             timers: Vec::new(),
             masked: false,
+            msi,
             delivered: false,
             lines: Vec::new(),
             failed_steps: Vec::new(),
@@ -92,8 +101,15 @@ impl SimEdu {
         self.sample_line();
     }
 
-    /// The kernel's INTx handler: an asserted, unmasked line is delivered and masked.
+    /// The kernel's INTx handler: an asserted, unmasked line is delivered
+    /// and masked. With MSI: a message sent is delivered.
     fn sample_line(&mut self) {
+        if self.msi {
+            if self.dev.take_msi() {
+                self.delivered = true;
+            }
+            return;
+        }
         if self.dev.intx_asserted() && !self.masked {
             self.masked = true;
             self.delivered = true;
@@ -170,7 +186,10 @@ impl Device for SimEdu {
         }
     }
     fn irq_unmask(&mut self) {
-        self.masked = false;
+        // The rig unmasks INTx only; an MSI has no mask.
+        if !self.msi {
+            self.masked = false;
+        }
         self.sample_line();
     }
     fn bus_master(&mut self, on: bool) {
@@ -199,19 +218,33 @@ impl Device for SimEdu {
 
 #[test]
 fn the_model_behaves_like_qemus_edu_device() {
+    // The INTx sequences on a model with INTx, the MSI ones on a model with
+    // MSI enabled: one trace, as the guest prints it.
     let mut sim = SimEdu::new();
     let (sequences, _) = conform::run_all(&mut sim);
     assert_eq!(sequences, conform::SEQUENCES.len());
-    for step in &sim.failed_steps {
+    let mut msi = SimEdu::with_msi(true);
+    let (sequences, _) = conform_msi::run_all(&mut msi);
+    assert_eq!(sequences, conform_msi::MSI_SEQUENCES.len());
+    for step in sim.failed_steps.iter().chain(&msi.failed_steps) {
         println!("model off the expectation of edu.c: {step}");
     }
-    assert!(
-        sim.dev.faults().is_empty(),
-        "the sequences made the model fault: {:?}",
-        sim.dev.faults()
-    );
+    for model in [&sim, &msi] {
+        assert!(
+            model.dev.faults().is_empty(),
+            "the sequences made the model fault: {:?}",
+            model.dev.faults()
+        );
+    }
     let reference = conform::parse_trace(REFERENCE);
-    let observed = conform::parse_trace(&sim.lines.join("\n"));
+    let lines: Vec<&String> = sim.lines.iter().chain(&msi.lines).collect();
+    let observed = conform::parse_trace(
+        &lines
+            .iter()
+            .map(|l| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
     assert!(!reference.is_empty(), "the reference trace is empty");
     let diff = conform::diff_traces(&reference, &observed);
     let mut undocumented = Vec::new();
