@@ -49,7 +49,7 @@ pub const MSI_SEQUENCES: &[Sequence] = &[
     },
     Sequence {
         name: "msi-raise",
-        about: "MSI is an edge: one message per raise write while irq_status is non-zero (also one adding no new bit), none on unmask or ack",
+        about: "MSI is an edge: one message per raise write while irq_status is non-zero (also one adding no new bit; three raises, three messages), none on unmask or ack",
         ops: &[
             R32(0x24, E(0)),
             W32(0x60, K(0x0001_0000)),
@@ -73,6 +73,14 @@ pub const MSI_SEQUENCES: &[Sequence] = &[
             Irq(false, 30_000),
             W32(0x60, K(0)),
             Irq(false, 30_000),
+            // Three raises in a row: three messages (a level would be one).
+            W32(0x60, K(0x1)),
+            W32(0x60, K(0x2)),
+            W32(0x60, K(0x4)),
+            Irqs(3, 100_000),
+            R32(0x24, E(0x7)),
+            W32(0x64, K(0x7)),
+            Irqs(0, 30_000),
         ],
     },
     Sequence {
@@ -104,7 +112,7 @@ pub const MSI_SEQUENCES: &[Sequence] = &[
     },
     Sequence {
         name: "msi-nobm",
-        about: "an MSI while Bus Master Enable is clear is lost, not pended: irq_status keeps the bits, bus mastering back on delivers nothing, the next raise does (raise, factorial, DMA)",
+        about: "an MSI while Bus Master Enable is clear is lost, not pended: irq_status keeps the bits, bus mastering back on delivers nothing, the next raise sends exactly one message (raise, factorial, DMA)",
         ops: &[
             R32(0x24, E(0)),
             BusMaster(false),
@@ -115,7 +123,7 @@ pub const MSI_SEQUENCES: &[Sequence] = &[
             Irq(false, 200_000),
             R32(0x24, E(0x4)),
             W32(0x60, K(0)),
-            Irq(true, 500_000),
+            Irqs(1, 300_000),
             W32(0x64, K(0x4)),
             R32(0x24, E(0)),
             // The factorial's message with bus mastering off.
@@ -134,6 +142,8 @@ pub const MSI_SEQUENCES: &[Sequence] = &[
             Irq(false, 100_000),
             BusMaster(true),
             Irq(false, 200_000),
+            W32(0x60, K(0)),
+            Irqs(1, 300_000),
             W32(0x64, K(1)),
             W32(0x20, K(0)),
             // A DMA's completion message with bus mastering off.
@@ -147,6 +157,8 @@ pub const MSI_SEQUENCES: &[Sequence] = &[
             BusMaster(true),
             Irq(false, 200_000),
             R32(0x24, E(0x100)),
+            W32(0x60, K(0)),
+            Irqs(1, 300_000),
             W32(0x64, K(0x100)),
             R32(0x24, E(0)),
             Irq(false, 30_000),

@@ -63,7 +63,12 @@ struct SimEdu {
     timers: Vec<(u64, DeviceTimer)>,
     masked: bool,
     msi: bool,
-    delivered: bool,
+    /// Interrupts delivered and not yet seen by `irq_pending`/`irq_count`.
+    delivered: u32,
+    /// A counterfactual for a test: messages lost while Bus Master Enable
+    /// was clear are delivered when it is set again (as if pended).
+    pend_lost: bool,
+    lost_seen: u64,
     lines: Vec<String>,
     failed_steps: Vec<String>,
 }
@@ -85,7 +90,9 @@ impl SimEdu {
             timers: Vec::new(),
             masked: false,
             msi,
-            delivered: false,
+            delivered: 0,
+            pend_lost: false,
+            lost_seen: 0,
             lines: Vec::new(),
             failed_steps: Vec::new(),
         }
@@ -106,13 +113,13 @@ impl SimEdu {
     fn sample_line(&mut self) {
         if self.msi {
             if self.dev.take_msi() {
-                self.delivered = true;
+                self.delivered += 1;
             }
             return;
         }
         if self.dev.intx_asserted() && !self.masked {
             self.masked = true;
-            self.delivered = true;
+            self.delivered += 1;
         }
     }
 
@@ -171,7 +178,7 @@ impl Device for SimEdu {
         let end = self.now_ns + timeout_us * 1000;
         loop {
             self.sample_line();
-            if std::mem::take(&mut self.delivered) {
+            if std::mem::take(&mut self.delivered) > 0 {
                 return true;
             }
             self.timers.sort_by_key(|t| t.0);
@@ -180,10 +187,17 @@ impl Device for SimEdu {
                 _ => {
                     self.advance(end - self.now_ns);
                     self.sample_line();
-                    return std::mem::take(&mut self.delivered);
+                    return std::mem::take(&mut self.delivered) > 0;
                 }
             }
         }
+    }
+    fn irq_count(&mut self, timeout_us: u64) -> u32 {
+        // `advance` samples after every timer that fires.
+        self.sample_line();
+        self.advance(timeout_us * 1000);
+        self.sample_line();
+        std::mem::take(&mut self.delivered)
     }
     fn irq_unmask(&mut self) {
         // The rig unmasks INTx only; an MSI has no mask.
@@ -194,6 +208,11 @@ impl Device for SimEdu {
     }
     fn bus_master(&mut self, on: bool) {
         self.dev.set_bus_master(on);
+        let lost = self.dev.msis_lost();
+        if on && self.pend_lost && lost > self.lost_seen {
+            self.delivered += 1;
+        }
+        self.lost_seen = lost;
     }
     fn dma_page(&mut self) -> u64 {
         SCRATCH
@@ -295,4 +314,47 @@ fn an_empty_dma_is_fatal_in_both_range_modes() {
             .any(|f| matches!(f, DeviceFault::RangeOutOfBounds { count: 0, .. }));
         assert_eq!(faulted, fatal, "fixed range check: {fixed}");
     }
+}
+
+/// The MSI sequences tell MSI from INTx: run on the model with INTx (a
+/// level, masked on delivery like `uio_pci_generic` does, unmasked by the
+/// sequence's `Unmask`), they miss the recorded trace in `msi-raise` (raises
+/// while the line is masked and already up) and in `msi-nobm` (with INTx, Bus
+/// Master Enable does not gate the interrupt).
+#[test]
+fn the_msi_sequences_fail_on_a_model_with_intx() {
+    let mut intx = SimEdu::new();
+    let _ = conform_msi::run_all(&mut intx);
+    let reference: Vec<_> = conform::parse_trace(REFERENCE)
+        .into_iter()
+        .filter(|l| l.step.starts_with("msi-"))
+        .collect();
+    assert!(!reference.is_empty(), "the reference has no MSI steps");
+    let observed = conform::parse_trace(&intx.lines.join("\n"));
+    let diff = conform::diff_traces(&reference, &observed);
+    for sequence in ["msi-raise.", "msi-nobm."] {
+        assert!(
+            diff.iter().any(|d| d.starts_with(sequence)),
+            "{sequence} does not tell MSI from INTx: {diff:?}"
+        );
+    }
+}
+
+/// `msi-nobm` tells a lost MSI from a pended one: a model that delivered the
+/// message when Bus Master Enable comes back misses the recorded trace there.
+#[test]
+fn msi_nobm_fails_on_a_model_that_pends_the_message() {
+    let mut pended = SimEdu::with_msi(true);
+    pended.pend_lost = true;
+    let _ = conform_msi::run_all(&mut pended);
+    let reference: Vec<_> = conform::parse_trace(REFERENCE)
+        .into_iter()
+        .filter(|l| l.step.starts_with("msi-"))
+        .collect();
+    let observed = conform::parse_trace(&pended.lines.join("\n"));
+    let diff = conform::diff_traces(&reference, &observed);
+    assert!(
+        !diff.is_empty() && diff.iter().all(|d| d.starts_with("msi-nobm.")),
+        "{diff:?}"
+    );
 }

@@ -1396,6 +1396,20 @@ impl conform::Device for Rig {
         );
         seen
     }
+    fn irq_count(&mut self, timeout_us: u64) -> u32 {
+        let deadline = Instant::now() + Duration::from_micros(timeout_us);
+        let mut count = 0u32;
+        while let Some(irq) = self.irq.as_mut() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match irq.wait(left) {
+                Ok(Wait::Interrupt(n)) => count = count.saturating_add(n),
+                _ if left.is_zero() => break,
+                Ok(Wait::Timeout) => {}
+                Err(_) => break,
+            }
+        }
+        count
+    }
     fn irq_unmask(&mut self) {
         // Only INTx is masked by the kernel; an MSI has nothing to unmask.
         if self.irq.as_ref().is_some_and(Interrupts::is_intx) {
