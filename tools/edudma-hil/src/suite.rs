@@ -787,7 +787,8 @@ pub fn run(mode: Mode) -> bool {
     if mode == Mode::Sweep {
         sweep(&mut rig, window);
     }
-    // Then everything interrupt-driven again with MSI, through vfio-pci.
+    // Then the interrupt-driven phases again with MSI, through vfio-pci
+    // (the device stays there; the bounce/sg/partial totals below count both sets).
     let msi = msi_phases::run(&mut rig, mode, window);
     rig.set = "INTx";
     let t = &rig.totals;
