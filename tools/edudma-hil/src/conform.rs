@@ -35,6 +35,11 @@ pub trait Device {
     /// Whether an interrupt was delivered within `timeout_us` (INTx: the
     /// line was seen asserted, and is now masked until [`Device::irq_unmask`]).
     fn irq_pending(&mut self, timeout_us: u64) -> bool;
+    /// How many interrupts (MSI: messages) were delivered in the next
+    /// `timeout_us`, waiting all of it. The default tells only none or one.
+    fn irq_count(&mut self, timeout_us: u64) -> u32 {
+        u32::from(self.irq_pending(timeout_us))
+    }
     /// Unmask INTx again (clear command bit 10).
     fn irq_unmask(&mut self);
     /// Set or clear Bus Master Enable.
@@ -111,6 +116,8 @@ pub enum Op {
     },
     /// An interrupt is (true) or is not (false) delivered within the time (µs).
     Irq(bool, u64),
+    /// Exactly this many interrupts (MSI: messages) arrive within the time (µs).
+    Irqs(u32, u64),
     /// Unmask INTx.
     Unmask,
     /// Bus Master Enable on or off.
@@ -587,6 +594,12 @@ pub fn run_sequence(dev: &mut impl Device, seq: &Sequence) -> usize {
                         false
                     }
                 }
+            }
+            Irqs(want, timeout) => {
+                let got = dev.irq_count(timeout);
+                let verdict = if got == want { "ok" } else { "MISMATCH" };
+                let _ = write!(line, "irqs = {got} {verdict}");
+                got == want
             }
             Irq(want, timeout) => {
                 let got = dev.irq_pending(timeout);

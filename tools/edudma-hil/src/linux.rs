@@ -196,7 +196,14 @@ impl Bar {
             .write(true)
             .custom_flags_sync()
             .open(path)?;
+        Self::map_file(&file, 0)
+    }
+
+    /// Map BAR0's registers from `file` at `offset` (sysfs `resource0` at 0,
+    /// or a vfio device fd at its region's offset). The mapping outlives `file`.
+    pub fn map_file(file: &File, offset: u64) -> io::Result<Self> {
         let len = regs::BAR0_SIZE as usize;
+        let offset = libc::off_t::try_from(offset).map_err(|_| err("BAR offset out of range"))?;
         // SAFETY: a fresh shared mapping of the BAR file; the kernel picks the
         // address; we check the result before using it.
         let base = unsafe {
@@ -206,7 +213,7 @@ impl Bar {
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 file.as_raw_fd(),
-                0,
+                offset,
             )
         };
         if base == libc::MAP_FAILED {
@@ -363,6 +370,12 @@ impl PagePool {
             self.slots.push(Slot { va: page_va, phys });
         }
         Ok(first)
+    }
+
+    /// Every page of the pool: its virtual address and the physical address
+    /// recorded when it was locked.
+    pub fn frames(&self) -> Vec<(usize, u64)> {
+        self.slots.iter().map(|s| (s.va, s.phys)).collect()
     }
 
     /// Number of pages in the pool.

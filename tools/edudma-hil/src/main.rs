@@ -1,10 +1,12 @@
 //! edudma-hil: the unchanged edudma-core engine against QEMU's real `edu`
 //! device, from a Linux guest (see `scripts/hil.sh`).
 //!
-//! Run as root inside a QEMU guest with `-device edu` and `uio_pci_generic`
-//! loaded: `edudma-hil --mode quick|standard|sweep`. It prints `HIL PASS` /
-//! `HIL FAIL` lines, `TRACE` lines of the model-conformance sequences, the
-//! counts, and `HIL RESULT: PASS` or `FAIL`; the exit status says the same.
+//! Run as root inside a QEMU guest with `-device edu`, a virtual IOMMU, and
+//! `uio_pci_generic` and `vfio-pci` loaded: `edudma-hil --mode
+//! quick|standard|sweep`. The INTx phases run through `uio_pci_generic`, then
+//! the MSI phase set through `vfio-pci`. It prints `HIL PASS` / `HIL FAIL`
+//! lines, `TRACE` lines of the model-conformance sequences, the counts of each
+//! set and of all, and `HIL RESULT: PASS` or `FAIL`; the exit status says the same.
 //!
 //! On other systems it builds (it is part of the workspace) but only says
 //! that it needs the guest.
@@ -14,7 +16,10 @@
 use std::process::ExitCode;
 
 mod conform;
+mod conform_msi;
 mod hal;
+#[cfg(target_os = "linux")]
+mod irq;
 #[cfg(target_os = "linux")]
 mod linux;
 mod rng;
@@ -22,11 +27,13 @@ mod rng;
 mod sim_conformance;
 #[cfg(target_os = "linux")]
 mod suite;
+#[cfg(target_os = "linux")]
+mod vfio;
 
 const USAGE: &str = "usage: edudma-hil [--mode quick|standard|sweep|probe-count0]\n\
        edudma-hil compare EXPECTED.txt OBSERVED.txt\n\
 The first form runs inside the QEMU guest that scripts/hil.sh boots (root, -device edu,\n\
-uio_pci_generic). The second compares two conformance traces (TRACE lines) step by step.";
+intel-iommu, uio_pci_generic and vfio-pci). The second compares two conformance traces (TRACE lines) step by step.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

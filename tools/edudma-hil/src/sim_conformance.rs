@@ -6,6 +6,7 @@
 use edudma_sim::edu::{DeviceFault, DeviceTimer, DmaBus, EduConfig, EduDevice};
 
 use crate::conform::{self, Device};
+use crate::conform_msi;
 
 /// Bus address of the scratch page.
 const SCRATCH: u64 = 0x0010_0000;
@@ -53,30 +54,45 @@ impl Ram {
 }
 
 /// The model in virtual time, with INTx masked on delivery as
-/// `uio_pci_generic` does.
+/// `uio_pci_generic` does, or with MSI enabled (each message the device
+/// sends is taken, as the interrupt controller does for `vfio-pci`).
 struct SimEdu {
     dev: EduDevice,
     ram: Ram,
     now_ns: u64,
     timers: Vec<(u64, DeviceTimer)>,
     masked: bool,
-    delivered: bool,
+    msi: bool,
+    /// Interrupts delivered and not yet seen by `irq_pending`/`irq_count`.
+    delivered: u32,
+    /// A counterfactual for a test: messages lost while Bus Master Enable
+    /// was clear are delivered when it is set again (as if pended).
+    pend_lost: bool,
+    lost_seen: u64,
     lines: Vec<String>,
     failed_steps: Vec<String>,
 }
 
 impl SimEdu {
     fn new() -> Self {
+        Self::with_msi(false)
+    }
+
+    fn with_msi(msi: bool) -> Self {
         // A fresh VM: registers zero (junk 0), bus mastering on (the rig sets it).
         let mut dev = EduDevice::new(EduConfig::default(), 0);
         dev.set_bus_master(true);
+        dev.set_msi_enabled(msi);
         Self {
             dev,
             ram: Ram(vec![0; 4096]),
             now_ns: 0,
             timers: Vec::new(),
             masked: false,
-            delivered: false,
+            msi,
+            delivered: 0,
+            pend_lost: false,
+            lost_seen: 0,
             lines: Vec::new(),
             failed_steps: Vec::new(),
         }
@@ -92,11 +108,18 @@ impl SimEdu {
         self.sample_line();
     }
 
-    /// The kernel's INTx handler: an asserted, unmasked line is delivered and masked.
+    /// The kernel's INTx handler: an asserted, unmasked line is delivered
+    /// and masked. With MSI: a message sent is delivered.
     fn sample_line(&mut self) {
+        if self.msi {
+            if self.dev.take_msi() {
+                self.delivered += 1;
+            }
+            return;
+        }
         if self.dev.intx_asserted() && !self.masked {
             self.masked = true;
-            self.delivered = true;
+            self.delivered += 1;
         }
     }
 
@@ -155,7 +178,7 @@ impl Device for SimEdu {
         let end = self.now_ns + timeout_us * 1000;
         loop {
             self.sample_line();
-            if std::mem::take(&mut self.delivered) {
+            if std::mem::take(&mut self.delivered) > 0 {
                 return true;
             }
             self.timers.sort_by_key(|t| t.0);
@@ -164,17 +187,32 @@ impl Device for SimEdu {
                 _ => {
                     self.advance(end - self.now_ns);
                     self.sample_line();
-                    return std::mem::take(&mut self.delivered);
+                    return std::mem::take(&mut self.delivered) > 0;
                 }
             }
         }
     }
+    fn irq_count(&mut self, timeout_us: u64) -> u32 {
+        // `advance` samples after every timer that fires.
+        self.sample_line();
+        self.advance(timeout_us * 1000);
+        self.sample_line();
+        std::mem::take(&mut self.delivered)
+    }
     fn irq_unmask(&mut self) {
-        self.masked = false;
+        // The rig unmasks INTx only; an MSI has no mask.
+        if !self.msi {
+            self.masked = false;
+        }
         self.sample_line();
     }
     fn bus_master(&mut self, on: bool) {
         self.dev.set_bus_master(on);
+        let lost = self.dev.msis_lost();
+        if on && self.pend_lost && lost > self.lost_seen {
+            self.delivered += 1;
+        }
+        self.lost_seen = lost;
     }
     fn dma_page(&mut self) -> u64 {
         SCRATCH
@@ -199,19 +237,33 @@ impl Device for SimEdu {
 
 #[test]
 fn the_model_behaves_like_qemus_edu_device() {
+    // The INTx sequences on a model with INTx, the MSI ones on a model with
+    // MSI enabled: one trace, as the guest prints it.
     let mut sim = SimEdu::new();
     let (sequences, _) = conform::run_all(&mut sim);
     assert_eq!(sequences, conform::SEQUENCES.len());
-    for step in &sim.failed_steps {
+    let mut msi = SimEdu::with_msi(true);
+    let (sequences, _) = conform_msi::run_all(&mut msi);
+    assert_eq!(sequences, conform_msi::MSI_SEQUENCES.len());
+    for step in sim.failed_steps.iter().chain(&msi.failed_steps) {
         println!("model off the expectation of edu.c: {step}");
     }
-    assert!(
-        sim.dev.faults().is_empty(),
-        "the sequences made the model fault: {:?}",
-        sim.dev.faults()
-    );
+    for model in [&sim, &msi] {
+        assert!(
+            model.dev.faults().is_empty(),
+            "the sequences made the model fault: {:?}",
+            model.dev.faults()
+        );
+    }
     let reference = conform::parse_trace(REFERENCE);
-    let observed = conform::parse_trace(&sim.lines.join("\n"));
+    let lines: Vec<&String> = sim.lines.iter().chain(&msi.lines).collect();
+    let observed = conform::parse_trace(
+        &lines
+            .iter()
+            .map(|l| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
     assert!(!reference.is_empty(), "the reference trace is empty");
     let diff = conform::diff_traces(&reference, &observed);
     let mut undocumented = Vec::new();
@@ -262,4 +314,47 @@ fn an_empty_dma_is_fatal_in_both_range_modes() {
             .any(|f| matches!(f, DeviceFault::RangeOutOfBounds { count: 0, .. }));
         assert_eq!(faulted, fatal, "fixed range check: {fixed}");
     }
+}
+
+/// The MSI sequences tell MSI from INTx: run on the model with INTx (a
+/// level, masked on delivery like `uio_pci_generic` does, unmasked by the
+/// sequence's `Unmask`), they miss the recorded trace in `msi-raise` (raises
+/// while the line is masked and already up) and in `msi-nobm` (with INTx, Bus
+/// Master Enable does not gate the interrupt).
+#[test]
+fn the_msi_sequences_fail_on_a_model_with_intx() {
+    let mut intx = SimEdu::new();
+    let _ = conform_msi::run_all(&mut intx);
+    let reference: Vec<_> = conform::parse_trace(REFERENCE)
+        .into_iter()
+        .filter(|l| l.step.starts_with("msi-"))
+        .collect();
+    assert!(!reference.is_empty(), "the reference has no MSI steps");
+    let observed = conform::parse_trace(&intx.lines.join("\n"));
+    let diff = conform::diff_traces(&reference, &observed);
+    for sequence in ["msi-raise.", "msi-nobm."] {
+        assert!(
+            diff.iter().any(|d| d.starts_with(sequence)),
+            "{sequence} does not tell MSI from INTx: {diff:?}"
+        );
+    }
+}
+
+/// `msi-nobm` tells a lost MSI from a pended one: a model that delivered the
+/// message when Bus Master Enable comes back misses the recorded trace there.
+#[test]
+fn msi_nobm_fails_on_a_model_that_pends_the_message() {
+    let mut pended = SimEdu::with_msi(true);
+    pended.pend_lost = true;
+    let _ = conform_msi::run_all(&mut pended);
+    let reference: Vec<_> = conform::parse_trace(REFERENCE)
+        .into_iter()
+        .filter(|l| l.step.starts_with("msi-"))
+        .collect();
+    let observed = conform::parse_trace(&pended.lines.join("\n"));
+    let diff = conform::diff_traces(&reference, &observed);
+    assert!(
+        !diff.is_empty() && diff.iter().all(|d| d.starts_with("msi-nobm.")),
+        "{diff:?}"
+    );
 }
