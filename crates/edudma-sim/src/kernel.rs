@@ -133,6 +133,8 @@ pub struct Kernel {
     pub lost_interrupts: Vec<u64>,
     /// Faults of the device and the platform to inject.
     pub device_faults: DeviceFaults,
+    /// The run's timeline, when one is recorded.
+    pub trace: Option<Box<crate::trace::Trace>>,
     /// Deliveries attempted so far.
     pub deliveries: u64,
     /// After a lost interrupt the controller stays quiet until the next register write.
@@ -142,6 +144,14 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// Add to the timeline, if one is recorded.
+    pub(crate) fn trace(&mut self, f: impl FnOnce(&mut crate::trace::Trace, Nanos)) {
+        let now = self.sched.now();
+        if let Some(t) = self.trace.as_deref_mut() {
+            f(t, now);
+        }
+    }
+
     /// The first crash, if any.
     pub fn crash(&self) -> Option<Crash> {
         if let Some(v) = self.verifier.bugcheck() {
@@ -179,7 +189,19 @@ impl Kernel {
             // load the timer now and then runs a few milliseconds late.
             DeviceTimer::Dma(_) => {
                 self.device_faults.dma_commands += 1;
-                if self.device_faults.hang_dma == Some(self.device_faults.dma_commands) {
+                let hangs = self.device_faults.hang_dma == Some(self.device_faults.dma_commands);
+                if self.trace.is_some() {
+                    let mut what = match self.device.active_bus_range() {
+                        Some((_, count, true)) => format!("DMA {count} B to RAM"),
+                        Some((_, count, false)) => format!("DMA {count} B to the device"),
+                        None => "DMA without bus mastering".to_string(),
+                    };
+                    if hangs {
+                        what += " (never completes)";
+                    }
+                    self.trace(|t, now| t.dma_begins(now, what));
+                }
+                if hangs {
                     // The device never finishes this command (a wedged
                     // device): no timer, its status stays busy.
                     return;
@@ -220,6 +242,7 @@ impl Kernel {
 
     /// Run the device's DMA timer over the bus.
     pub fn run_dma_timer(&mut self) {
+        self.trace(|t, now| t.dma_ends(now));
         let mut bus = Bus {
             mem: &mut self.mem,
             hal: &self.hal,
@@ -627,6 +650,7 @@ impl Sys {
                     .report(Violation::IrpUsedAfterCompletion { irp: irp.0 });
             }
             let now = k.sched.now();
+            k.trace(|t, now| t.irp_completed(now, irp.0, status.to_string(), information));
             if let Some(i) = k.irps.get_mut(irp) {
                 i.completed = true;
                 i.status = Some(status);
@@ -999,8 +1023,20 @@ impl Sys {
     pub fn assert_foreign_interrupt(&self) {
         self.with(|k| {
             if matches!(k.interrupt, Some(InterruptKind::LineBased)) {
+                k.trace(|t, now| t.interrupt(now, "another device asserts the shared line"));
                 k.foreign_line_asserted = true;
                 k.poll_interrupt();
+            }
+        })
+    }
+
+    /// Name the next routine the machine starts on a CPU (the timeline's
+    /// label for it).
+    /// `name` is only called while a timeline is recorded.
+    pub fn label_next_routine<S: Into<String>>(&self, name: impl FnOnce() -> S) {
+        self.with(|k| {
+            if let Some(t) = k.trace.as_deref_mut() {
+                t.next_routine = Some(name().into());
             }
         })
     }

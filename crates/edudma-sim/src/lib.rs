@@ -53,6 +53,7 @@ pub use edudma_hal::rng;
 pub mod scenario;
 pub mod sched;
 pub mod sim;
+pub mod trace;
 pub use edudma_hal::verifier;
 pub mod wdm;
 

@@ -161,6 +161,7 @@ impl<D: WdmDriver> Machine<D> {
             faults: Vec::new(),
             lost_interrupts: Vec::new(),
             device_faults: Default::default(),
+            trace: None,
             deliveries: 0,
             suppress_until_write: false,
             power: crate::power::PowerModel::default(),
@@ -248,6 +249,7 @@ impl<D: WdmDriver> Machine<D> {
     /// user thread at PASSIVE_LEVEL.
     pub fn cleanup(&mut self, file: crate::io::FileId) -> Result<NtStatus, Crash> {
         let cpu = self.sys.with(|k| k.random_cpu());
+        self.sys.label_next_routine(|| "cleanup");
         let status = self.run(cpu, Irql::Passive, move |d, sys| d.cleanup(sys, file));
         self.check()?;
         Ok(status.unwrap_or(NtStatus::INVALID_DEVICE_STATE))
@@ -344,14 +346,31 @@ impl<D: WdmDriver> Machine<D> {
                     build(k, data.len() as u32, Some(data)),
                 ),
             };
+            let what = match &major {
+                Major::Read {
+                    byte_offset,
+                    length,
+                } => format!("read {length} B at {byte_offset}"),
+                Major::Write {
+                    byte_offset,
+                    length,
+                } => {
+                    format!("write {length} B at {byte_offset}")
+                }
+                Major::DeviceControl { code, .. } => format!("IOCTL {code:#010x}"),
+            };
             let mut irp = Irp::new(major, system_buffer, mdl, now);
             irp.file = file;
             if cancelled {
                 irp.cancel = true;
                 irp.cancelled_at = Some(now);
             }
-            k.irps.insert(irp)
+            let id = k.irps.insert(irp);
+            k.trace(|t, now| t.irp_sent(now, id.0, format!("{what} (IRP {})", id.0)));
+            id
         });
+        self.sys
+            .label_next_routine(|| format!("dispatch (IRP {})", irp.0));
         let cpu = self.rng.below(self.sys.with(|k| k.cpus.count()) as u64) as usize;
         let status = self
             .run(cpu, Irql::Passive, move |d, sys| d.dispatch(sys, irp))
@@ -481,6 +500,7 @@ impl<D: WdmDriver> Machine<D> {
         let deadline = self.sys.now().saturating_add(limit);
         loop {
             let cpu = self.sys.with(|k| k.random_cpu());
+            self.sys.label_next_routine(|| format!("PnP {minor:?}"));
             let outcome = self
                 .run(cpu, Irql::Passive, move |d, sys| d.pnp(sys, minor))
                 .unwrap_or(PnpOutcome::Done(NtStatus::INVALID_DEVICE_STATE));
@@ -630,6 +650,11 @@ pub fn step<D: WdmDriver>(sys: &Sys, driver: &mut D) -> bool {
                     }
                 }
             });
+            sys.label_next_routine(|| match id {
+                DpcId::ForIsr => "DpcForIsr".to_string(),
+                DpcId::Timer => "watchdog DPC".to_string(),
+                DpcId::Driver(n) => format!("DPC #{n}"),
+            });
             driver.run_routine(sys, cpu, Irql::Dispatch, move |d, sys| match id {
                 DpcId::ForIsr => d.dpc_for_isr(sys, irp),
                 DpcId::Timer => d.timer_dpc(sys),
@@ -651,6 +676,7 @@ pub fn step<D: WdmDriver>(sys: &Sys, driver: &mut D) -> bool {
         Event::ExecutionRoutine(adapter, base) => {
             if sys.with(|k| k.hal.granting(adapter)) == Some(base) {
                 sys.with(|k| k.stats.late_grants += 1);
+                sys.label_next_routine(|| "execution routine");
                 driver.run_routine(sys, cpu, Irql::Dispatch, move |d, sys| {
                     let action = d.execution_routine(sys, base);
                     sys.hal_routine_returned(adapter, base, action);
@@ -672,11 +698,13 @@ pub fn step<D: WdmDriver>(sys: &Sys, driver: &mut D) -> bool {
             }
         }),
         Event::StartIo(irp) => {
+            sys.label_next_routine(|| format!("StartIo (IRP {})", irp.0));
             driver.run_routine(sys, cpu, Irql::Dispatch, move |d, sys| {
                 sys.invoke_start_io(d, irp, false)
             });
         }
         Event::Cancel(irp) => {
+            sys.label_next_routine(|| format!("IoCancelIrp (IRP {})", irp.0));
             driver.run_routine(sys, cpu, Irql::Passive, move |d, sys| {
                 d.io_cancel_irp(sys, irp)
             });
@@ -685,6 +713,7 @@ pub fn step<D: WdmDriver>(sys: &Sys, driver: &mut D) -> bool {
         Event::ForeignInterrupt => sys.assert_foreign_interrupt(),
         Event::SpuriousInterrupt => {
             if sys.with(|k| k.interrupt.is_some()) {
+                sys.with(|k| k.trace(|t, now| t.interrupt(now, "spurious (nothing raised)")));
                 run_isr(sys, driver, cpu);
             }
         }
@@ -696,6 +725,7 @@ pub fn step<D: WdmDriver>(sys: &Sys, driver: &mut D) -> bool {
             } else {
                 Irql::Dispatch
             };
+            sys.label_next_routine(|| "power IRP");
             driver.run_routine(sys, cpu, irql, move |d, sys| d.power_irp(sys, irp));
         }
     }
@@ -720,14 +750,19 @@ fn deliver_interrupt<D: WdmDriver>(sys: &Sys, driver: &mut D, cpu: usize) {
             }
             lost
         });
+    if lost {
+        sys.with(|k| k.trace(|t, now| t.interrupt(now, "lost")));
+    }
     if lost || !deliver {
         return;
     }
+    sys.with(|k| k.trace(|t, now| t.interrupt(now, "delivered")));
     run_isr(sys, driver, cpu);
 }
 
 /// The driver's ISR at DIRQL, then the rest of the line's chain.
 fn run_isr<D: WdmDriver>(sys: &Sys, driver: &mut D, cpu: usize) {
+    sys.label_next_routine(|| "ISR");
     driver.run_routine(sys, cpu, Irql::Device, |d, sys| {
         let claimed = d.isr(sys);
         sys.with(|k| {

@@ -92,6 +92,8 @@ pub struct SimConfig {
     /// Device faults to inject from boot on (a DMA that never completes,
     /// a wrong ID register at start).
     pub faults: DeviceFaults,
+    /// Record a timeline from boot on ([`SimMachine::trace_json`]).
+    pub trace: bool,
 }
 
 impl Default for SimConfig {
@@ -121,6 +123,7 @@ impl Default for SimConfig {
             short_map_percent: 0,
             map_failure_percent: 0,
             faults: DeviceFaults::default(),
+            trace: false,
         }
     }
 }
@@ -266,8 +269,14 @@ impl SimMachine {
         machine.sys().with(|k| {
             k.lost_interrupts = config.lose_interrupts.clone();
             k.device_faults = config.faults.clone();
+            if config.trace {
+                k.trace = Some(Box::default());
+            }
         });
         // DriverEntry and AddDevice, at PASSIVE_LEVEL.
+        machine
+            .sys()
+            .label_next_routine(|| "DriverEntry, AddDevice");
         let loaded = machine.run(0, Irql::Passive, |d, sys| d.load(sys));
         if let Some(c) = machine.crash() {
             return Err(SimError::Crash(c));
@@ -365,6 +374,15 @@ impl SimMachine {
         self.machine
             .sys()
             .with(|k| k.device_faults.wrong_id_reads = reads);
+    }
+
+    /// The timeline so far in Chrome's trace-event JSON (Perfetto,
+    /// `chrome://tracing`); `None` unless [`SimConfig::trace`] was set.
+    pub fn trace_json(&self) -> Option<String> {
+        let cpus = self.config.cpus.clamp(1, 64);
+        self.machine
+            .sys()
+            .with(|k| k.trace.as_deref().map(|t| t.to_json(cpus)))
     }
 
     /// Wait for a submitted IRP.
@@ -576,6 +594,7 @@ impl SimMachine {
         self.removed = true;
         let status = self.pnp(PnpMinor::RemoveDevice)?;
         // DriverUnload, then what the driver should have given back.
+        self.machine.sys().label_next_routine(|| "DriverUnload");
         self.machine.run(0, Irql::Passive, |d, sys| d.unload(sys));
         if let Some(c) = self.machine.crash() {
             return Err(SimError::Crash(c));

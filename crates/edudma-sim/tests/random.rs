@@ -5,7 +5,8 @@
 //!
 //! `EDUDMA_SIM_SEEDS=n` runs n seeds (default 2,000 here; CI runs 100,000
 //! in release, `scripts/scenarios.sh`); `EDUDMA_SIM_SEED=s` runs only seed
-//! s (to reproduce a failure); both take decimal or `0x` hex.
+//! s (to reproduce a failure), and with `EDUDMA_SIM_TRACE=FILE` writes its
+//! timeline (Chrome trace-event JSON); both numbers take decimal or `0x` hex.
 //! `EDUDMA_SIM_THREADS` sets the threads (default: twice the cores).
 
 use edudma_sim::scenario;
@@ -13,7 +14,19 @@ use edudma_sim::scenario;
 #[test]
 fn randomized_scenarios() {
     if let Some(seed) = env_number("EDUDMA_SIM_SEED") {
-        match scenario::run(seed) {
+        let verdict = match std::env::var_os("EDUDMA_SIM_TRACE") {
+            Some(path) => {
+                let (verdict, trace) = scenario::run_traced(seed);
+                std::fs::write(&path, trace).expect("write EDUDMA_SIM_TRACE");
+                eprintln!(
+                    "timeline of seed {seed} in {} (open it in ui.perfetto.dev or chrome://tracing)",
+                    path.to_string_lossy()
+                );
+                verdict
+            }
+            None => scenario::run(seed),
+        };
+        match verdict {
             Ok(cov) => eprintln!("seed {seed} passed: {cov:?}"),
             Err(f) => panic!("seed {seed}: {}", f.message),
         }
@@ -38,7 +51,8 @@ fn randomized_scenarios() {
     }
     for f in &summary.failures {
         eprintln!(
-            "seed {} failed: {}\n  replay: EDUDMA_SIM_SEED={} cargo test --release -p edudma-sim --test random",
+            "seed {} failed: {}\n  replay: EDUDMA_SIM_SEED={} cargo test --release -p edudma-sim --test random \
+             (EDUDMA_SIM_TRACE=seed.json also writes its timeline)",
             f.seed, f.message, f.seed
         );
     }

@@ -409,6 +409,13 @@ pub fn table() -> Vec<TypeRow> {
             __bindgen_anon_1.MessageBased.FloatingSave => Anonymous.MessageBased.FloatingSave;
             __bindgen_anon_1.MessageBased.FallBackServiceRoutine => Anonymous.MessageBased.FallBackServiceRoutine;
         }
+        IO_INTERRUPT_MESSAGE_INFO: wdk_sys::IO_INTERRUPT_MESSAGE_INFO, ws::IO_INTERRUPT_MESSAGE_INFO {
+            MessageCount => MessageCount;
+            MessageInfo => MessageInfo;
+        }
+        IO_INTERRUPT_MESSAGE_INFO_ENTRY: wdk_sys::IO_INTERRUPT_MESSAGE_INFO_ENTRY, ws::IO_INTERRUPT_MESSAGE_INFO_ENTRY {
+            InterruptObject => InterruptObject;
+        }
         IO_DISCONNECT_INTERRUPT_PARAMETERS: wdk_sys::IO_DISCONNECT_INTERRUPT_PARAMETERS, ws::IO_DISCONNECT_INTERRUPT_PARAMETERS {
             Version => Version;
             ConnectionContext.Generic => ConnectionContext.Generic;

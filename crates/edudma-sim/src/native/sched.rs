@@ -83,6 +83,8 @@ struct Activity {
     saved_floor: Irql,
     state: State,
     result: Option<Box<dyn Any + Send>>,
+    /// What the timeline calls it (only while one is recorded).
+    label: Option<String>,
 }
 
 /// Counters of the scheduler.
@@ -360,6 +362,10 @@ impl Native {
             k.cpus.cpu_mut().floor = floor;
         });
         g.stacks[cpu].retain(|a| *a != me);
+        if g.acts.get(&me).is_some_and(|a| a.label.is_some()) {
+            self.sys
+                .with(|k| k.trace(|t, now| t.routine_ends(now, cpu, "returned")));
+        }
         if let Some(a) = g.acts.get_mut(&me) {
             a.state = State::Finished;
             a.placed = false;
@@ -376,6 +382,10 @@ impl Native {
         }
         a.placed = false;
         let (cpu, saved, floor) = (a.cpu, a.saved_irql, a.saved_floor);
+        if a.label.is_some() {
+            self.sys
+                .with(|k| k.trace(|t, now| t.routine_ends(now, cpu, "waits")));
+        }
         g.stacks[cpu].retain(|x| *x != me);
         self.sys.with(|k| {
             k.cpus.switch_to(cpu);
@@ -394,6 +404,18 @@ impl Native {
         dpc: bool,
         body: Box<dyn FnOnce() -> Box<dyn Any + Send> + Send>,
     ) -> ActId {
+        let label = self.sys.with(|k| {
+            let t = k.trace.as_deref_mut()?;
+            Some(t.next_routine.take().unwrap_or_else(|| {
+                match (dpc, irql) {
+                    (true, _) => "a DPC",
+                    (false, Irql::Device) => "ISR",
+                    (false, Irql::Passive) => "a thread",
+                    _ => "a routine",
+                }
+                .to_string()
+            }))
+        });
         let mut g = self.sched.lock();
         let id = g.next;
         g.next += 1;
@@ -410,6 +432,7 @@ impl Native {
                 saved_floor: Irql::Passive,
                 state: State::Ready,
                 result: None,
+                label,
             },
         );
         g.stats.activities += 1;
@@ -654,6 +677,11 @@ impl Native {
         }
         g.stats.record((id << 8) | cpu as u64);
         g.stacks[cpu].push(id);
+        if let Some(label) = g.acts[&id].label.as_deref() {
+            let irql_name = format!("{irql:?}");
+            self.sys
+                .with(|k| k.trace(|t, now| t.routine_begins(now, cpu, label, &irql_name)));
+        }
         let busy = g.stacks.iter().filter(|s| !s.is_empty()).count() as u64;
         g.stats.max_cpus_in_driver = g.stats.max_cpus_in_driver.max(busy);
         let (saved, locks, floor) = self.sys.with(|k| {

@@ -57,12 +57,26 @@ pub struct Failure {
 
 /// Run the scenario of `seed` on the driver.
 pub fn run(seed: u64) -> Result<Coverage, Failure> {
-    let (cfg, plan) = draw::machine_for(seed);
+    run_with(seed, false).0
+}
+
+/// [`run`], recording the timeline: the trace-event JSON of the run (up to
+/// its failure) comes back with the verdict.
+pub fn run_traced(seed: u64) -> (Result<Coverage, Failure>, String) {
+    let (verdict, trace) = run_with(seed, true);
+    (verdict, trace.unwrap_or_default())
+}
+
+fn run_with(seed: u64, traced: bool) -> (Result<Coverage, Failure>, Option<String>) {
+    let (mut cfg, plan) = draw::machine_for(seed);
+    cfg.trace = traced;
     let label = draw::label(&cfg, &plan);
-    ops::run(seed, cfg, plan).map_err(|message| Failure {
+    let mut trace = None;
+    let verdict = ops::run(seed, cfg, plan, &mut trace).map_err(|message| Failure {
         seed,
         message: format!("{message} [{label}]"),
-    })
+    });
+    (verdict, trace)
 }
 
 /// Many seeds.

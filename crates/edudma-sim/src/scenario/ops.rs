@@ -68,8 +68,14 @@ struct World {
     files: u64,
 }
 
-/// Run one scenario of `plan` on the machine `cfg`.
-pub fn run(seed: u64, cfg: SimConfig, plan: Plan) -> Result<Coverage, String> {
+/// Run one scenario of `plan` on the machine `cfg`; with `cfg.trace`, its
+/// timeline goes to `trace` (up to the failure, if it fails).
+pub fn run(
+    seed: u64,
+    cfg: SimConfig,
+    plan: Plan,
+    trace: &mut Option<String>,
+) -> Result<Coverage, String> {
     let mut r = SimRng::new(seed ^ 0x0B5E_55ED_0000);
     let sim = SimMachine::new(cfg.clone()).map_err(|e| format!("start: {e}"))?;
     let mut world = World {
@@ -87,19 +93,12 @@ pub fn run(seed: u64, cfg: SimConfig, plan: Plan) -> Result<Coverage, String> {
     };
     let layout = random_layout(&mut r, cfg.placement);
     world.sim.set_buffer_layout(layout);
-    for _ in 0..plan.ops {
-        let ended = world.step()?;
-        world.check_buffer("after an operation")?;
-        if ended {
-            break;
-        }
-    }
-    let report = world.sim.verifier_report();
-    if !report.violations.is_empty() {
-        return Err(format!("verifier: {:?}", report.violations));
-    }
+    let ran = world.operations(plan.ops);
+    *trace = world.sim.trace_json();
+    ran?;
     let World { sim, mut cov, .. } = world;
-    sim.finish().map_err(|e| format!("leak check: {e}"))?;
+    let finished = sim.finish().map_err(|e| format!("leak check: {e}"));
+    finished?;
     cov.add("scenario");
     Ok(cov)
 }
@@ -118,6 +117,23 @@ fn wait_err(what: &str, e: impl std::fmt::Display) -> String {
 }
 
 impl World {
+    /// `ops` operations (fewer if one removes the device), each checked,
+    /// then the verifier's verdict.
+    fn operations(&mut self, ops: u64) -> Result<(), String> {
+        for _ in 0..ops {
+            let ended = self.step()?;
+            self.check_buffer("after an operation")?;
+            if ended {
+                break;
+            }
+        }
+        let report = self.sim.verifier_report();
+        if !report.violations.is_empty() {
+            return Err(format!("verifier: {:?}", report.violations));
+        }
+        Ok(())
+    }
+
     /// One operation; true when it ended the device (removal).
     fn step(&mut self) -> Result<bool, String> {
         match self.r.below(16) {
