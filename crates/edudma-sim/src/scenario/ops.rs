@@ -18,8 +18,16 @@ use crate::wdm::PnpMinor;
 /// A transfer the scenario asked for.
 #[derive(Clone, Debug)]
 enum Transfer {
-    Write { offset: u32, data: Vec<u8> },
-    Read { offset: u32, length: u32 },
+    Write {
+        offset: u32,
+        data: Vec<u8>,
+    },
+    Read {
+        offset: u32,
+        length: u32,
+    },
+    /// `IOCTL_EDUDMA_SELFTEST`, queued with the transfers.
+    SelfTest,
 }
 
 impl Transfer {
@@ -27,6 +35,7 @@ impl Transfer {
         match self {
             Transfer::Write { offset, data } => (*offset as usize, data.len()),
             Transfer::Read { offset, length } => (*offset as usize, *length as usize),
+            Transfer::SelfTest => (0, 0),
         }
     }
 }
@@ -96,10 +105,33 @@ pub fn run(
     let ran = world.operations(plan.ops);
     *trace = world.sim.trace_json();
     ran?;
-    let World { sim, mut cov, .. } = world;
-    let finished = sim.finish().map_err(|e| format!("leak check: {e}"));
-    finished?;
+    let World {
+        mut sim, mut cov, ..
+    } = world;
+    let without_bus_master = sim
+        .machine()
+        .sys()
+        .with(|k| k.device.transfers_without_bus_master());
+    let stats = sim.finish().map_err(|e| format!("leak check: {e}"))?;
     cov.add("scenario");
+    let mut count = |what: &str, n: u64| {
+        if n > 0 {
+            *cov.0.entry(what.to_string()).or_default() += n;
+        }
+    };
+    count("device:dma-transfers", stats.device_transfers);
+    count("device:dma-without-bus-master", without_bus_master);
+    count("hal:pages-bounced", stats.bounced_pages);
+    count("hal:pages-direct", stats.direct_pages);
+    count("hal:short-maps", stats.hal.partial_maps);
+    count("hal:failed-maps", stats.hal.failed_maps);
+    count(
+        "driver:lost-interrupts-recovered",
+        stats.driver.lost_interrupts,
+    );
+    count("driver:timeouts", stats.driver.timeouts);
+    count("kernel:interrupts", stats.kernel.interrupts);
+    count("kernel:interrupts-claimed", stats.kernel.interrupts_claimed);
     Ok(cov)
 }
 
@@ -153,7 +185,11 @@ impl World {
                 self.cov.add("op:batch");
                 let mut batch = Vec::new();
                 for _ in 0..self.r.range(2, 6) {
-                    let t = self.any_transfer();
+                    let t = if self.r.chance(10) {
+                        Transfer::SelfTest
+                    } else {
+                        self.any_transfer()
+                    };
                     let cancel = self
                         .r
                         .chance(25)
@@ -247,6 +283,12 @@ impl World {
                 output_length: *length,
                 data: Vec::new(),
             },
+            (Transfer::SelfTest, _) => IrpSpec::Control {
+                code: ioctl::IOCTL_EDUDMA_SELFTEST,
+                input: Vec::new(),
+                output_length: size_of::<ioctl::SelfTestReport>() as u32,
+                data: Vec::new(),
+            },
         }
     }
 
@@ -264,6 +306,7 @@ impl World {
         self.cov.add(match &t {
             Transfer::Write { .. } => "request:write",
             Transfer::Read { .. } => "request:read",
+            Transfer::SelfTest => "request:selftest",
         });
         Ok(Pending {
             irp,
@@ -321,6 +364,7 @@ impl World {
                 match p.transfer {
                     Transfer::Write { .. } => "write",
                     Transfer::Read { .. } => "read",
+                    Transfer::SelfTest => "self-test",
                 }
             ));
         }
@@ -351,6 +395,12 @@ impl World {
                 }
             }
             Transfer::Read { .. } => {}
+            Transfer::SelfTest if status == NtStatus::SUCCESS => {
+                if res.information != size_of::<ioctl::SelfTestReport>() {
+                    return Err(format!("a self-test returned {} bytes", res.information));
+                }
+            }
+            Transfer::SelfTest => {}
         }
         Ok(())
     }
