@@ -317,7 +317,8 @@ pub enum Command {
     /// Show the driver's counters (requests, bytes, HAL DMA calls, interrupts, errors).
     ///
     /// With --sim every run boots a new machine, so the counters start at zero;
-    /// `selftest --json` and `bench` report the counters of their own runs.
+    /// `selftest --json` and `bench` report the counters of their own runs, and
+    /// `stats` as a line of a `script` those of the lines before it.
     Stats(StatsArgs),
 
     /// Measure DMA throughput (and, on the simulator, virtual time and DMA calls per request),
