@@ -68,6 +68,7 @@ unsafe extern "C" fn add_device(driver: *mut DRIVER_OBJECT, pdo: *mut DEVICE_OBJ
         window: registry::dma_window(pdo),
         allocation: registry::allocation_policy(pdo),
         strategy: registry::dma_strategy(pdo),
+        dma_address_width: registry::dma_address_width(pdo),
         ..EngineConfig::default()
     };
     let extension_size = size_of::<DeviceExtension>() as u32;

@@ -6,7 +6,7 @@ use core::ptr;
 use core::sync::atomic::Ordering;
 
 use edudma_core::engine::{AdapterFacts, AdapterRequest, DmaStrategy, StopReason};
-use edudma_core::regs::{BAR0_SIZE, DEVICE_BUFFER_SIZE, DMA_ADDRESS_BITS};
+use edudma_core::regs::{BAR0_SIZE, DEVICE_BUFFER_SIZE};
 use wdk_sys::ntddk::{
     IoBuildSynchronousFsdRequest, IoDeleteDevice, IoDetachDevice, IoForwardIrpSynchronously,
     IoGetAttachedDeviceReference, IoGetDmaAdapter, IoSetDeviceInterfaceState, KeClearEvent,
@@ -171,11 +171,11 @@ unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
     }
 
     // Step 1: the adapters the strategy asks for, in the core's order (a
-    // version-3 one for a 28-bit bus master first, where it is asked for).
-    let strategy = ext.lock().engine.config().strategy;
-    let obtained = strategy.adapter_requests().iter().find_map(|request| {
+    // version-3 one stating the device's reach first, where it is asked for).
+    let config = *ext.lock().engine.config();
+    let obtained = config.adapter_requests().find_map(|request| {
         // SAFETY: PASSIVE_LEVEL, our PDO.
-        unsafe { get_dma_adapter(ext, request) }.map(|(a, n)| (a, n, *request))
+        unsafe { get_dma_adapter(ext, &request) }.map(|(a, n)| (a, n, request))
     });
     let Some((adapter, map_registers, request)) = obtained else {
         // NULL for every version: no DMA for this device.
@@ -196,7 +196,7 @@ unsafe fn start_device(ext: &DeviceExtension, irp: *mut IRP) -> NTSTATUS {
         dma_interface_version: request.version,
         strategy: request.strategy,
         map_registers,
-        dma_address_width: DMA_ADDRESS_BITS,
+        dma_address_width: config.device_reach(),
         scatter_gather: request.scatter_gather,
         interrupt_kind,
         common_buffer,

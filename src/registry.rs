@@ -1,12 +1,16 @@
 //! The optional parameters under the device's hardware key ("Device
 //! Parameters"), written by the INF: `DmaWindow` (4095, the default, or
 //! 4096), `AsyncChannelAllocation` (1: never ask for a synchronous grant)
-//! and `DmaStrategy` (0: `v3-packet`, the default; 1: `v1-packet`; 2:
-//! `sg-list`; 3: `common-buffer`).
+//! `DmaStrategy` (0: `v3-packet`, the default; 1: `v1-packet`; 2:
+//! `sg-list`; 3: `common-buffer`) and `DmaAddressWidth` (24 to 28: the
+//! device's `dma_mask` width when QEMU's edu was given a narrower one than
+//! its default 28 bits; anything else, 28).
 
 use core::ptr;
 
-use edudma_core::engine::{AllocationPolicy, DEFAULT_WINDOW, DmaStrategy};
+use edudma_core::engine::{
+    AllocationPolicy, DEFAULT_WINDOW, DmaStrategy, dma_address_width_from_registry,
+};
 use wdk_sys::ntddk::{IoOpenDeviceRegistryKey, ZwClose, ZwQueryValueKey};
 use wdk_sys::{_KEY_VALUE_INFORMATION_CLASS, DEVICE_OBJECT, HANDLE};
 
@@ -17,6 +21,7 @@ use crate::strings::{unicode, utf16};
 const DMA_WINDOW: [u16; 9] = utf16("DmaWindow");
 const ASYNC_CHANNEL_ALLOCATION: [u16; 22] = utf16("AsyncChannelAllocation");
 const DMA_STRATEGY: [u16; 11] = utf16("DmaStrategy");
+const DMA_ADDRESS_WIDTH: [u16; 15] = utf16("DmaAddressWidth");
 
 /// Read `DmaWindow`; anything missing or other than 4095/4096 gives the
 /// default. PASSIVE_LEVEL.
@@ -34,6 +39,11 @@ pub fn allocation_policy(pdo: *mut DEVICE_OBJECT) -> AllocationPolicy {
 /// Read `DmaStrategy` (the core decides what it means). PASSIVE_LEVEL.
 pub fn dma_strategy(pdo: *mut DEVICE_OBJECT) -> DmaStrategy {
     DmaStrategy::from_registry(read_dword(pdo, &DMA_STRATEGY))
+}
+
+/// Read `DmaAddressWidth` (the core decides what it means). PASSIVE_LEVEL.
+pub fn dma_address_width(pdo: *mut DEVICE_OBJECT) -> u32 {
+    dma_address_width_from_registry(read_dword(pdo, &DMA_ADDRESS_WIDTH))
 }
 
 fn read_dword(pdo: *mut DEVICE_OBJECT, value: &'static [u16]) -> Option<u32> {

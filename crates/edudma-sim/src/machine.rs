@@ -294,15 +294,33 @@ impl<D: WdmDriver> Machine<D> {
     ) -> Result<IrpId, Crash> {
         let irp = self.sys.with(|k| {
             let now = k.sched.now();
-            let build = |k: &mut Kernel, length: u32, data: Option<&[u8]>| {
-                let mdl = crate::mdl::build(&mut k.mdls, &mut k.mem, &mut k.rng, length, layout)?;
-                let mut contents = vec![0u8; length as usize];
-                match data {
-                    Some(d) => contents[..d.len().min(length as usize)]
-                        .copy_from_slice(&d[..d.len().min(length as usize)]),
-                    None => k.rng.fill(&mut contents),
+            let mut unlockable = false;
+            let mut build = |k: &mut Kernel, length: u32, data: Option<&[u8]>| {
+                let Some(mdl) =
+                    crate::mdl::build(&mut k.mdls, &mut k.mem, &mut k.rng, length, layout)
+                else {
+                    // IoAllocateMdl or MmProbeAndLockPages failed: the I/O
+                    // manager fails the request itself.
+                    unlockable = length > 0;
+                    return None;
+                };
+                // The data, or junk the driver must overwrite, a chunk at a
+                // time (a large buffer is not copied whole).
+                let mut chunk = vec![0u8; (length as usize).min(1 << 16)];
+                let mut done = 0usize;
+                while done < length as usize {
+                    let n = chunk.len().min(length as usize - done);
+                    match data {
+                        Some(d) => {
+                            chunk[..n].fill(0);
+                            let have = d.len().saturating_sub(done).min(n);
+                            chunk[..have].copy_from_slice(&d[done..done + have]);
+                        }
+                        None => k.rng.fill(&mut chunk[..n]),
+                    }
+                    let _ = k.mdls.write(&mut k.mem, mdl, done as u64, &chunk[..n]);
+                    done += n;
                 }
-                let _ = k.mdls.write(&mut k.mem, mdl, 0, &contents);
                 Some(mdl)
             };
             let (major, system_buffer, mdl) = match &spec {
@@ -365,10 +383,27 @@ impl<D: WdmDriver> Machine<D> {
                 irp.cancel = true;
                 irp.cancelled_at = Some(now);
             }
+            if unlockable {
+                // Never reaches the driver (DeviceIoControl, ReadFile and
+                // WriteFile fail with ERROR_NO_SYSTEM_RESOURCES).
+                irp.status = Some(NtStatus::INSUFFICIENT_RESOURCES);
+                irp.dispatch_returned = Some(NtStatus::INSUFFICIENT_RESOURCES);
+                irp.completed = true;
+                irp.completed_at = Some(now);
+            }
             let id = k.irps.insert(irp);
             k.trace(|t, now| t.irp_sent(now, id.0, format!("{what} (IRP {})", id.0)));
-            id
+            if unlockable {
+                k.trace(|t, now| {
+                    t.irp_completed(now, id.0, NtStatus::INSUFFICIENT_RESOURCES.to_string(), 0)
+                });
+            }
+            (id, unlockable)
         });
+        let (irp, unlockable) = irp;
+        if unlockable {
+            return Ok(irp);
+        }
         self.sys
             .label_next_routine(|| format!("dispatch (IRP {})", irp.0));
         let cpu = self.rng.below(self.sys.with(|k| k.cpus.count()) as u64) as usize;

@@ -47,6 +47,15 @@ pub fn build(
     if left > 0 {
         pieces.push(left);
     }
+    // Each piece spans at most one page more than its bytes: a buffer that
+    // cannot fit fails before it takes any frame.
+    let most_pages = pieces
+        .iter()
+        .map(|&piece| u64::from(piece).div_ceil(PAGE_SIZE) + 1)
+        .sum();
+    if !mem.can_allocate(layout.placement, most_pages) {
+        return None;
+    }
     let mut ids = Vec::new();
     let mut page_index = 0usize;
     for (i, &piece) in pieces.iter().enumerate() {
@@ -57,7 +66,18 @@ pub fn build(
         let span = (u64::from(byte_offset) + u64::from(piece)).div_ceil(PAGE_SIZE);
         let mut pages = Vec::new();
         for _ in 0..span {
-            pages.push(mem.alloc_frame(layout.placement, page_index, rng)?);
+            let Some(pfn) = mem.alloc_frame(layout.placement, page_index, rng) else {
+                // Give back what this chain took so far.
+                for pfn in pages {
+                    mem.free_frame(pfn);
+                }
+                // Not linked yet: each MDL is a chain of one.
+                for id in ids {
+                    free_chain(table, mem, id);
+                }
+                return None;
+            };
+            pages.push(pfn);
             page_index += 1;
         }
         ids.push(table.insert(Mdl {

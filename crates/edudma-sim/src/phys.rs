@@ -46,6 +46,105 @@ pub struct PhysicalMemory {
     size: u64,
     pages: BTreeMap<u64, Box<[u8; PAGE]>>,
     owners: BTreeMap<u64, FrameUse>,
+    /// Which frames are taken (reserved or owned), for allocation that stays
+    /// fast as memory fills.
+    taken: FrameBitmap,
+}
+
+/// One bit per frame (set: taken), with a summary bit per 64-frame word
+/// (set: all 64 taken), so a search for a free frame skips 4096 taken
+/// frames per summary bit it reads: finding a frame in a 4 GiB machine
+/// reads at most 256 summary words, never every frame.
+#[derive(Debug)]
+struct FrameBitmap {
+    frames: u64,
+    words: Vec<u64>,
+    full: Vec<u64>,
+}
+
+impl FrameBitmap {
+    /// `frames` frames, all free.
+    fn new(frames: u64) -> Self {
+        let word_count = frames.div_ceil(64) as usize;
+        let mut bitmap = Self {
+            frames,
+            words: vec![0; word_count],
+            full: vec![0; word_count.div_ceil(64)],
+        };
+        // Bits past the last frame are taken, so no search returns them.
+        for pfn in frames..word_count as u64 * 64 {
+            bitmap.set(pfn, true);
+        }
+        bitmap
+    }
+
+    fn get(&self, pfn: u64) -> bool {
+        pfn >= self.frames || self.words[(pfn / 64) as usize] & (1 << (pfn % 64)) != 0
+    }
+
+    fn set(&mut self, pfn: u64, taken: bool) {
+        let word = (pfn / 64) as usize;
+        if taken {
+            self.words[word] |= 1 << (pfn % 64);
+        } else {
+            self.words[word] &= !(1 << (pfn % 64));
+        }
+        let bit = 1u64 << (word % 64);
+        if self.words[word] == u64::MAX {
+            self.full[word / 64] |= bit;
+        } else {
+            self.full[word / 64] &= !bit;
+        }
+    }
+
+    /// The first free frame in `[from, to)`.
+    fn first_free(&self, from: u64, to: u64) -> Option<u64> {
+        let to = to.min(self.frames);
+        let mut pfn = from;
+        while pfn < to {
+            let word = (pfn / 64) as usize;
+            let free = !self.words[word] & (u64::MAX << (pfn % 64));
+            if free != 0 {
+                let found = word as u64 * 64 + u64::from(free.trailing_zeros());
+                return (found < to).then_some(found);
+            }
+            pfn = self.next_word_with_room(word + 1)? as u64 * 64;
+        }
+        None
+    }
+
+    /// The first word at or after `word` with a free frame, by the summary.
+    fn next_word_with_room(&self, mut word: usize) -> Option<usize> {
+        while word / 64 < self.full.len() {
+            let room = !self.full[word / 64] & (u64::MAX << (word % 64));
+            if room != 0 {
+                return Some(word / 64 * 64 + room.trailing_zeros() as usize);
+            }
+            word = (word / 64 + 1) * 64;
+        }
+        None
+    }
+
+    /// Free frames in `[from, to)`.
+    fn free_between(&self, from: u64, to: u64) -> u64 {
+        let to = to.min(self.frames);
+        if from >= to {
+            return 0;
+        }
+        let (first, last) = ((from / 64) as usize, ((to - 1) / 64) as usize);
+        let mut free = 0u64;
+        for word in first..=last {
+            let mut mask = u64::MAX;
+            if word == first {
+                mask &= u64::MAX << (from % 64);
+            }
+            if word == last && to % 64 != 0 {
+                mask &= u64::MAX >> (64 - to % 64);
+            }
+            free += u64::from((!self.words[word] & mask).count_ones());
+        }
+        free
+    }
 }
 
 impl PhysicalMemory {
@@ -53,15 +152,53 @@ impl PhysicalMemory {
     /// so both regions exist). The first 16 MiB are reserved.
     pub fn new(size: u64) -> Self {
         let size = (size.max(2 * LOW_LIMIT)) & !(PAGE_SIZE - 1);
+        let mut taken = FrameBitmap::new(size / PAGE_SIZE);
+        for pfn in 0..RESERVED_FRAMES {
+            taken.set(pfn, true);
+        }
         Self {
             size,
             pages: BTreeMap::new(),
             owners: BTreeMap::new(),
+            taken,
         }
     }
 
     fn taken(&self, pfn: u64) -> bool {
-        pfn < RESERVED_FRAMES || self.owners.contains_key(&pfn)
+        self.taken.get(pfn)
+    }
+
+    /// Give `pfn` to `what`.
+    fn take(&mut self, pfn: u64, what: FrameUse) {
+        self.owners.insert(pfn, what);
+        self.taken.set(pfn, true);
+    }
+
+    /// The frame range `[lo, hi)` of `placement` for a buffer's `index`th page.
+    fn range_of(&self, placement: Placement, index: usize) -> (u64, u64) {
+        let low_frames = LOW_LIMIT / PAGE_SIZE;
+        match placement {
+            Placement::Any => (0, self.frames()),
+            Placement::Low => (0, low_frames),
+            Placement::High => (low_frames, self.frames()),
+            Placement::Mixed if index % 2 == 0 => (0, low_frames),
+            Placement::Mixed => (low_frames, self.frames()),
+        }
+    }
+
+    /// True when `pages` frames for one buffer can be found in `placement`:
+    /// checked before a buffer is built, so that one larger than memory
+    /// fails at once instead of after taking every free frame.
+    pub fn can_allocate(&self, placement: Placement, pages: u64) -> bool {
+        let (even, odd) = (pages.div_ceil(2), pages / 2);
+        let free = |(lo, hi): (u64, u64)| self.taken.free_between(lo, hi);
+        match placement {
+            Placement::Mixed => {
+                free(self.range_of(placement, 0)) >= even
+                    && free(self.range_of(placement, 1)) >= odd
+            }
+            _ => free(self.range_of(placement, 0)) >= pages,
+        }
     }
 
     /// Bytes of physical memory.
@@ -80,9 +217,21 @@ impl PhysicalMemory {
             return false;
         }
         for pfn in first..first + count {
-            self.owners.insert(pfn, what);
+            self.take(pfn, what);
         }
         true
+    }
+
+    /// Mark `count` frames from `first` as the HAL's. Unlike [`reserve`](Self::reserve)
+    /// they may lie in the firmware's first 16 MiB: the HAL sets low
+    /// memory aside at boot for devices that reach little. Frames already
+    /// in use are left to their owner.
+    pub fn reserve_for_hal(&mut self, first: u64, count: u64) {
+        for pfn in first..(first + count).min(self.frames()) {
+            if !self.owners.contains_key(&pfn) {
+                self.take(pfn, FrameUse::Hal);
+            }
+        }
     }
 
     /// Allocate one free frame in `placement` (the `index`th page of a
@@ -93,23 +242,16 @@ impl PhysicalMemory {
         index: usize,
         rng: &mut SimRng,
     ) -> Option<u64> {
-        let low_frames = LOW_LIMIT / PAGE_SIZE;
-        let (lo, hi) = match placement {
-            Placement::Any => (0, self.frames()),
-            Placement::Low => (0, low_frames),
-            Placement::High => (low_frames, self.frames()),
-            Placement::Mixed if index % 2 == 0 => (0, low_frames),
-            Placement::Mixed => (low_frames, self.frames()),
-        };
-        for _ in 0..64 {
-            let pfn = lo + rng.below(hi - lo);
-            if !self.taken(pfn) {
-                self.owners.insert(pfn, FrameUse::Buffer);
-                return Some(pfn);
-            }
-        }
-        let pfn = (lo..hi).find(|p| !self.taken(*p))?;
-        self.owners.insert(pfn, FrameUse::Buffer);
+        let (lo, hi) = self.range_of(placement, index);
+        // A random frame, or the next free one after it (wrapping): seeded
+        // and scattered like a real allocator's, and never a scan of every
+        // frame however full memory is.
+        let start = lo + rng.below(hi - lo);
+        let pfn = self
+            .taken
+            .first_free(start, hi)
+            .or_else(|| self.taken.first_free(lo, start))?;
+        self.take(pfn, FrameUse::Buffer);
         Some(pfn)
     }
 
@@ -142,16 +284,18 @@ impl PhysicalMemory {
     pub fn free_frame(&mut self, pfn: u64) {
         if self.owners.get(&pfn) == Some(&FrameUse::Buffer) {
             self.owners.remove(&pfn);
+            self.taken.set(pfn, false);
             self.pages.remove(&pfn);
         }
     }
 
     /// Who uses the frame, if anyone.
     pub fn owner(&self, pfn: u64) -> Option<FrameUse> {
-        if pfn < RESERVED_FRAMES {
-            return Some(FrameUse::Reserved);
+        match self.owners.get(&pfn) {
+            Some(owner) => Some(*owner),
+            None if pfn < RESERVED_FRAMES => Some(FrameUse::Reserved),
+            None => None,
         }
-        self.owners.get(&pfn).copied()
     }
 
     /// Frames in use by buffers (for leak checks).
@@ -267,5 +411,46 @@ mod tests {
         assert_eq!(m.buffer_frames(), 400);
         let c = m.alloc_contiguous(8, Placement::Low, &mut rng).unwrap();
         assert!(!m.reserve(c + 3, 1, FrameUse::Hal));
+    }
+
+    #[test]
+    fn filling_memory_stays_fast_and_exact() {
+        // Every free frame of a 1 GiB machine, then one more: the old
+        // allocator scanned every frame once memory was nearly full
+        // (quadratic); this one must hand out each frame exactly once.
+        let mut m = PhysicalMemory::new(1 << 30);
+        let mut rng = SimRng::new(9);
+        let free = m.frames() - RESERVED_FRAMES;
+        assert!(m.can_allocate(Placement::Any, free));
+        assert!(!m.can_allocate(Placement::Any, free + 1));
+        let started = std::time::Instant::now();
+        let mut seen = vec![false; m.frames() as usize];
+        for i in 0..free {
+            let pfn = m.alloc_frame(Placement::Any, i as usize, &mut rng).unwrap();
+            assert!(
+                pfn >= RESERVED_FRAMES && !seen[pfn as usize],
+                "frame {pfn} twice"
+            );
+            seen[pfn as usize] = true;
+        }
+        assert_eq!(m.alloc_frame(Placement::Any, 0, &mut rng), None);
+        assert!(!m.can_allocate(Placement::Any, 1));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{free} frames took {:?}",
+            started.elapsed()
+        );
+        m.free_frame(5000);
+        assert_eq!(m.alloc_frame(Placement::High, 0, &mut rng), None);
+        assert_eq!(m.alloc_frame(Placement::Low, 0, &mut rng), Some(5000));
+    }
+
+    #[test]
+    fn hal_frames_may_come_from_low_memory() {
+        let mut m = PhysicalMemory::new(1 << 30);
+        m.reserve_for_hal(256, 8);
+        assert_eq!(m.owner(256), Some(FrameUse::Hal));
+        assert_eq!(m.owner(264), Some(FrameUse::Reserved));
+        assert_eq!(m.buffer_frames(), 0);
     }
 }

@@ -57,7 +57,10 @@ pub struct SimConfig {
     pub dma_v3: bool,
     /// Processors.
     pub cpus: usize,
-    /// The device's `dma_mask` width (28 on QEMU) — also the driver's `DmaAddressWidth`.
+    /// The device's `dma_mask` width (28 on QEMU's default edu). A width
+    /// below 28 is also written to the driver's `DmaAddressWidth` registry
+    /// value, as the administrator of such a VM does; wider, the driver
+    /// keeps describing 28 bits, which serves every wider device.
     pub dma_mask_bits: u32,
     /// Message-signaled interrupts instead of INTx.
     pub msi: bool,
@@ -173,6 +176,9 @@ impl SimConfig {
         }
         if self.dma_strategy != DmaStrategy::V3Packet {
             registry.push(("DmaStrategy".to_string(), self.dma_strategy.code() as u32));
+        }
+        if self.dma_mask_bits < edudma_core::regs::DMA_ADDRESS_BITS {
+            registry.push(("DmaAddressWidth".to_string(), self.dma_mask_bits));
         }
         NativeConfig {
             seed: self.seed,

@@ -68,6 +68,12 @@ fn the_inf_uses_a_system_defined_class_and_no_class_installer() {
         edudma_core::engine::DmaStrategy::from_registry(Some(0)),
         edudma_core::engine::DmaStrategy::default()
     );
+    // DmaAddressWidth is the core's default reach (28 bits), kept if edited.
+    assert!(hw.iter().any(|l| l == "HKR,,DmaAddressWidth,0x10003,28"));
+    assert_eq!(
+        edudma_core::engine::dma_address_width_from_registry(Some(28)),
+        edudma_core::engine::EngineConfig::default().dma_address_width
+    );
 }
 
 #[test]

@@ -5,9 +5,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-use crate::numbers::parse_u32;
+use crate::numbers::{parse_count_u64, parse_u32, parse_u64, u32_in};
 use crate::patterns::Pattern;
 
 const ABOUT: &str =
@@ -32,22 +33,32 @@ Examples:
   edudmactl write --offset 0 --pattern counter --len 4095
   edudmactl read --offset 0 --len 64           hex dump on a terminal
   edudmactl read --offset 0 --len 4095 --out dump.bin
+  edudmactl --sim script steps.txt             several commands on ONE simulated machine
   edudmactl --sim --map-registers 1 --scatter-gather off loopback --iterations 20
   edudmactl --sim --dma-strategy v1-packet loopback --iterations 20
   edudmactl --sim --dma-strategy sg-list --map-registers 1 loopback --iterations 20
   edudmactl --sim --dma-strategy common-buffer loopback --iterations 20
   edudmactl --sim --no-dma-v3 info             the fallback when version 3 is missing
+  edudmactl --sim --dma-mask-bits 25 selftest  a device that reaches only 32 MiB
   edudmactl --sim --alloc async --cpus 4 --seed 7 bench --len 4095
   edudmactl stats --reset
 
-Numbers take decimal or 0x-prefixed hex (--offset 0x100).
+Each --sim run boots a fresh simulated machine and removes it at the end:
+`edudmactl --sim write ...` then `edudmactl --sim read ...` reads a new device,
+not the bytes written. To see one machine across commands, put them in a file
+(one command per line, `#` starts a comment) and run `edudmactl --sim script FILE`.
+
+Numbers take decimal or 0x-prefixed hex (--offset 0x100, --seed 0x2A).
+`--file -` reads stdin, `--out -` writes stdout, `script -` reads stdin.
 
 Exit codes:
   0  success
-  1  device or driver error (no device, access denied, the driver failed a request,
-     the simulator stopped the driver on a rule violation)
-  2  usage error (a bad or missing argument, a range outside the device window)
-  3  data mismatch (bytes read back differ from the bytes written)";
+  1  device or driver error (no device, access denied, the driver or the system failed
+     a request, the simulator stopped the driver on a rule violation, stdout failed)
+  2  usage error (a bad or missing argument, a range outside the device window, a
+     --file, --out or script file that cannot be read or written)
+  3  data mismatch (bytes read back differ from the bytes written)
+A script stops at its first failing line with that command's exit code.";
 
 /// `edudmactl`: the parsed command line.
 #[derive(Debug, Parser)]
@@ -58,10 +69,11 @@ Exit codes:
     long_about = LONG_ABOUT,
     after_long_help = AFTER_LONG_HELP,
     after_help = "Run `edudmactl --help` for examples and exit codes.",
-    propagate_version = true
+    propagate_version = true,
+    disable_help_subcommand = true
 )]
 pub struct Cli {
-    /// Which device to talk to.
+    /// Which device to talk to, and how to print.
     #[command(flatten)]
     pub target: Target,
 
@@ -69,25 +81,30 @@ pub struct Cli {
     #[command(flatten)]
     pub sim: SimOptions,
 
-    /// Print one JSON object on stdout instead of text (errors too).
-    #[arg(long, global = true)]
-    pub json: bool,
-
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// The backend selection: a device path or the simulator.
+/// The heading of the options every command takes.
+const GLOBAL: &str = "Global options";
+/// The heading of the simulator's knobs.
+const SIMULATOR: &str = "Simulator (with --sim; each run boots a fresh machine)";
+
+/// The backend selection (a device path or the simulator) and the output format.
 #[derive(Debug, Args)]
 pub struct Target {
     /// Open this device interface path (default: the first present interface of the driver).
-    #[arg(long, value_name = "PATH", global = true, conflicts_with = "sim")]
+    #[arg(long, value_name = "PATH", global = true, conflicts_with = "sim", help_heading = GLOBAL)]
     pub device: Option<String>,
 
     /// Run the whole driver in-process on the simulator instead of a real device.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub sim: bool,
+
+    /// Print one JSON object on stdout instead of text (errors too; a script: one per line).
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    pub json: bool,
 }
 
 /// `--scatter-gather on|off`.
@@ -153,81 +170,123 @@ impl WindowSize {
     }
 }
 
-/// The simulator's knobs (ignored without `--sim`, which the tool reports as a usage error).
+/// The simulator's knobs (refused without `--sim`). The defaults are
+/// `edudma_sim::SimConfig::default()`'s (a unit test holds them equal).
 #[derive(Debug, Args)]
-#[command(next_help_heading = "Simulator (with --sim)")]
 pub struct SimOptions {
     /// Seed of the run: the same seed replays the same schedule.
-    #[arg(long, value_name = "N", global = true)]
-    pub seed: Option<u64>,
+    #[arg(long, value_name = "N", global = true, help_heading = SIMULATOR,
+          value_parser = parse_u64, default_value = "0")]
+    pub seed: u64,
 
-    /// Guest physical memory in MiB.
-    #[arg(long, value_name = "MIB", global = true)]
-    pub memory_mib: Option<u32>,
+    /// Guest physical memory in MiB, 512 to 65536.
+    #[arg(long, value_name = "MIB", global = true, help_heading = SIMULATOR,
+          value_parser = u32_in(512, 65536), default_value = "4096")]
+    pub memory_mib: u32,
 
-    /// Map registers IoGetDmaAdapter grants.
-    #[arg(long, value_name = "N", global = true)]
-    pub map_registers: Option<u32>,
+    /// The most map registers the HAL grants an adapter, 1 to 4096 (the driver asks for 2,
+    /// enough for its 4096-byte maximum transfer, and gets the smaller number).
+    #[arg(long, value_name = "N", global = true, help_heading = SIMULATOR,
+          value_parser = u32_in(1, 4096), default_value = "16")]
+    pub map_registers: u32,
 
-    /// Whether the adapter does scatter/gather.
-    #[arg(long, value_name = "on|off", global = true)]
-    pub scatter_gather: Option<OnOff>,
+    /// Whether the platform gives the adapter scatter/gather.
+    #[arg(long, value_name = "on|off", global = true, help_heading = SIMULATOR,
+          default_value = "on")]
+    pub scatter_gather: OnOff,
 
     /// How the driver allocates the adapter channel.
-    #[arg(long, value_name = "sync|async", global = true)]
-    pub alloc: Option<AllocMode>,
+    #[arg(long, value_name = "sync|async", global = true, help_heading = SIMULATOR,
+          default_value = "sync")]
+    pub alloc: AllocMode,
 
     /// The DMA strategy the driver is configured with (its DmaStrategy registry value).
-    #[arg(long, value_name = "STRATEGY", global = true)]
-    pub dma_strategy: Option<StrategyName>,
+    #[arg(long, value_name = "STRATEGY", global = true, help_heading = SIMULATOR,
+          default_value = "v3-packet")]
+    pub dma_strategy: StrategyName,
 
     /// A HAL without DMA version 3 (IoGetDmaAdapter returns NULL for it): the driver falls back.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = SIMULATOR)]
     pub no_dma_v3: bool,
 
-    /// Number of simulated CPUs (the DPC may run on any of them).
-    #[arg(long, value_name = "N", global = true)]
-    pub cpus: Option<u32>,
+    /// Number of simulated CPUs, 1 to 64 (the DPC may run on any of them).
+    #[arg(long, value_name = "N", global = true, help_heading = SIMULATOR,
+          value_parser = u32_in(1, 64), default_value = "2")]
+    pub cpus: u32,
 
-    /// Address bits the device can reach (edu clamps to 28).
-    #[arg(long, value_name = "BITS", global = true)]
-    pub dma_mask_bits: Option<u32>,
+    /// The edu device's dma_mask width, 24 to 64 bits: it masks every DMA address to it
+    /// (QEMU's default is 28). The driver describes min(BITS, 28) bits to the HAL, below 28
+    /// through its DmaAddressWidth registry value, and the HAL bounces every page above.
+    #[arg(long, value_name = "BITS", global = true, help_heading = SIMULATOR,
+          value_parser = u32_in(24, 64), default_value = "28")]
+    pub dma_mask_bits: u32,
 
     /// Use a message-signalled interrupt instead of a line-based one.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = SIMULATOR)]
     pub msi: bool,
 
-    /// Bytes of the device buffer the driver uses.
-    #[arg(long, value_name = "4095|4096", global = true)]
-    pub window: Option<WindowSize>,
+    /// Bytes of the device buffer the driver uses (4096 also models QEMU 8.2.1 or newer).
+    #[arg(long, value_name = "4095|4096", global = true, help_heading = SIMULATOR,
+          default_value = "4095")]
+    pub window: WindowSize,
 
     /// Testing only: corrupt one byte of the N-th DMA transfer (1-based).
-    #[arg(long, value_name = "N", global = true, hide = true)]
+    #[arg(long, value_name = "N", global = true, hide = true, value_parser = parse_count_u64)]
     pub inject_corruption: Option<u64>,
 }
 
-impl SimOptions {
-    /// The names of the knobs that were given, for the "needs --sim" usage error.
-    pub fn given(&self) -> Vec<&'static str> {
-        let mut given = Vec::new();
-        let mut note = |set: bool, name| {
-            if set {
-                given.push(name);
-            }
-        };
-        note(self.seed.is_some(), "--seed");
-        note(self.memory_mib.is_some(), "--memory-mib");
-        note(self.map_registers.is_some(), "--map-registers");
-        note(self.scatter_gather.is_some(), "--scatter-gather");
-        note(self.alloc.is_some(), "--alloc");
-        note(self.dma_strategy.is_some(), "--dma-strategy");
-        note(self.no_dma_v3, "--no-dma-v3");
-        note(self.cpus.is_some(), "--cpus");
-        note(self.dma_mask_bits.is_some(), "--dma-mask-bits");
-        note(self.msi, "--msi");
-        note(self.window.is_some(), "--window");
-        note(self.inject_corruption.is_some(), "--inject-corruption");
-        given
+/// The simulator's knobs by clap id, with their flags, for the "needs --sim" error.
+const SIM_KNOBS: [(&str, &str); 12] = [
+    ("seed", "--seed"),
+    ("memory_mib", "--memory-mib"),
+    ("map_registers", "--map-registers"),
+    ("scatter_gather", "--scatter-gather"),
+    ("alloc", "--alloc"),
+    ("dma_strategy", "--dma-strategy"),
+    ("no_dma_v3", "--no-dma-v3"),
+    ("cpus", "--cpus"),
+    ("dma_mask_bits", "--dma-mask-bits"),
+    ("msi", "--msi"),
+    ("window", "--window"),
+    ("inject_corruption", "--inject-corruption"),
+];
+
+/// A parsed command line, with which simulator knobs it set (defaults aside).
+#[derive(Debug)]
+pub struct Invocation {
+    /// The arguments.
+    pub cli: Cli,
+    /// The flags of the simulator knobs given on the command line.
+    pub sim_knobs_given: Vec<&'static str>,
+}
+
+impl Invocation {
+    /// Parse `args` (the program name first).
+    pub fn parse_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Cli::command().try_get_matches_from(args)?;
+        let cli = Cli::from_arg_matches(&matches)?;
+        // A global given after the command is recorded in its matches.
+        let mut levels = vec![&matches];
+        while let Some((_, sub)) = levels[levels.len() - 1].subcommand() {
+            levels.push(sub);
+        }
+        let sim_knobs_given = SIM_KNOBS
+            .iter()
+            .filter(|(id, _)| {
+                levels
+                    .iter()
+                    .any(|m| m.value_source(id) == Some(ValueSource::CommandLine))
+            })
+            .map(|&(_, flag)| flag)
+            .collect();
+        Ok(Self {
+            cli,
+            sim_knobs_given,
+        })
     }
 }
 
@@ -258,11 +317,42 @@ pub enum Command {
     /// Show the driver's counters (requests, bytes, HAL DMA calls, interrupts, errors).
     ///
     /// With --sim every run boots a new machine, so the counters start at zero;
-    /// `selftest --json` and `bench` report the counters of their own runs.
+    /// `selftest --json` and `bench` report the counters of their own runs, and
+    /// `stats` as a line of a `script` those of the lines before it.
     Stats(StatsArgs),
 
-    /// Measure DMA throughput (and, on the simulator, virtual time and DMA calls per request).
+    /// Measure DMA throughput (and, on the simulator, virtual time and DMA calls per request),
+    /// checking every byte read back. Exits 3 on a mismatch.
     Bench(BenchArgs),
+
+    /// Run commands from a file on ONE device (with --sim: one simulated machine).
+    ///
+    /// One command per line, written as on the command line without `edudmactl`
+    /// (`write --offset 0 --pattern counter --len 16`); `#` starts a comment, blank
+    /// lines are skipped, words may be quoted ('…' or "…"). Global options and the
+    /// simulator's knobs belong on the script's own command line, not on its lines.
+    /// The script stops at the first failing line, naming it, with that command's
+    /// exit code; with --json each command prints one JSON object on one line.
+    Script(ScriptArgs),
+
+    /// Print the help of edudmactl, or of one command.
+    Help(HelpArgs),
+}
+
+/// `script` options.
+#[derive(Debug, Args)]
+pub struct ScriptArgs {
+    /// The script (`-`: stdin).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+/// `help` options.
+#[derive(Debug, Args)]
+pub struct HelpArgs {
+    /// The command to explain (default: edudmactl itself).
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
 }
 
 /// `selftest` options.
@@ -280,7 +370,7 @@ pub struct WriteArgs {
     #[arg(long, value_name = "N", value_parser = parse_u32, default_value = "0")]
     pub offset: u32,
 
-    /// Write the contents of this file.
+    /// Write the contents of this file (`-`: stdin); it must fit in the window.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["pattern", "len"])]
     pub file: Option<PathBuf>,
 
@@ -293,7 +383,7 @@ pub struct WriteArgs {
     pub len: Option<u32>,
 
     /// Seed of the `random` pattern.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", value_parser = parse_u64, default_value = "1")]
     pub pattern_seed: u64,
 
     /// Testing only: send the range to the driver unchecked, to see its own validation.
@@ -312,7 +402,7 @@ pub struct ReadArgs {
     #[arg(long, value_name = "N", value_parser = parse_u32)]
     pub len: u32,
 
-    /// Write the raw bytes to this file instead of stdout.
+    /// Write the raw bytes to this file (`-`: stdout, raw even on a terminal).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
 
@@ -369,5 +459,27 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn knobs_given_are_told_from_defaults() {
+        let plain = Invocation::parse_from(["edudmactl", "info"]).unwrap();
+        assert!(plain.sim_knobs_given.is_empty());
+        let given = Invocation::parse_from([
+            "edudmactl",
+            "--seed",
+            "0x2A",
+            "info",
+            "--msi",
+            "--cpus",
+            "0x4",
+        ])
+        .unwrap();
+        assert_eq!(given.sim_knobs_given, ["--seed", "--cpus", "--msi"]);
+        assert_eq!(given.cli.sim.seed, 42);
+        assert_eq!(given.cli.sim.cpus, 4);
+        // Given as its default value, a knob still counts as given.
+        let default_given = Invocation::parse_from(["edudmactl", "--cpus", "2", "info"]).unwrap();
+        assert_eq!(default_given.sim_knobs_given, ["--cpus"]);
     }
 }

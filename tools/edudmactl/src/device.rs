@@ -3,13 +3,14 @@
 
 use edudma_core::ioctl::{
     DeviceInfo, DmaHeader, IOCTL_EDUDMA_DMA_READ, IOCTL_EDUDMA_DMA_WRITE, IOCTL_EDUDMA_GET_INFO,
-    IOCTL_EDUDMA_GET_STATS, IOCTL_EDUDMA_RESET_STATS, IOCTL_EDUDMA_SELFTEST, SelfTestReport, Stats,
-    check_window,
+    IOCTL_EDUDMA_GET_STATS, IOCTL_EDUDMA_RESET_STATS, IOCTL_EDUDMA_SELFTEST, RequestError,
+    SelfTestReport, Stats, check_window,
 };
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::backend::{Backend, BackendDescription, VirtualClock};
 use crate::error::{Error, Result};
+use crate::output::count_of;
 
 /// A readable name of one of our control codes, for messages.
 pub fn operation_name(code: u32) -> &'static str {
@@ -109,15 +110,12 @@ impl Device {
         self.query(IOCTL_EDUDMA_SELFTEST)
     }
 
-    /// Check a range against the window before sending it: a usage error names the problem.
+    /// Check a range against the window before sending it: a usage error
+    /// names the problem once, and what would fit.
     pub fn check_range(&mut self, offset: u32, len: usize) -> Result<()> {
         let window = self.window()?;
-        check_window(u64::from(offset), len as u64, window).map_err(|error| {
-            Error::Usage(format!(
-                "{error}: keep --offset plus --len within the {window}-byte window \
-                     (`edudmactl info` shows it)"
-            ))
-        })
+        check_window(u64::from(offset), len as u64, window)
+            .map_err(|error| Error::Usage(range_problem(&error, window)))
     }
 
     /// `IOCTL_EDUDMA_DMA_WRITE`: DMA `data` into the device at `offset`.
@@ -127,7 +125,8 @@ impl Device {
             flags: 0,
         };
         // METHOD_IN_DIRECT: the data travels in the output buffer (the MDL).
-        let mut buffer = data.to_vec();
+        let mut buffer = zeroed_buffer(data.len(), "the write buffer")?;
+        buffer.copy_from_slice(data);
         let moved =
             self.backend
                 .device_control(IOCTL_EDUDMA_DMA_WRITE, header.as_bytes(), &mut buffer)?;
@@ -141,7 +140,7 @@ impl Device {
             device_offset: offset,
             flags: 0,
         };
-        let mut buffer = vec![0u8; len];
+        let mut buffer = zeroed_buffer(len, "the read buffer")?;
         let moved =
             self.backend
                 .device_control(IOCTL_EDUDMA_DMA_READ, header.as_bytes(), &mut buffer)?;
@@ -158,10 +157,46 @@ impl Device {
 
     /// `ReadFile` at `offset`: the `IRP_MJ_READ` path (short at the end of the window).
     pub fn file_read(&mut self, offset: u32, len: usize) -> Result<Vec<u8>> {
-        let mut buffer = vec![0u8; len];
+        let mut buffer = zeroed_buffer(len, "the read buffer")?;
         let moved = self.backend.read_at(u64::from(offset), &mut buffer)?;
         buffer.truncate(moved);
         Ok(buffer)
+    }
+}
+
+/// `len` zero bytes, or [`Error::OutOfMemory`] instead of an abort.
+pub fn zeroed_buffer(len: usize, what: &'static str) -> Result<Vec<u8>> {
+    let mut probe: Vec<u8> = Vec::new();
+    probe
+        .try_reserve_exact(len)
+        .map_err(|_| Error::OutOfMemory {
+            bytes: len as u64,
+            what,
+        })?;
+    drop(probe);
+    // `vec!` of zeros asks the allocator for zeroed memory: a large buffer's
+    // pages are touched only where an answer is written.
+    Ok(vec![0u8; len])
+}
+
+/// What is wrong with a range, and what would fit, in one sentence.
+pub fn range_problem(error: &RequestError, window: u32) -> String {
+    let info = "`edudmactl info` shows the window";
+    match *error {
+        RequestError::ZeroLength => {
+            "--len 0 moves nothing: a DMA transfer needs at least one byte".into()
+        }
+        RequestError::OffsetOutsideWindow { offset, window } => format!(
+            "--offset {offset} is outside the {window}-byte window: use an offset below \
+             {window} ({info})"
+        ),
+        RequestError::BeyondWindow { offset, length, .. } => format!(
+            "--offset {offset} with --len {length} ends at byte {}, past the {window}-byte \
+             window: at this offset use at most {} ({info})",
+            offset.saturating_add(length),
+            count_of(u64::from(window).saturating_sub(offset), "byte")
+        ),
+        ref other => format!("{other} ({info})"),
     }
 }
 

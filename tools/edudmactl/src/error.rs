@@ -71,13 +71,31 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The tool could not allocate a buffer this large.
+    OutOfMemory {
+        /// Bytes asked for.
+        bytes: u64,
+        /// What for.
+        what: &'static str,
+    },
+    /// A line of a `script` failed.
+    Script {
+        /// The line's number, from 1.
+        line: usize,
+        /// How it failed.
+        source: Box<Error>,
+    },
 }
 
 impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) | Error::InputFile { .. } => EXIT_USAGE,
+            // A file named on the command line is an argument, read or written.
+            Error::Usage(_) | Error::InputFile { .. } | Error::Output { path: Some(_), .. } => {
+                EXIT_USAGE
+            }
+            Error::Script { source, .. } => source.exit_code(),
             Error::DeviceNotFound { .. }
             | Error::AccessDenied { .. }
             | Error::DeviceBusy { .. }
@@ -86,7 +104,24 @@ impl Error {
             | Error::Protocol(_)
             | Error::Simulator(_)
             | Error::Unsupported(_)
-            | Error::Output { .. } => EXIT_DEVICE,
+            | Error::OutOfMemory { .. }
+            | Error::Output { path: None, .. } => EXIT_DEVICE,
+        }
+    }
+
+    /// The failing line, for an error of a `script`.
+    pub fn script_line(&self) -> Option<usize> {
+        match self {
+            Error::Script { line, .. } => Some(*line),
+            _ => None,
+        }
+    }
+
+    /// This error as the failure of script line `line`.
+    pub fn at_line(self, line: usize) -> Self {
+        Error::Script {
+            line,
+            source: Box::new(self),
         }
     }
 
@@ -104,6 +139,8 @@ impl Error {
             Error::Unsupported(_) => "unsupported",
             Error::InputFile { .. } => "input_file",
             Error::Output { .. } => "output",
+            Error::OutOfMemory { .. } => "out_of_memory",
+            Error::Script { source, .. } => source.kind(),
         }
     }
 
@@ -111,6 +148,7 @@ impl Error {
     pub fn status(&self) -> Option<NtStatus> {
         match self {
             Error::Driver { status, .. } => Some(*status),
+            Error::Script { source, .. } => source.status(),
             _ => None,
         }
     }
@@ -153,6 +191,16 @@ impl fmt::Display for Error {
             Error::DeviceBusy { path } => {
                 write!(f, "{path} is in use by another program: close it and retry")
             }
+            // The I/O manager fails a buffer it cannot allocate or lock
+            // before the driver sees it: the status does not tell who.
+            Error::Driver { operation, status } if *status == NtStatus::INSUFFICIENT_RESOURCES => {
+                write!(
+                    f,
+                    "{operation} failed with {status}: the system could not allocate or lock the \
+                 request's buffer, or the DMA resources for it; use a smaller --len \
+                 (or, with --sim, a larger --memory-mib)"
+                )
+            }
             Error::Driver { operation, status } => write!(
                 f,
                 "the driver failed {operation} with {status}: {}; {}",
@@ -177,7 +225,7 @@ impl fmt::Display for Error {
             Error::Unsupported(message) => write!(f, "{message}"),
             Error::InputFile { path, source } => write!(
                 f,
-                "cannot read {}: {source}; check the --file path",
+                "cannot read {}: {source}; check the path",
                 path.display()
             ),
             Error::Output {
@@ -191,6 +239,12 @@ impl fmt::Display for Error {
             Error::Output { path: None, source } => {
                 write!(f, "cannot write to stdout: {source}")
             }
+            Error::OutOfMemory { bytes, what } => write!(
+                f,
+                "cannot allocate {bytes} bytes for {what}: this machine is out of memory; \
+                 use a smaller --len"
+            ),
+            Error::Script { line, source } => write!(f, "line {line}: {source}"),
         }
     }
 }

@@ -6,10 +6,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::CommandFactory;
 use serde::Serialize;
 
-use edudmactl::cli::Cli;
+use edudmactl::cli::{Cli, Command, Invocation};
 use edudmactl::commands::Outcome;
 use edudmactl::device::Device;
 use edudmactl::error::Error;
@@ -29,15 +29,27 @@ struct ErrorBody<'a> {
     exit_code: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<String>,
+    /// The script line that failed, for `script`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<usize>,
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let Invocation {
+        cli,
+        sim_knobs_given,
+    } = match Invocation::parse_from(std::env::args_os()) {
+        Ok(invocation) => invocation,
         Err(error) => return usage_error(&error),
     };
-    let output = Output::new(cli.json);
-    let result = edudmactl::backend::open(&cli).and_then(|backend| {
+    let output = Output::new(cli.target.json);
+    if let Command::Help(args) = &cli.command {
+        return match help(args.command.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => report_error(&error, &output),
+        };
+    }
+    let result = edudmactl::backend::open(&cli, &sim_knobs_given).and_then(|backend| {
         let mut device = Device::new(backend);
         let outcome = edudmactl::commands::run(&cli.command, &mut device, &output)?;
         // End the session before printing: on the simulator this is the
@@ -68,6 +80,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// `edudmactl help [COMMAND]`: the long help of the tool or of one command.
+fn help(command: Option<&str>) -> Result<(), Error> {
+    let mut cli = Cli::command();
+    let text = match command {
+        None => cli.render_long_help(),
+        Some(name) => match cli.find_subcommand_mut(name) {
+            Some(sub) => sub
+                .clone()
+                .bin_name(format!("edudmactl {name}"))
+                .render_long_help(),
+            None => {
+                let names: Vec<String> = Cli::command()
+                    .get_subcommands()
+                    .map(|sub| sub.get_name().to_owned())
+                    .collect();
+                return Err(Error::Usage(format!(
+                    "there is no command `{name}`: use one of {}",
+                    names.join(", ")
+                )));
+            }
+        },
+    };
+    // Styled for a terminal, plain for a pipe, as clap's own help is.
+    let text = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        text.ansi().to_string()
+    } else {
+        text.to_string()
+    };
+    edudmactl::output::print_stdout(text.as_bytes())
+}
+
 /// A command line clap refused: help and version print and exit 0; a usage
 /// error prints clap's message (exit 2), and with `--json` a JSON error too.
 fn usage_error(error: &clap::Error) -> ExitCode {
@@ -93,6 +136,7 @@ fn usage_error(error: &clap::Error) -> ExitCode {
             message: format!("{first_line}; see `edudmactl --help`"),
             exit_code: edudmactl::error::EXIT_USAGE,
             status: None,
+            line: None,
         },
     };
     if let Ok(json) = serde_json::to_string_pretty(&report) {
@@ -113,9 +157,16 @@ fn report_error(error: &Error, output: &Output) -> ExitCode {
                 message: error.to_string(),
                 exit_code: error.exit_code(),
                 status: error.status().map(|status| status.to_string()),
+                line: error.script_line(),
             },
         };
-        if let Ok(json) = serde_json::to_string_pretty(&report) {
+        // A script's objects are one per line; the failing line's too.
+        let json = if error.script_line().is_some() {
+            serde_json::to_string(&report)
+        } else {
+            serde_json::to_string_pretty(&report)
+        };
+        if let Ok(json) = json {
             // Nothing more can be done if stdout is gone.
             let _ = edudmactl::output::print_stdout(format!("{json}\n").as_bytes());
         }

@@ -1,7 +1,7 @@
 //! Where results go: one JSON object with `--json`, readable text otherwise,
 //! and the hex dump of `read`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Write};
 
@@ -18,7 +18,11 @@ use crate::error::{Error, Result};
 pub struct Output {
     json: bool,
     terminal: bool,
+    stderr_terminal: bool,
     pending: RefCell<Vec<u8>>,
+    /// The script line running, if a script is: JSON is then one compact
+    /// object per line, with its `line`.
+    script_line: Cell<Option<usize>>,
 }
 
 impl Output {
@@ -27,8 +31,20 @@ impl Output {
         Self {
             json,
             terminal: io::stdout().is_terminal(),
+            stderr_terminal: io::stderr().is_terminal(),
             pending: RefCell::new(Vec::new()),
+            script_line: Cell::new(None),
         }
+    }
+
+    /// Mark what follows as the output of script line `line` (`None`: no script).
+    pub fn set_script_line(&self, line: Option<usize>) {
+        self.script_line.set(line);
+    }
+
+    /// True when stderr is a terminal (where the progress bar goes).
+    pub fn is_stderr_terminal(&self) -> bool {
+        self.stderr_terminal
     }
 
     /// Queue raw bytes for stdout.
@@ -60,10 +76,22 @@ impl Output {
     /// Print `value` as JSON, or `text` — the one the user asked for.
     pub fn emit<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) -> Result<()> {
         if self.json {
-            let json = serde_json::to_string_pretty(value).map_err(|error| Error::Output {
+            let to_output_error = |error: serde_json::Error| Error::Output {
                 path: None,
                 source: io::Error::other(error),
-            })?;
+            };
+            let json = match self.script_line.get() {
+                Some(line) => {
+                    let json = serde_json::to_string(value).map_err(to_output_error)?;
+                    // The line first, the command's fields in their order after it.
+                    match json.strip_prefix('{') {
+                        Some("}") => format!("{{\"line\":{line}}}"),
+                        Some(fields) => format!("{{\"line\":{line},{fields}"),
+                        None => json,
+                    }
+                }
+                None => serde_json::to_string_pretty(value).map_err(to_output_error)?,
+            };
             self.raw(format!("{json}\n").as_bytes());
         } else {
             self.raw(text().as_bytes());
@@ -130,6 +158,15 @@ pub fn hex_string(bytes: &[u8]) -> String {
     out
 }
 
+/// `count` and `noun`, plural unless `count` is 1: "1 byte", "2 bytes".
+pub fn count_of(count: u64, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
 /// A byte count with a binary unit, for text output.
 pub fn human_bytes(bytes: f64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
@@ -165,5 +202,8 @@ mod tests {
         assert_eq!(hex_string(&[0, 0xab, 0x10]), "00ab10");
         assert_eq!(human_bytes(512.0), "512 B");
         assert_eq!(human_bytes(40960.0), "40.00 KiB");
+        assert_eq!(count_of(1, "byte"), "1 byte");
+        assert_eq!(count_of(0, "byte"), "0 bytes");
+        assert_eq!(count_of(4095, "byte"), "4095 bytes");
     }
 }

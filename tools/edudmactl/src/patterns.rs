@@ -22,15 +22,26 @@ pub enum Pattern {
 impl Pattern {
     /// `len` bytes of this pattern; `seed` only matters for [`Pattern::Random`].
     pub fn generate(self, len: usize, seed: u64) -> Vec<u8> {
+        let mut bytes = vec![0; len];
+        self.fill(&mut bytes, seed);
+        bytes
+    }
+
+    /// Fill `bytes` with this pattern, byte 0 first.
+    pub fn fill(self, bytes: &mut [u8], seed: u64) {
         match self {
-            Pattern::Zeros => vec![0; len],
-            Pattern::Ones => vec![0xFF; len],
-            Pattern::Counter => (0..len).map(|i| i as u8).collect(),
-            Pattern::Alternating => (0..len)
-                .map(|i| if i % 2 == 0 { 0x55 } else { 0xAA })
-                .collect(),
-            Pattern::Walking => (0..len).map(|i| 1u8 << (i % 8)).collect(),
-            Pattern::Random => random_bytes(len, seed),
+            Pattern::Zeros => bytes.fill(0),
+            Pattern::Ones => bytes.fill(0xFF),
+            Pattern::Counter => bytes.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8),
+            Pattern::Alternating => bytes
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, b)| *b = if i % 2 == 0 { 0x55 } else { 0xAA }),
+            Pattern::Walking => bytes
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, b)| *b = 1u8 << (i % 8)),
+            Pattern::Random => bytes.copy_from_slice(&random_bytes(bytes.len(), seed)),
         }
     }
 

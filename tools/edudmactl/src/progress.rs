@@ -1,5 +1,6 @@
-//! The progress bar of long runs (`loopback`, `bench`): shown only when a
-//! person watches — stdout is a terminal and the output is not JSON.
+//! The progress bar of long runs (`loopback`, `bench`): drawn on stderr,
+//! so stdout holds only the result, and only when a person watches —
+//! stderr is a terminal and the output is not JSON.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -13,10 +14,10 @@ pub struct Progress {
 impl Progress {
     /// A bar of `total` steps labelled `label`, hidden for pipes and `--json`.
     pub fn new(output: &Output, total: u64, label: &str) -> Self {
-        if output.is_json() || !output.is_terminal() {
+        if output.is_json() || !output.is_stderr_terminal() {
             return Self { bar: None };
         }
-        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stdout());
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} {elapsed}")
             .map(|style| style.progress_chars("=> "))
             .unwrap_or_else(|_| ProgressStyle::default_bar());

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::output::count_of;
+
 /// The first byte that differs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Mismatch {
@@ -60,13 +62,24 @@ impl Comparison {
     pub fn describe(&self) -> String {
         match self.first {
             Some(first) => format!(
-                "{} of {} bytes differ, first at device offset {}: wrote 0x{:02x}, read 0x{:02x}",
-                self.mismatched, self.compared, first.offset, first.expected, first.actual
+                "{} of {} {}, first at device offset {}: wrote 0x{:02x}, read 0x{:02x}",
+                self.mismatched,
+                count_of(self.compared, "byte"),
+                if self.mismatched == 1 {
+                    "differs"
+                } else {
+                    "differ"
+                },
+                first.offset,
+                first.expected,
+                first.actual
             ),
             None if self.mismatched > 0 => format!(
-                "{} of {} bytes missing from the read",
-                self.mismatched, self.compared
+                "{} of {} missing from the read",
+                self.mismatched,
+                count_of(self.compared, "byte")
             ),
+            None if self.compared == 1 => "the 1 byte matches".into(),
             None => format!("all {} bytes match", self.compared),
         }
     }

@@ -196,6 +196,11 @@ pub struct EngineConfig {
     /// Watchdog ticks after which a device command that is still running
     /// fails its request with `STATUS_IO_TIMEOUT`.
     pub timeout_ticks: u32,
+    /// The device's reach in address bits, as the registry's
+    /// `DmaAddressWidth` states it ([`dma_address_width_from_registry`]):
+    /// the version-3 description's `DmaAddressWidth` and the limit every
+    /// programmed address is checked against.
+    pub dma_address_width: u32,
 }
 
 impl Default for EngineConfig {
@@ -206,6 +211,7 @@ impl Default for EngineConfig {
             strategy: DmaStrategy::V3Packet,
             lost_interrupt_ticks: 3,
             timeout_ticks: 10,
+            dma_address_width: DMA_ADDRESS_BITS,
         }
     }
 }
@@ -214,6 +220,50 @@ impl EngineConfig {
     /// The window actually used: at least 1 byte, at most the device buffer.
     pub fn effective_window(&self) -> u32 {
         self.window.clamp(1, DEVICE_BUFFER_SIZE)
+    }
+
+    /// The device's reach in address bits: [`dma_address_width`](Self::dma_address_width)
+    /// held to the rule of [`dma_address_width_from_registry`] (what
+    /// [`AdapterFacts::dma_address_width`] is to be).
+    pub fn device_reach(&self) -> u32 {
+        dma_address_width_from_registry(Some(self.dma_address_width))
+    }
+
+    /// The adapters to ask for, in order ([`DmaStrategy::adapter_requests`]),
+    /// each version-3 description stating this configuration's
+    /// [`dma_address_width`](Self::dma_address_width).
+    pub fn adapter_requests(&self) -> impl Iterator<Item = AdapterRequest> + use<> {
+        let width = self.device_reach();
+        self.strategy
+            .adapter_requests()
+            .iter()
+            .map(move |request| AdapterRequest {
+                dma_address_width: if request.version == DEVICE_DESCRIPTION_VERSION3 {
+                    width
+                } else {
+                    request.dma_address_width
+                },
+                ..*request
+            })
+    }
+}
+
+/// The narrowest `DmaAddressWidth` the driver accepts: 24 bits (16 MiB), the
+/// ISA-era floor every HAL keeps map registers below.
+pub const MIN_DMA_ADDRESS_WIDTH: u32 = 24;
+
+/// The device's reach a `DmaAddressWidth` registry value states: 24 to 28
+/// for an edu device whose `dma_mask` property is narrower than QEMU's
+/// default; missing or anything else, [`DMA_ADDRESS_BITS`].
+///
+/// Never wider than 28: the default edu device drives 28 bits, and a
+/// description wider than the device would let the HAL hand it addresses
+/// it silently masks. A device with a wider mask is served correctly by
+/// the 28-bit description (the HAL bounces what lies above 256 MiB).
+pub fn dma_address_width_from_registry(value: Option<u32>) -> u32 {
+    match value {
+        Some(bits) if (MIN_DMA_ADDRESS_WIDTH..=DMA_ADDRESS_BITS).contains(&bits) => bits,
+        _ => DMA_ADDRESS_BITS,
     }
 }
 
@@ -283,6 +333,53 @@ mod registry_tests {
                 .adapter_requests()
                 .iter()
                 .all(|r| r.version < 3)
+        );
+    }
+
+    #[test]
+    fn dma_address_width_narrows_only() {
+        use super::{DMA_ADDRESS_BITS, EngineConfig, dma_address_width_from_registry};
+        for bits in 24..=28 {
+            assert_eq!(dma_address_width_from_registry(Some(bits)), bits);
+        }
+        for value in [
+            None,
+            Some(0),
+            Some(23),
+            Some(29),
+            Some(32),
+            Some(64),
+            Some(u32::MAX),
+        ] {
+            assert_eq!(dma_address_width_from_registry(value), DMA_ADDRESS_BITS);
+        }
+        for strategy in [
+            DmaStrategy::V3Packet,
+            DmaStrategy::V1Packet,
+            DmaStrategy::SgList,
+            DmaStrategy::CommonBuffer,
+        ] {
+            let config = EngineConfig {
+                strategy,
+                dma_address_width: 25,
+                ..EngineConfig::default()
+            };
+            let requests: std::vec::Vec<_> = config.adapter_requests().collect();
+            assert_eq!(requests.len(), strategy.adapter_requests().len());
+            for (asked, planned) in requests.iter().zip(strategy.adapter_requests()) {
+                let width = if planned.version == 3 { 25 } else { 0 };
+                assert_eq!(asked.dma_address_width, width);
+                assert_eq!(asked.strategy, planned.strategy);
+            }
+        }
+        // An out-of-range width set in code is held to the same rule.
+        let wide = EngineConfig {
+            dma_address_width: 40,
+            ..EngineConfig::default()
+        };
+        assert!(
+            wide.adapter_requests()
+                .all(|r| r.dma_address_width == 28 || r.version < 3)
         );
     }
 

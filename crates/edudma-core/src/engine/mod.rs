@@ -43,6 +43,7 @@ use core::mem;
 pub use config::{
     AdapterFacts, AdapterRequest, AllocationPolicy, DEFAULT_WINDOW, DEVICE_DESCRIPTION_VERSION1,
     DEVICE_DESCRIPTION_VERSION2, DEVICE_DESCRIPTION_VERSION3, DmaStrategy, EngineConfig,
+    MIN_DMA_ADDRESS_WIDTH, dma_address_width_from_registry,
 };
 pub use power::{
     POWER_DEVICE_D0, POWER_DEVICE_D3, POWER_SYSTEM_WORKING, PowerDown, PowerUp, device_state_for,

@@ -40,7 +40,7 @@ impl std::fmt::Display for BackendDescription {
             BackendDescription::Sim { config } => write!(
                 f,
                 "simulator (seed {}, {} CPUs, {} map registers, scatter/gather {}, alloc {}, \
-                 strategy {}{}, {}-bit DMA, {}, window {})",
+                 strategy {}{}, {}-bit dma_mask, {}, window {})",
                 config.seed,
                 config.cpus,
                 config.map_registers,
@@ -95,8 +95,9 @@ pub trait Backend {
     }
 }
 
-/// Open the backend the command line asks for.
-pub fn open(cli: &Cli) -> Result<Box<dyn Backend>> {
+/// Open the backend the command line asks for; `sim_knobs_given` are the
+/// simulator's flags it set, refused without `--sim`.
+pub fn open(cli: &Cli, sim_knobs_given: &[&str]) -> Result<Box<dyn Backend>> {
     if cli.target.sim {
         // The simulator runs the driver's own sources built for Linux.
         #[cfg(not(windows))]
@@ -106,11 +107,11 @@ pub fn open(cli: &Cli) -> Result<Box<dyn Backend>> {
             "--sim runs on Linux only (it runs the driver's sources on a simulated Windows)".into(),
         ));
     }
-    let given = cli.sim.given();
-    if !given.is_empty() {
+    if !sim_knobs_given.is_empty() {
         return Err(Error::Usage(format!(
-            "{} only make sense with the simulator: add --sim",
-            given.join(", ")
+            "{} only make{} sense with the simulator: add --sim",
+            sim_knobs_given.join(", "),
+            if sim_knobs_given.len() == 1 { "s" } else { "" }
         )));
     }
     open_device(cli.target.device.as_deref())

@@ -33,7 +33,7 @@ pub struct SimSettings {
     pub dma_v3: bool,
     /// Simulated CPUs.
     pub cpus: usize,
-    /// DMA address bits (the device's `dma_mask` and the driver's `DmaAddressWidth`).
+    /// The device's `dma_mask` width (the driver's `DmaAddressWidth` is the smaller of it and 28).
     pub dma_mask_bits: u32,
     /// Message-signalled interrupt.
     pub msi: bool,
@@ -75,70 +75,38 @@ impl SimSettings {
 const CORRUPTED_BYTE: u32 = 3;
 
 #[cfg(not(windows))]
-/// The simulator configuration the command line asks for, or a usage error.
+/// The simulator configuration the command line asks for. The parser has
+/// already held every number to its range.
 pub fn config_from_options(options: &SimOptions) -> Result<SimConfig> {
-    let mut config = SimConfig::default();
-    let bad = |message: String| Err(Error::Usage(message));
-    if let Some(seed) = options.seed {
-        config.seed = seed;
-    }
-    if let Some(mib) = options.memory_mib {
-        if !(512..=65536).contains(&mib) {
-            return bad(format!(
-                "--memory-mib {mib} is out of range: use 512 to 65536"
-            ));
-        }
-        config.memory_mib = u64::from(mib);
-    }
-    if let Some(registers) = options.map_registers {
-        if !(1..=4096).contains(&registers) {
-            return bad(format!(
-                "--map-registers {registers} is out of range: use 1 to 4096"
-            ));
-        }
-        config.map_registers = registers;
-    }
-    if let Some(sg) = options.scatter_gather {
-        config.scatter_gather = sg.is_on();
-    }
-    if let Some(alloc) = options.alloc {
-        config.allocation = match alloc {
+    let mut config = SimConfig {
+        seed: options.seed,
+        memory_mib: u64::from(options.memory_mib),
+        map_registers: options.map_registers,
+        scatter_gather: options.scatter_gather.is_on(),
+        allocation: match options.alloc {
             AllocMode::Sync => Allocation::Sync,
             AllocMode::Async => Allocation::Async,
-        };
-    }
-    if let Some(strategy) = options.dma_strategy {
-        config.dma_strategy = match strategy {
+        },
+        dma_strategy: match options.dma_strategy {
             StrategyName::V3Packet => DmaStrategy::V3Packet,
             StrategyName::V1Packet => DmaStrategy::V1Packet,
             StrategyName::SgList => DmaStrategy::SgList,
             StrategyName::CommonBuffer => DmaStrategy::CommonBuffer,
-        };
-    }
-    config.dma_v3 = !options.no_dma_v3;
-    if let Some(cpus) = options.cpus {
-        if !(1..=64).contains(&cpus) {
-            return bad(format!("--cpus {cpus} is out of range: use 1 to 64"));
-        }
-        config.cpus = cpus as usize;
-    }
-    if let Some(bits) = options.dma_mask_bits {
-        if !(16..=64).contains(&bits) {
-            return bad(format!(
-                "--dma-mask-bits {bits} is out of range: use 16 to 64"
-            ));
-        }
-        config.dma_mask_bits = bits;
-    }
-    config.msi = options.msi;
-    if let Some(window) = options.window {
-        config.window = window.bytes();
+        },
+        dma_v3: !options.no_dma_v3,
+        cpus: options.cpus as usize,
+        dma_mask_bits: options.dma_mask_bits,
+        msi: options.msi,
+        window: options.window.bytes(),
         // A 4096-byte window is only safe on a QEMU whose range check is fixed.
-        config.qemu_fixed_range_check = window == WindowSize::W4096;
-    }
+        qemu_fixed_range_check: options.window == WindowSize::W4096,
+        ..SimConfig::default()
+    };
     if let Some(transfer) = options.inject_corruption {
         if transfer == 0 {
-            return bad("--inject-corruption counts transfers from 1".into());
+            return Err(Error::Usage(
+                "--inject-corruption counts transfers from 1".into(),
+            ));
         }
         config.corrupt_byte_injection = Some(CorruptByte {
             transfer,
@@ -277,5 +245,57 @@ impl Backend for SimBackend {
             .finish()
             .map(|_| ())
             .map_err(|error| sim_error("the final removal and leak check", error))
+    }
+}
+
+#[cfg(all(test, not(windows)))]
+mod tests {
+    use super::*;
+    use crate::cli::Invocation;
+
+    #[test]
+    fn the_help_defaults_are_the_simulator_defaults() {
+        let invocation = Invocation::parse_from(["edudmactl", "--sim", "info"]).unwrap();
+        let config = config_from_options(&invocation.cli.sim).unwrap();
+        assert_eq!(
+            SimSettings::of(&config),
+            SimSettings::of(&SimConfig::default())
+        );
+    }
+
+    #[test]
+    fn every_knob_reaches_the_configuration() {
+        let invocation = Invocation::parse_from([
+            "edudmactl",
+            "--sim",
+            "--seed",
+            "0x10",
+            "--memory-mib",
+            "0x1200",
+            "--map-registers",
+            "0x3",
+            "--cpus",
+            "0x4",
+            "--dma-mask-bits",
+            "0x21",
+            "--window",
+            "4096",
+            "--scatter-gather",
+            "off",
+            "info",
+        ])
+        .unwrap();
+        let config = config_from_options(&invocation.cli.sim).unwrap();
+        assert_eq!(
+            (
+                config.seed,
+                config.memory_mib,
+                config.map_registers,
+                config.cpus
+            ),
+            (16, 4608, 3, 4)
+        );
+        assert_eq!(config.dma_mask_bits, 33);
+        assert!(config.qemu_fixed_range_check && !config.scatter_gather);
     }
 }

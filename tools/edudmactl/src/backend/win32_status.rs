@@ -45,8 +45,12 @@ pub const ERROR_OPERATION_ABORTED: u32 = 995;
 pub const ERROR_IO_DEVICE: u32 = 1117;
 /// `ERROR_DEVICE_NOT_CONNECTED`.
 pub const ERROR_DEVICE_NOT_CONNECTED: u32 = 1167;
+/// `ERROR_NOT_ENOUGH_MEMORY`.
+pub const ERROR_NOT_ENOUGH_MEMORY: u32 = 8;
 /// `ERROR_NO_SYSTEM_RESOURCES`.
 pub const ERROR_NO_SYSTEM_RESOURCES: u32 = 1450;
+/// `ERROR_WORKING_SET_QUOTA`.
+pub const ERROR_WORKING_SET_QUOTA: u32 = 1453;
 /// `ERROR_DEVICE_REMOVED`.
 pub const ERROR_DEVICE_REMOVED: u32 = 1617;
 /// `ERROR_INVALID_USER_BUFFER`.
@@ -71,7 +75,12 @@ pub fn ntstatus_from_win32(code: u32) -> Option<NtStatus> {
         ERROR_SEM_TIMEOUT => NtStatus::IO_TIMEOUT,
         ERROR_DEVICE_REMOVED => NtStatus::DEVICE_REMOVED,
         ERROR_NOT_READY => NtStatus::DEVICE_NOT_READY,
-        ERROR_NO_SYSTEM_RESOURCES => NtStatus::INSUFFICIENT_RESOURCES,
+        // The I/O manager failing to allocate or lock a buffer too large for
+        // the machine (STATUS_NO_MEMORY, STATUS_WORKING_SET_QUOTA) reads as the
+        // driver's own shortage: the tool says either may be the cause.
+        ERROR_NO_SYSTEM_RESOURCES | ERROR_WORKING_SET_QUOTA | ERROR_NOT_ENOUGH_MEMORY => {
+            NtStatus::INSUFFICIENT_RESOURCES
+        }
         ERROR_NOT_SUPPORTED => NtStatus::NOT_SUPPORTED,
         ERROR_BAD_COMMAND => NtStatus::INVALID_DEVICE_STATE,
         ERROR_IO_DEVICE => NtStatus::DEVICE_HARDWARE_ERROR,
@@ -102,6 +111,12 @@ mod tests {
                 .filter_map(ntstatus_from_win32)
                 .any(|s| s == status);
             assert!(found, "{status} has no Win32 error mapping back to it");
+        }
+        for locking_failed in [ERROR_WORKING_SET_QUOTA, ERROR_NOT_ENOUGH_MEMORY] {
+            assert_eq!(
+                ntstatus_from_win32(locking_failed),
+                Some(NtStatus::INSUFFICIENT_RESOURCES)
+            );
         }
         assert_eq!(ntstatus_from_win32(ERROR_FILE_NOT_FOUND), None);
         assert_eq!(ntstatus_from_win32(ERROR_ACCESS_DENIED), None);

@@ -10,9 +10,10 @@ use super::Outcome;
 use crate::cli::BenchArgs;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::output::{Output, human_bytes};
+use crate::output::{Output, count_of, human_bytes};
 use crate::patterns::random_bytes;
 use crate::progress::Progress;
+use crate::verify::Comparison;
 
 /// The edu device moves at most 4096 bytes per DMA command, and each command
 /// takes 100 ms: 40960 bytes per second.
@@ -92,12 +93,26 @@ impl PerRequest {
 #[derive(Serialize)]
 struct Report {
     command: &'static str,
+    /// Every byte read back matched the bytes written.
+    ok: bool,
     len: u32,
     iterations: u32,
     write: Direction,
     read: Direction,
     device_limit_bytes_per_sec: f64,
     dma_calls_per_request: PerRequest,
+    bytes_verified: u64,
+    mismatched_bytes: u64,
+    /// The first round (1-based) whose read came back wrong, with its first difference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_failure: Option<Failure>,
+}
+
+#[derive(Serialize)]
+struct Failure {
+    iteration: u32,
+    #[serde(flatten)]
+    comparison: Comparison,
 }
 
 /// Run `bench`.
@@ -108,72 +123,113 @@ pub fn run(device: &mut Device, args: &BenchArgs, output: &Output) -> Result<Out
     let window = device.window()?;
     let len = args.len.unwrap_or(window);
     device.check_range(0, len as usize)?;
-    let data = random_bytes(len as usize, 0xBE7C);
     let before = device.stats()?;
 
-    let progress = Progress::new(output, 2 * u64::from(args.iterations), "write");
-    let write = measure(device, args.iterations, len, &progress, |device| {
-        device.dma_write(0, &data).map(|_| ())
-    })?;
-    progress.label("read");
-    let read = measure(device, args.iterations, len, &progress, |device| {
-        device.dma_read(0, len as usize).map(|_| ())
-    })?;
+    // Each write is read back at once, and each request timed on its own:
+    // every byte written is checked (a corrupted write shows), and the
+    // two directions are still measured apart.
+    let progress = Progress::new(output, 2 * u64::from(args.iterations), "bench");
+    let (mut write, mut read) = (Timing::default(), Timing::default());
+    let (mut bytes_verified, mut mismatched_bytes) = (0u64, 0u64);
+    let mut first_failure = None;
+    for iteration in 1..=args.iterations {
+        let data = random_bytes(len as usize, 0xBE7C + u64::from(iteration));
+        write.time(device, |device| device.dma_write(0, &data).map(|_| ()))?;
+        progress.step();
+        let mut back = Vec::new();
+        read.time(device, |device| {
+            back = device.dma_read(0, len as usize)?;
+            Ok(())
+        })?;
+        progress.step();
+        let comparison = Comparison::of(&data, &back, 0);
+        bytes_verified += comparison.compared;
+        mismatched_bytes += comparison.mismatched;
+        if !comparison.ok() {
+            first_failure.get_or_insert(Failure {
+                iteration,
+                comparison,
+            });
+        }
+    }
     progress.finish();
 
     let after = device.stats()?;
     let report = Report {
         command: "bench",
+        ok: first_failure.is_none(),
         len,
         iterations: args.iterations,
-        write,
-        read,
+        write: write.direction(args.iterations, len),
+        read: read.direction(args.iterations, len),
         device_limit_bytes_per_sec: DEVICE_LIMIT_BYTES_PER_SEC,
         dma_calls_per_request: PerRequest::between(&before, &after),
+        bytes_verified,
+        mismatched_bytes,
+        first_failure,
     };
     output.emit(&report, || text(&report))?;
-    Ok(Outcome::Success)
+    Ok(match &report.first_failure {
+        Some(failure) => Outcome::Mismatch(format!(
+            "bench: {} of {} read back wrong (iteration {}: {})",
+            report.mismatched_bytes,
+            count_of(report.bytes_verified, "byte"),
+            failure.iteration,
+            failure.comparison.describe()
+        )),
+        None => Outcome::Success,
+    })
 }
 
-/// Run `iterations` requests of `len` bytes and time them, on the wall clock
-/// and on the simulator's virtual clock.
-fn measure(
-    device: &mut Device,
-    iterations: u32,
-    len: u32,
-    progress: &Progress,
-    mut request: impl FnMut(&mut Device) -> Result<()>,
-) -> Result<Direction> {
-    let virtual_start = device.virtual_clock();
-    let wall_start = Instant::now();
-    for _ in 0..iterations {
+/// The time requests of one direction took, summed.
+#[derive(Default)]
+struct Timing {
+    wall_seconds: f64,
+    virtual_ns: Option<u64>,
+}
+
+impl Timing {
+    /// Run one request and add its time, on the wall clock and on the
+    /// simulator's virtual clock.
+    fn time(
+        &mut self,
+        device: &mut Device,
+        request: impl FnOnce(&mut Device) -> Result<()>,
+    ) -> Result<()> {
+        let virtual_start = device.virtual_clock();
+        let wall_start = Instant::now();
         request(device)?;
-        progress.step();
-    }
-    let wall_seconds = wall_start.elapsed().as_secs_f64();
-    let bytes = u64::from(len) * u64::from(iterations);
-    let virtual_seconds = match (virtual_start, device.virtual_clock()) {
-        (Some(start), Some(end)) => Some(end.now_ns.saturating_sub(start.now_ns) as f64 / 1e9),
-        _ => None,
-    };
-    let rate = |seconds: f64| {
-        if seconds > 0.0 {
-            bytes as f64 / seconds
-        } else {
-            0.0
+        self.wall_seconds += wall_start.elapsed().as_secs_f64();
+        if let (Some(start), Some(end)) = (virtual_start, device.virtual_clock()) {
+            let spent = end.now_ns.saturating_sub(start.now_ns);
+            self.virtual_ns = Some(self.virtual_ns.unwrap_or(0) + spent);
         }
-    };
-    let virtual_bytes_per_sec = virtual_seconds.map(rate);
-    Ok(Direction {
-        requests: iterations,
-        bytes,
-        wall_seconds,
-        wall_bytes_per_sec: rate(wall_seconds),
-        virtual_seconds,
-        virtual_bytes_per_sec,
-        percent_of_device_limit: virtual_bytes_per_sec
-            .map(|rate| 100.0 * rate / DEVICE_LIMIT_BYTES_PER_SEC),
-    })
+        Ok(())
+    }
+
+    /// The throughput of `iterations` requests of `len` bytes.
+    fn direction(&self, iterations: u32, len: u32) -> Direction {
+        let bytes = u64::from(len) * u64::from(iterations);
+        let virtual_seconds = self.virtual_ns.map(|ns| ns as f64 / 1e9);
+        let rate = |seconds: f64| {
+            if seconds > 0.0 {
+                bytes as f64 / seconds
+            } else {
+                0.0
+            }
+        };
+        let virtual_bytes_per_sec = virtual_seconds.map(rate);
+        Direction {
+            requests: iterations,
+            bytes,
+            wall_seconds: self.wall_seconds,
+            wall_bytes_per_sec: rate(self.wall_seconds),
+            virtual_seconds,
+            virtual_bytes_per_sec,
+            percent_of_device_limit: virtual_bytes_per_sec
+                .map(|rate| 100.0 * rate / DEVICE_LIMIT_BYTES_PER_SEC),
+        }
+    }
 }
 
 fn direction_line(name: &str, d: &Direction) -> String {
@@ -201,9 +257,9 @@ fn direction_line(name: &str, d: &Direction) -> String {
 
 fn text(report: &Report) -> String {
     let mut out = format!(
-        "bench: {} requests of {} bytes each way (device limit {}/s: 4096 bytes per 100 ms)\n",
-        report.iterations,
-        report.len,
+        "bench: {} of {} each way (device limit {}/s: 4096 bytes per 100 ms)\n",
+        count_of(u64::from(report.iterations), "request"),
+        count_of(u64::from(report.len), "byte"),
         human_bytes(report.device_limit_bytes_per_sec)
     );
     out.push_str(&direction_line("write", &report.write));
@@ -228,6 +284,11 @@ fn text(report: &Report) -> String {
         p.device_commands,
         p.interrupts,
         p.dpcs
+    ));
+    out.push_str(&format!(
+        "  data: {} verified, {} mismatched\n",
+        count_of(report.bytes_verified, "byte"),
+        report.mismatched_bytes
     ));
     out
 }

@@ -90,6 +90,7 @@ impl InfoView {
 #[derive(Serialize)]
 struct Report<'a> {
     command: &'static str,
+    ok: bool,
     backend: &'a BackendDescription,
     device: &'a InfoView,
 }
@@ -101,6 +102,7 @@ pub fn run(device: &mut Device, output: &Output) -> Result<Outcome> {
     let backend = device.describe();
     let report = Report {
         command: "info",
+        ok: true,
         backend: &backend,
         device: &view,
     };

@@ -6,7 +6,7 @@ use super::Outcome;
 use crate::cli::LoopbackArgs;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::output::Output;
+use crate::output::{Output, count_of};
 use crate::progress::Progress;
 use crate::verify::Comparison;
 
@@ -41,7 +41,15 @@ pub fn run(device: &mut Device, args: &LoopbackArgs, output: &Output) -> Result<
         return Err(Error::Usage("--iterations must be at least 1".into()));
     }
     let window = device.window()?;
-    let len = args.len.unwrap_or(window.saturating_sub(args.offset));
+    if args.len.is_none() && args.offset >= window {
+        // The default length (the rest of the window) is nothing here.
+        return Err(Error::Usage(format!(
+            "--offset {} leaves no room in the {window}-byte window: use an offset below \
+             {window}, or give --len",
+            args.offset
+        )));
+    }
+    let len = args.len.unwrap_or(window - args.offset);
     device.check_range(args.offset, len as usize)?;
 
     let progress = Progress::new(output, u64::from(args.iterations), "loopback");
@@ -85,14 +93,13 @@ pub fn run(device: &mut Device, args: &LoopbackArgs, output: &Output) -> Result<
     };
     output.emit(&report, || {
         let mut text = format!(
-            "loopback {}: {} iterations of {} bytes at offset {} ({}), {} bytes verified, \
-             {} failed\n",
+            "loopback {}: {} of {} at offset {} ({}), {} verified, {} failed\n",
             if report.ok { "passed" } else { "FAILED" },
-            report.iterations,
-            report.len,
+            count_of(u64::from(report.iterations), "iteration"),
+            count_of(u64::from(report.len), "byte"),
             report.offset,
             report.pattern,
-            report.bytes_verified,
+            count_of(report.bytes_verified, "byte"),
             report.failed_iterations
         );
         if let Some(failure) = &report.first_failure {
@@ -106,9 +113,9 @@ pub fn run(device: &mut Device, args: &LoopbackArgs, output: &Output) -> Result<
     })?;
     match &report.first_failure {
         Some(failure) => Ok(Outcome::Mismatch(format!(
-            "loopback: {} of {} iterations read back wrong (iteration {}: {})",
+            "loopback: {} of {} read back wrong (iteration {}: {})",
             failed_iterations,
-            args.iterations,
+            count_of(u64::from(args.iterations), "iteration"),
             failure.iteration,
             failure.comparison.describe()
         ))),

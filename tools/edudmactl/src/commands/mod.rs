@@ -7,6 +7,7 @@ pub mod bench;
 pub mod info;
 pub mod loopback;
 pub mod read;
+pub mod script;
 pub mod selftest;
 pub mod stats;
 pub mod write;
@@ -48,5 +49,10 @@ pub fn run(command: &Command, device: &mut Device, output: &Output) -> Result<Ou
         Command::Loopback(args) => loopback::run(device, args, output),
         Command::Stats(args) => stats::run(device, args, output),
         Command::Bench(args) => bench::run(device, args, output),
+        Command::Script(args) => script::run(device, args, output),
+        // main prints help before any device is opened.
+        Command::Help(_) => Err(crate::error::Error::Usage(
+            "help is not a command that runs on a device: run `edudmactl help`".into(),
+        )),
     }
 }

@@ -264,8 +264,9 @@ fn text(report: &Report<'_>, final_ok: bool) -> String {
         } else {
             format!("  {}", trip.comparison.describe())
         };
+        let noun = if trip.len == 1 { "byte " } else { "bytes" };
         let line = format!(
-            "  [{}] {path} {:>5} bytes at offset {:<5}{detail}",
+            "  [{}] {path} {:>5} {noun} at offset {:<5}{detail}",
             mark(trip.comparison.ok()),
             trip.len,
             trip.offset,

@@ -57,6 +57,7 @@ pub fn to_json(stats: &Stats) -> Value {
 #[derive(Serialize)]
 struct Report {
     command: &'static str,
+    ok: bool,
     stats: Value,
     reset: bool,
 }
@@ -69,6 +70,7 @@ pub fn run(device: &mut Device, args: &StatsArgs, output: &Output) -> Result<Out
     }
     let report = Report {
         command: "stats",
+        ok: true,
         stats: to_json(&stats),
         reset: args.reset,
     };
