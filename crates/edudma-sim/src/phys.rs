@@ -125,8 +125,9 @@ impl FrameBitmap {
         None
     }
 
-    /// Free frames in `[from, to)`.
-    fn free_between(&self, from: u64, to: u64) -> u64 {
+    /// Free frames in `[from, to)`, counted until `enough` are found (a
+    /// small buffer in a large, mostly free machine reads one word).
+    fn free_between(&self, from: u64, to: u64, enough: u64) -> u64 {
         let to = to.min(self.frames);
         if from >= to {
             return 0;
@@ -142,6 +143,9 @@ impl FrameBitmap {
                 mask &= u64::MAX >> (64 - to % 64);
             }
             free += u64::from((!self.words[word] & mask).count_ones());
+            if free >= enough {
+                break;
+            }
         }
         free
     }
@@ -191,13 +195,12 @@ impl PhysicalMemory {
     /// fails at once instead of after taking every free frame.
     pub fn can_allocate(&self, placement: Placement, pages: u64) -> bool {
         let (even, odd) = (pages.div_ceil(2), pages / 2);
-        let free = |(lo, hi): (u64, u64)| self.taken.free_between(lo, hi);
+        let has = |(lo, hi): (u64, u64), n: u64| self.taken.free_between(lo, hi, n) >= n;
         match placement {
             Placement::Mixed => {
-                free(self.range_of(placement, 0)) >= even
-                    && free(self.range_of(placement, 1)) >= odd
+                has(self.range_of(placement, 0), even) && has(self.range_of(placement, 1), odd)
             }
-            _ => free(self.range_of(placement, 0)) >= pages,
+            _ => has(self.range_of(placement, 0), pages),
         }
     }
 

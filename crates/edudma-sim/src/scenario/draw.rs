@@ -88,6 +88,13 @@ pub fn machine_for(seed: u64) -> (SimConfig, Plan) {
     if r.chance(10) {
         cfg.map_failure_percent = r.range(5, 30) as u32;
     }
+    // The device's reach (the driver describes the smaller of it and 28
+    // bits): every width QEMU's edu can be given, 28 the most often.
+    cfg.dma_mask_bits = match r.below(4) {
+        0 => r.range(24, 27) as u32,
+        1 => r.range(29, 64) as u32,
+        _ => 28,
+    };
     cfg.faults = DeviceFaults {
         hang_dma: r.chance(5).then(|| r.range(1, 6)),
         ..DeviceFaults::default()
@@ -98,7 +105,7 @@ pub fn machine_for(seed: u64) -> (SimConfig, Plan) {
 /// One line that names the machine of a failure.
 pub fn label(cfg: &SimConfig, plan: &Plan) -> String {
     let mut s = format!(
-        "{:?}{}, {} CPU(s), {} map register(s){}, {} MiB, {}{}",
+        "{:?}{}, {} CPU(s), {} map register(s){}, {} MiB, {}-bit device, {}{}",
         cfg.dma_strategy,
         if cfg.dma_v3 { "" } else { " (no DMA v3)" },
         cfg.cpus,
@@ -109,6 +116,7 @@ pub fn label(cfg: &SimConfig, plan: &Plan) -> String {
             " without S/G"
         },
         cfg.memory_mib,
+        cfg.dma_mask_bits,
         if cfg.msi { "MSI" } else { "INTx" },
         match cfg.window {
             4096 => ", 4096-byte window",

@@ -102,6 +102,7 @@ pub fn run(
     };
     let layout = random_layout(&mut r, cfg.placement);
     world.sim.set_buffer_layout(layout);
+    let cfg_mask_bits = cfg.dma_mask_bits;
     let ran = world.operations(plan.ops);
     *trace = world.sim.trace_json();
     ran?;
@@ -120,6 +121,7 @@ pub fn run(
         }
     };
     count("device:dma-transfers", stats.device_transfers);
+    count(&format!("device:{}-bit-mask", cfg_mask_bits), 1);
     count("device:dma-without-bus-master", without_bus_master);
     count("hal:pages-bounced", stats.bounced_pages);
     count("hal:pages-direct", stats.direct_pages);
