@@ -785,10 +785,16 @@ impl Sys {
             let old = self.with(|k| {
                 k.dq.start_io_depth += 1;
                 k.stats.start_io_calls += 1;
+                let cpu = k.cpus.current();
+                k.trace(|t, now| {
+                    t.routine_begins(now, cpu, &format!("StartIo (IRP {})", irp.0), "Dispatch")
+                });
                 k.cpus.set_irql(Irql::Dispatch)
             });
             drv.start_io(self, irp);
             next = self.with(|k| {
+                let cpu = k.cpus.current();
+                k.trace(|t, now| t.routine_ends(now, cpu, "returned"));
                 k.dq.start_io_depth -= 1;
                 k.cpus.set_irql(old);
                 if k.dq.start_io_depth == 0 {

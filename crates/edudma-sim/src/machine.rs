@@ -733,7 +733,7 @@ pub fn step<D: WdmDriver>(sys: &Sys, driver: &mut D) -> bool {
             }
         }),
         Event::StartIo(irp) => {
-            sys.label_next_routine(|| format!("StartIo (IRP {})", irp.0));
+            sys.label_next_routine(|| format!("deferred start (IRP {})", irp.0));
             driver.run_routine(sys, cpu, Irql::Dispatch, move |d, sys| {
                 sys.invoke_start_io(d, irp, false)
             });

@@ -230,13 +230,20 @@ pub struct SimOptions {
           default_value = "4095")]
     pub window: WindowSize,
 
+    /// Write the run's timeline to FILE in Chrome's trace-event JSON (open it at
+    /// ui.perfetto.dev or chrome://tracing): a lane per CPU with each driver routine and
+    /// its IRQL, the device's DMA, the interrupt line, and every IRP from dispatch to
+    /// completion. Written when the run ends, also when it fails.
+    #[arg(long, value_name = "FILE", global = true, help_heading = SIMULATOR)]
+    pub trace: Option<std::path::PathBuf>,
+
     /// Testing only: corrupt one byte of the N-th DMA transfer (1-based).
     #[arg(long, value_name = "N", global = true, hide = true, value_parser = parse_count_u64)]
     pub inject_corruption: Option<u64>,
 }
 
 /// The simulator's knobs by clap id, with their flags, for the "needs --sim" error.
-const SIM_KNOBS: [(&str, &str); 12] = [
+const SIM_KNOBS: [(&str, &str); 13] = [
     ("seed", "--seed"),
     ("memory_mib", "--memory-mib"),
     ("map_registers", "--map-registers"),
@@ -249,6 +256,7 @@ const SIM_KNOBS: [(&str, &str); 12] = [
     ("msi", "--msi"),
     ("window", "--window"),
     ("inject_corruption", "--inject-corruption"),
+    ("trace", "--trace"),
 ];
 
 /// A parsed command line, with which simulator knobs it set (defaults aside).

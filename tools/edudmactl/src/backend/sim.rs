@@ -100,6 +100,7 @@ pub fn config_from_options(options: &SimOptions) -> Result<SimConfig> {
         window: options.window.bytes(),
         // A 4096-byte window is only safe on a QEMU whose range check is fixed.
         qemu_fixed_range_check: options.window == WindowSize::W4096,
+        trace: options.trace.is_some(),
         ..SimConfig::default()
     };
     if let Some(transfer) = options.inject_corruption {
@@ -131,6 +132,31 @@ pub struct SimBackend {
     /// `None` once [`Backend::finish`] has consumed it.
     machine: Option<SimMachine>,
     settings: SimSettings,
+    /// Where the timeline goes (`--trace`).
+    trace: Option<std::path::PathBuf>,
+}
+
+#[cfg(not(windows))]
+impl SimBackend {
+    /// Write the timeline so far to the `--trace` file.
+    fn write_trace(&self) -> Result<()> {
+        let (Some(path), Some(machine)) = (&self.trace, &self.machine) else {
+            return Ok(());
+        };
+        let json = machine.trace_json().unwrap_or_default();
+        std::fs::write(path, json).map_err(|source| Error::Output {
+            path: Some(path.clone()),
+            source,
+        })
+    }
+}
+
+#[cfg(not(windows))]
+impl Drop for SimBackend {
+    fn drop(&mut self) {
+        // A command that failed before `finish`: its timeline still helps.
+        let _ = self.write_trace();
+    }
 }
 
 #[cfg(not(windows))]
@@ -151,6 +177,7 @@ impl SimBackend {
         Ok(Self {
             machine: Some(machine),
             settings,
+            trace: options.trace.clone(),
         })
     }
 
@@ -236,6 +263,7 @@ impl Backend for SimBackend {
     }
 
     fn finish(&mut self) -> Result<()> {
+        self.write_trace()?;
         let Some(machine) = self.machine.take() else {
             return Ok(());
         };
