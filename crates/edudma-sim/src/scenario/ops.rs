@@ -121,7 +121,14 @@ pub fn run(
         }
     };
     count("device:dma-transfers", stats.device_transfers);
-    count(&format!("device:{}-bit-mask", cfg_mask_bits), 1);
+    count(
+        match cfg_mask_bits {
+            0..=27 => "device:mask-24-27-bits",
+            28 => "device:mask-28-bits",
+            _ => "device:mask-29-64-bits",
+        },
+        1,
+    );
     count("device:dma-without-bus-master", without_bus_master);
     count("hal:pages-bounced", stats.bounced_pages);
     count("hal:pages-direct", stats.direct_pages);
