@@ -28,7 +28,7 @@ use zerocopy::FromBytes;
 
 use crate::io::{FileId, IrpId, Major};
 use crate::irql::Irql;
-use crate::machine::iomgr::{POOL_CANARY, Submitted, UserBuffer, UserCall};
+use crate::machine::iomgr::{POOL_CANARY, POOL_QUOTA, Submitted, UserBuffer, UserCall};
 use crate::mdl::BufferLayout;
 use crate::sched::MS;
 use crate::sim::{DmaStrategy, SimConfig, SimMachine};
@@ -395,6 +395,9 @@ impl Predicted {
     fn lifecycle_ok(&self, status: NtStatus, life: &Life) -> bool {
         let queued = matches!(self, Predicted::Dma { .. } | Predicted::SelfTest);
         (status == NtStatus::CANCELLED && queued && life.cancel_asked)
+            // The engine's `StopReason::Stop`: a request that meets a
+            // stopping device it cannot hold.
+            || (status == NtStatus::DEVICE_NOT_READY && queued && life.power_or_pnp)
             || (life.removed
                 && [
                     NtStatus::DEVICE_REMOVED,
@@ -539,7 +542,12 @@ fn user_buffer(buf: Buf, window: u32) -> UserBuffer {
 
 /// The bytes the driver finds at `SystemBuffer` for a control input.
 fn input_as_driver_sees(code: u32, input: &UserBuffer) -> Vec<u8> {
-    if ioctl::method_of(code) == ioctl::METHOD_NEITHER || input.length == 0 {
+    // Past the pool quota the I/O manager refuses the call: no prediction
+    // is needed (nor a buffer of gigabytes).
+    if ioctl::method_of(code) == ioctl::METHOD_NEITHER
+        || input.length == 0
+        || input.length > POOL_QUOTA
+    {
         return Vec::new();
     }
     let mut b = vec![POOL_CANARY; input.length as usize];
@@ -578,7 +586,7 @@ pub fn allowed(major: &Major) -> &'static [NtStatus] {
         NtStatus::INVALID_PARAMETER,
         NtStatus::INVALID_BUFFER_SIZE,
     ];
-    const CONTROL: [NtStatus; 9] = [
+    const CONTROL: [NtStatus; 10] = [
         NtStatus::SUCCESS,
         VALIDATION[0],
         VALIDATION[1],
@@ -586,23 +594,26 @@ pub fn allowed(major: &Major) -> &'static [NtStatus] {
         VALIDATION[3],
         VALIDATION[4],
         NtStatus::CANCELLED,
+        NtStatus::DEVICE_NOT_READY,
         NtStatus::DEVICE_REMOVED,
         NtStatus::DELETE_PENDING,
     ];
-    const READ: [NtStatus; 7] = [
+    const READ: [NtStatus; 8] = [
         NtStatus::SUCCESS,
         NtStatus::END_OF_FILE,
         NtStatus::INVALID_PARAMETER,
         NtStatus::INVALID_BUFFER_SIZE,
         NtStatus::CANCELLED,
+        NtStatus::DEVICE_NOT_READY,
         NtStatus::DEVICE_REMOVED,
         NtStatus::DELETE_PENDING,
     ];
-    const WRITE: [NtStatus; 6] = [
+    const WRITE: [NtStatus; 7] = [
         NtStatus::SUCCESS,
         NtStatus::INVALID_PARAMETER,
         NtStatus::INVALID_BUFFER_SIZE,
         NtStatus::CANCELLED,
+        NtStatus::DEVICE_NOT_READY,
         NtStatus::DEVICE_REMOVED,
         NtStatus::DELETE_PENDING,
     ];

@@ -1,7 +1,7 @@
 //! The dispatch fuzzer on the stable toolchain: proptest feeds random
 //! bytes to the same interpretation and invariants the `cargo fuzz` target
 //! runs (`edudma_sim::fuzz`), over the full dispatch path of `src/` on the
-//! simulator. `EDUDMA_FUZZ_CASES` sets the number of cases (default 200).
+//! simulator. `EDUDMA_FUZZ_CASES` sets the number of cases (default 512).
 
 use edudma_sim::fuzz;
 use proptest::prelude::*;
@@ -11,7 +11,7 @@ fn cases() -> u32 {
     std::env::var("EDUDMA_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200)
+        .unwrap_or(512)
 }
 
 #[test]
@@ -25,23 +25,21 @@ fn random_inputs_keep_every_invariant() {
     let rng = TestRng::deterministic_rng(config.rng_algorithm);
     let mut runner = TestRunner::new_with_rng(config, rng);
     let total = std::cell::RefCell::new(fuzz::Outcome::default());
-    let result =
-        runner.run(
-            &proptest::collection::vec(any::<u8>(), 0..600),
-            |bytes| match fuzz::run_bytes(&bytes) {
-                Ok(o) => {
-                    let mut total = total.borrow_mut();
-                    total.ops += o.ops;
-                    total.sent += o.sent;
-                    total.succeeded += o.succeeded;
-                    total.rejected += o.rejected;
-                    total.cancelled += o.cancelled;
-                    total.refused += o.refused;
-                    Ok(())
-                }
-                Err(e) => Err(TestCaseError::fail(e)),
-            },
-        );
+    let one = |bytes: Vec<u8>| {
+        if std::env::var_os("EDUDMA_FUZZ_TRACE").is_some() {
+            eprintln!("next: {:?}", fuzz::scenario_of(&bytes));
+        }
+        let o = fuzz::run_bytes(&bytes).map_err(TestCaseError::fail)?;
+        let mut total = total.borrow_mut();
+        total.ops += o.ops;
+        total.sent += o.sent;
+        total.succeeded += o.succeeded;
+        total.rejected += o.rejected;
+        total.cancelled += o.cancelled;
+        total.refused += o.refused;
+        Ok(())
+    };
+    let result = runner.run(&proptest::collection::vec(any::<u8>(), 0..600), one);
     match result {
         Err(proptest::test_runner::TestError::Fail(reason, bytes)) => {
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -71,4 +69,35 @@ fn the_seed_corpus_passes() {
         n += 1;
     }
     assert!(n >= 4, "{n} seeds");
+}
+
+/// Regenerate the seed corpus (`cargo test -p edudma-sim --test
+/// fuzz_dispatch -- --ignored write_seed_corpus`): inputs from a fixed
+/// generator, kept when they reach transfers, cancels and refusals alike.
+#[test]
+#[ignore = "writes fuzz/corpus/dispatch"]
+fn write_seed_corpus() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/dispatch");
+    std::fs::create_dir_all(dir).expect("the corpus directory");
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut kept = 0;
+    for i in 0..400 {
+        let bytes: Vec<u8> = (0..400)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let o = fuzz::run_bytes(&bytes).expect("a passing input");
+        if o.succeeded >= 4 && o.rejected >= 2 && (o.cancelled > 0 || o.refused > 0) {
+            std::fs::write(format!("{dir}/seed-{i:03}"), &bytes).expect("a seed");
+            kept += 1;
+            if kept == 8 {
+                break;
+            }
+        }
+    }
+    assert!(kept >= 4, "{kept} seeds");
 }

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The dispatch fuzzer (fuzz/, cargo-fuzz + libFuzzer) for a bounded time:
+# installs a nightly toolchain and cargo-fuzz when missing, starts from the
+# committed seeds (fuzz/corpus/dispatch) in a scratch corpus so that the
+# repository keeps only those, and fails on the first broken invariant
+# (the crashing input is left in fuzz/artifacts/dispatch/).
+#
+#   scripts/fuzz.sh            # 60 s
+#   FUZZ_SECONDS=600 scripts/fuzz.sh
+#   cargo +nightly fuzz run dispatch fuzz/artifacts/dispatch/crash-...   # replay
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds="${FUZZ_SECONDS:-60}"
+if ! rustup toolchain list | grep -q '^nightly'; then
+    rustup toolchain install nightly --profile minimal
+fi
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    cargo +nightly install cargo-fuzz --locked
+fi
+bash scripts/setup.sh   # libclang and the mingw-w64 headers the simulator's build of src/ needs
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cd fuzz
+cargo +nightly fuzz build dispatch
+cargo +nightly fuzz run dispatch "$work" corpus/dispatch -- \
+    -max_total_time="$seconds" -max_len=2048 -timeout=60 -print_final_stats=1 2>&1 |
+    tee "$work/log" | grep -E '^(#[0-9]+ +(INITED|DONE|pulse)|stat::|==|SUMMARY|thread )' || true
+status="${PIPESTATUS[0]}"
+if [ "$status" -ne 0 ]; then
+    tail -n 60 "$work/log"
+    echo "fuzz: the dispatch target failed (exit $status); input in fuzz/artifacts/dispatch/" >&2
+    exit "$status"
+fi
+grep -E '^stat::(number_of_executed_units|average_exec_per_sec)' "$work/log" || true
+echo "fuzz: dispatch ran ${seconds}s without a broken invariant"
