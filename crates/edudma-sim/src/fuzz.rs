@@ -354,14 +354,7 @@ pub fn scenario_of(data: &[u8]) -> Scenario {
     Scenario { machine, ops }
 }
 
-const CODES: [u32; 6] = [
-    ioctl::IOCTL_EDUDMA_GET_INFO,
-    ioctl::IOCTL_EDUDMA_GET_STATS,
-    ioctl::IOCTL_EDUDMA_RESET_STATS,
-    ioctl::IOCTL_EDUDMA_SELFTEST,
-    ioctl::IOCTL_EDUDMA_DMA_WRITE,
-    ioctl::IOCTL_EDUDMA_DMA_READ,
-];
+const CODES: [u32; 6] = ioctl::CONTROL_CODES;
 
 /// What the contract says a request becomes, from the parameters the
 /// driver sees.
