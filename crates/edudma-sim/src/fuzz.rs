@@ -619,6 +619,15 @@ pub fn allowed(major: &Major) -> &'static [NtStatus] {
 
 /// Run a scenario. `Err` names the broken invariant and the operations run.
 pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
+    run_with(scenario, |_| {})
+}
+
+/// [`run`] on a machine `tweak` changed (the tests that show the checks
+/// catch a misbehaving device use it).
+pub fn run_with(
+    scenario: &Scenario,
+    tweak: impl FnOnce(&mut SimConfig),
+) -> Result<Outcome, String> {
     let m = &scenario.machine;
     let strategy = match m.strategy % 4 {
         0 => DmaStrategy::V3Packet,
@@ -643,6 +652,8 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
         timeout: Duration::from_secs(20),
         ..SimConfig::default()
     };
+    let mut config = config;
+    tweak(&mut config);
     let sim = SimMachine::new(config.clone()).map_err(|e| format!("boot: {e}"))?;
     let shadow = Shadow::new(&sim.device_buffer());
     let mut run = Run {
@@ -1206,4 +1217,110 @@ fn expect_len(actual: usize, expected: usize) -> Result<(), String> {
 /// fewer: the I/O manager refuses that call, and the prediction is unused).
 fn prefix(data: &[u8], n: u32) -> Vec<u8> {
     data.get(..n as usize).unwrap_or(data).to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CorruptByte;
+
+    fn machine() -> MachineChoice {
+        MachineChoice {
+            seed: 3,
+            strategy: 0,
+            full_window: false,
+            msi: false,
+            async_only: false,
+            one_map_register: false,
+            two_cpus: false,
+            preempt: 0,
+        }
+    }
+
+    fn write_then_read() -> Scenario {
+        let at = Offset::Near(40);
+        Scenario {
+            machine: machine(),
+            ops: vec![
+                Op::Write {
+                    file: 0,
+                    offset: at,
+                    buffer: Buf::Valid(Len::Small(300), 9),
+                },
+                Op::Settle,
+                Op::Read {
+                    file: 1,
+                    offset: at,
+                    buffer: Buf::Valid(Len::Small(300), 0),
+                },
+                Op::Settle,
+            ],
+        }
+    }
+
+    #[test]
+    fn a_healthy_device_passes() {
+        let o = run(&write_then_read()).expect("no broken invariant");
+        assert_eq!((o.sent, o.succeeded), (2, 2));
+    }
+
+    /// The checks can fail: a byte flipped on the way into the device is
+    /// seen in the device buffer, one flipped on the way out in the data read.
+    #[test]
+    fn a_corrupting_device_is_caught() {
+        for (transfer, seen) in [(1, "device buffer"), (2, "data read")] {
+            let e = run_with(&write_then_read(), |c| {
+                c.corrupt_byte_injection = Some(CorruptByte { transfer, byte: 17 });
+            })
+            .expect_err("a flipped byte");
+            assert!(e.contains(seen), "transfer {transfer}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_documented_sets_hold_no_stray_status() {
+        let majors = [
+            Major::Read {
+                byte_offset: 0,
+                length: 1,
+            },
+            Major::Write {
+                byte_offset: 0,
+                length: 1,
+            },
+            Major::DeviceControl {
+                code: 0,
+                input_length: 0,
+                output_length: 0,
+            },
+        ];
+        for major in majors {
+            let set = allowed(&major);
+            for stray in [
+                NtStatus::PENDING,
+                NtStatus::DEVICE_HARDWARE_ERROR,
+                NtStatus::IO_TIMEOUT,
+                NtStatus::INVALID_DEVICE_STATE,
+                NtStatus::ACCESS_DENIED,
+            ] {
+                assert!(!set.contains(&stray), "{major:?}: {stray}");
+            }
+            assert!(set.contains(&NtStatus::SUCCESS));
+        }
+        // Only a read has an end of file; only a control code can be unknown.
+        assert!(allowed(&majors[0]).contains(&NtStatus::END_OF_FILE));
+        assert!(!allowed(&majors[1]).contains(&NtStatus::END_OF_FILE));
+        assert!(!allowed(&majors[0]).contains(&NtStatus::INVALID_DEVICE_REQUEST));
+    }
+
+    #[test]
+    fn the_shadow_allows_only_what_was_written() {
+        let mut s = Shadow::new(&[0u8; 4096]);
+        s.set(5, 0xAB);
+        assert!(s.check("x", 5, &[0xAB]).is_ok());
+        assert!(s.check("x", 5, &[0]).is_err());
+        s.add(5, 0x01);
+        assert!(s.check("x", 5, &[0x01]).is_ok() && s.check("x", 5, &[0xAB]).is_ok());
+        assert!(s.check("x", 4, &[0xFF]).is_err());
+    }
 }
