@@ -400,3 +400,22 @@ fn another_handles_requests_cannot_be_cancelled_or_observed() {
     assert_eq!(r.output, data);
     m.leak_check().unwrap();
 }
+
+/// §4 in the glue's text: no file of `src/` names the two fields through
+/// which METHOD_NEITHER hands over a caller's raw addresses.
+#[test]
+fn the_glue_never_reads_a_callers_raw_address() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../src");
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir).expect("src/") {
+        let path = entry.expect("an entry").path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).expect("a source file");
+            for field in ["Type3InputBuffer", "UserBuffer"] {
+                assert!(!text.contains(field), "{} names {field}", path.display());
+            }
+            files += 1;
+        }
+    }
+    assert!(files >= 10, "{files} files in src/");
+}
