@@ -101,3 +101,18 @@ fn write_seed_corpus() {
     }
     assert!(kept >= 4, "{kept} seeds");
 }
+
+/// Replay one input of the fuzzer on the stable toolchain:
+/// `EDUDMA_FUZZ_INPUT=fuzz/artifacts/dispatch/crash-... cargo test -p
+/// edudma-sim --test fuzz_dispatch replay -- --nocapture`.
+#[test]
+fn replay() {
+    let Some(path) = std::env::var_os("EDUDMA_FUZZ_INPUT") else {
+        return;
+    };
+    let bytes = std::fs::read(&path).expect("the input");
+    eprintln!("{:#?}", fuzz::scenario_of(&bytes));
+    if let Err(e) = fuzz::run_bytes(&bytes) {
+        panic!("{e}");
+    }
+}
