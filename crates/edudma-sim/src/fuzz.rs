@@ -322,6 +322,8 @@ pub struct Outcome {
     pub rejected: usize,
     /// Requests completed as cancelled.
     pub cancelled: usize,
+    /// Requests sent on a handle after a surprise removal.
+    pub after_removal: usize,
 }
 
 /// Decode `data` into a scenario and run it. `Err` names the broken invariant.
@@ -710,21 +712,25 @@ impl Run {
         Ok(())
     }
 
-    fn file(&mut self, handle: u8) -> Result<FileId, String> {
+    /// The file object of `handle`, opened first if it is new; `None` once
+    /// the device is gone and the handle was never opened (its interface
+    /// is disabled: no new open reaches the driver).
+    fn file(&mut self, handle: u8) -> Result<Option<FileId>, String> {
         let h = usize::from(handle % 4);
         let id = 1 + h as u64 * 1000 + self.generation[h];
         if !self.opened.contains(&id) {
+            if self.removed {
+                return Ok(None);
+            }
             self.opened.push(id);
             let status = self.sim.machine().run(0, Irql::Passive, move |d, sys| {
                 d.create(sys, FileId(id), "")
             });
-            // After removal the device is gone: the open fails and nothing
-            // reaches the driver (the interface is disabled).
-            if !self.removed && status != Some(NtStatus::SUCCESS) {
+            if status != Some(NtStatus::SUCCESS) {
                 return Err(format!("open of the device: {status:?}"));
             }
         }
-        Ok(FileId(id))
+        Ok(Some(FileId(id)))
     }
 
     fn op(&mut self, index: usize, op: Op) -> Result<(), String> {
@@ -976,11 +982,10 @@ impl Run {
         call: UserCall,
         predicted: Predicted,
     ) -> Result<(), String> {
-        let file = self.file(handle)?;
-        if self.removed {
-            // The handles went with the device (and no new open succeeds).
+        // A handle opened before a surprise removal still sends requests.
+        let Some(file) = self.file(handle)? else {
             return Ok(());
-        }
+        };
         let layout = BufferLayout {
             byte_offset: Some(u32::from(handle) * 1237 + index as u32 * 509),
             ..BufferLayout::default()
@@ -994,6 +999,7 @@ impl Run {
             Submitted::Refused(_) => self.outcome.refused += 1,
             Submitted::Sent(irp) => {
                 self.outcome.sent += 1;
+                self.outcome.after_removal += usize::from(self.removed);
                 let _ = writeln!(self.log, "     -> {irp:?}, predicted {predicted:?}");
                 self.in_flight.insert(
                     irp,

@@ -37,6 +37,7 @@ fn random_inputs_keep_every_invariant() {
         total.rejected += o.rejected;
         total.cancelled += o.cancelled;
         total.refused += o.refused;
+        total.after_removal += o.after_removal;
         Ok(())
     };
     let result = runner.run(&proptest::collection::vec(any::<u8>(), 0..600), one);
@@ -53,6 +54,7 @@ fn random_inputs_keep_every_invariant() {
     // The generator reaches every outcome: not a test that cannot fail.
     assert!(total.sent > 0 && total.succeeded > 0 && total.rejected > 0);
     assert!(total.refused > 0 && total.cancelled > 0, "{total:?}");
+    assert!(total.after_removal > 0, "{total:?}");
 }
 
 /// Every committed seed of the fuzzer's corpus passes.
