@@ -188,6 +188,22 @@ pub enum Op {
         /// The buffer.
         buffer: Buf,
     },
+    /// A well-formed transfer inside the window (so that data moves often):
+    /// `offset` and `length` are reduced into it.
+    Transfer {
+        /// The handle.
+        file: u8,
+        /// A write (else a read).
+        write: bool,
+        /// Through the DMA IOCTLs (else `ReadFile`/`WriteFile`).
+        ioctl: bool,
+        /// Offset, modulo the window.
+        offset: u16,
+        /// Length, reduced to fit.
+        length: u16,
+        /// First byte of the data.
+        fill: u8,
+    },
     /// `IoCancelIrp` now of the n-th request in flight.
     Cancel(u8),
     /// `IoCancelIrp` of the n-th request in flight after some milliseconds.
@@ -271,18 +287,26 @@ impl<'a> Arbitrary<'a> for Op {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
         let file = u.arbitrary::<u8>()? % 4;
         Ok(match u.int_in_range(0..=99u8)? {
-            0..=34 => Op::Control {
+            0..=29 => Op::Control {
                 file,
                 code: u.arbitrary()?,
                 input: u.arbitrary()?,
                 output: u.arbitrary()?,
             },
-            35..=49 => Op::Read {
+            30..=41 => Op::Read {
                 file,
                 offset: u.arbitrary()?,
                 buffer: u.arbitrary()?,
             },
-            50..=64 => Op::Write {
+            42..=52 => Op::Transfer {
+                file,
+                write: u.arbitrary()?,
+                ioctl: u.arbitrary()?,
+                offset: u.arbitrary()?,
+                length: u.arbitrary()?,
+                fill: u.arbitrary()?,
+            },
+            53..=64 => Op::Write {
                 file,
                 offset: u.arbitrary()?,
                 buffer: u.arbitrary()?,
@@ -828,6 +852,38 @@ impl Run {
                     UserCall::WriteFile { offset, buffer },
                     predicted,
                 )
+            }
+            Op::Transfer {
+                file,
+                write,
+                ioctl,
+                offset,
+                length,
+                fill,
+            } => {
+                let offset = u32::from(offset) % w;
+                let length = 1 + u32::from(length) % (w - offset);
+                let (at, len) = (Offset::Near(offset as u16), Len::Small(length as u16));
+                let buffer = Buf::Valid(len, fill);
+                let op = match (ioctl, write) {
+                    (true, _) => Op::Control {
+                        file,
+                        code: Code::Known(if write { 4 } else { 5 }),
+                        input: Input::Header(at, false),
+                        output: buffer,
+                    },
+                    (false, true) => Op::Write {
+                        file,
+                        offset: at,
+                        buffer,
+                    },
+                    (false, false) => Op::Read {
+                        file,
+                        offset: at,
+                        buffer,
+                    },
+                };
+                self.op(index, op)
             }
             Op::Cancel(n) => {
                 if let Some(irp) = self.nth_incomplete(n) {
