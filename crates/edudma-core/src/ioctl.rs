@@ -84,6 +84,16 @@ pub const IOCTL_EDUDMA_DMA_READ: u32 = ctl_code(
     FILE_READ_ACCESS,
 );
 
+/// Every control code of the contract (what [`validate_control`] accepts).
+pub const CONTROL_CODES: [u32; 6] = [
+    IOCTL_EDUDMA_GET_INFO,
+    IOCTL_EDUDMA_GET_STATS,
+    IOCTL_EDUDMA_RESET_STATS,
+    IOCTL_EDUDMA_SELFTEST,
+    IOCTL_EDUDMA_DMA_WRITE,
+    IOCTL_EDUDMA_DMA_READ,
+];
+
 /// Device interface class GUID the driver registers and the tool looks up:
 /// `{5E0D1C3A-7B2F-4C1E-9A8D-0E1D5A0DA7A1}`.
 pub const GUID_DEVINTERFACE_EDUDMA: (u32, u16, u16, [u8; 8]) = (

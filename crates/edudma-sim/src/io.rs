@@ -60,6 +60,12 @@ pub struct Irp {
     pub system_buffer: Vec<u8>,
     /// `MdlAddress`.
     pub mdl: Option<MdlId>,
+    /// `Irp->UserBuffer`: the caller's output address as the I/O manager
+    /// passes it for METHOD_NEITHER (0: NULL, or not set).
+    pub user_buffer: u64,
+    /// `Parameters.DeviceIoControl.Type3InputBuffer`: the caller's input
+    /// address for METHOD_NEITHER (0: NULL, or not set).
+    pub type3_input_buffer: u64,
     /// `IoStatus.Status` once completed.
     pub status: Option<NtStatus>,
     /// `IoStatus.Information`.
@@ -94,6 +100,8 @@ impl Irp {
             major,
             system_buffer,
             mdl,
+            user_buffer: 0,
+            type3_input_buffer: 0,
             status: None,
             information: 0,
             pending_marked: false,

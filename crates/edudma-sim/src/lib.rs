@@ -39,6 +39,7 @@
 #![warn(missing_docs)]
 
 pub mod edu;
+pub mod fuzz;
 pub mod hal;
 pub mod io;
 pub mod irql;

@@ -4,7 +4,7 @@
 //! after every routine that no spin lock is left held.
 
 use edudma_core::NtStatus;
-use edudma_core::ioctl::{METHOD_BUFFERED, METHOD_IN_DIRECT, method_of};
+use edudma_core::ioctl::{METHOD_BUFFERED, METHOD_IN_DIRECT, METHOD_NEITHER, method_of};
 
 use crate::edu::{EduConfig, EduDevice};
 use crate::hal::HalConfig;
@@ -18,6 +18,8 @@ use crate::rng::SimRng;
 use crate::sched::{DpcId, Event, MS, Nanos, Scheduler, US};
 use crate::verifier::{Verifier, Violation};
 use crate::wdm::{PnpMinor, PnpOutcome, WdmDriver};
+
+pub mod iomgr;
 
 /// How the kernel and the device are built.
 #[derive(Clone, Debug)]
@@ -341,6 +343,9 @@ impl<D: WdmDriver> Machine<D> {
                             sb[..input.len()].copy_from_slice(input);
                             (major, sb, None)
                         }
+                        // Neither buffer is touched: the driver gets the
+                        // caller's addresses (set below).
+                        METHOD_NEITHER => (major, Vec::new(), None),
                         m => {
                             let d = (m == METHOD_IN_DIRECT).then_some(&data[..]);
                             (major, input.clone(), build(k, *output_length, d))
@@ -391,6 +396,17 @@ impl<D: WdmDriver> Machine<D> {
                 irp.completed = true;
                 irp.completed_at = Some(now);
             }
+            if let Major::DeviceControl {
+                code,
+                input_length,
+                output_length,
+            } = major
+                && method_of(code) == METHOD_NEITHER
+            {
+                // The caller's addresses, unprobed (see `iomgr`).
+                irp.type3_input_buffer = iomgr::user_address(input_length, 0);
+                irp.user_buffer = iomgr::user_address(output_length, 1);
+            }
             let id = k.irps.insert(irp);
             k.trace(|t, now| t.irp_sent(now, id.0, format!("{what} (IRP {})", id.0)));
             if unlockable {
@@ -404,6 +420,13 @@ impl<D: WdmDriver> Machine<D> {
         if unlockable {
             return Ok(irp);
         }
+        self.dispatch_built(irp)?;
+        Ok(irp)
+    }
+
+    /// Call the dispatch routine from a user thread for an IRP the I/O
+    /// manager built, and hold its return value to the IRP rules.
+    fn dispatch_built(&mut self, irp: IrpId) -> Result<(), Crash> {
         self.sys
             .label_next_routine(|| format!("dispatch (IRP {})", irp.0));
         let cpu = self.rng.below(self.sys.with(|k| k.cpus.count()) as u64) as usize;
@@ -425,8 +448,7 @@ impl<D: WdmDriver> Machine<D> {
                     .report(Violation::ReturnedWithoutCompleting { irp: irp.0 });
             }
         });
-        self.check()?;
-        Ok(irp)
+        self.check()
     }
 
     /// True once the IRP is completed.

@@ -91,3 +91,59 @@ fn the_verifier_script_applies_the_standard_settings() {
     assert!(script.contains("DMA checking (0x80)"));
     assert!(script.contains("DDI compliance checking (0x20000)"));
 }
+
+/// The device's own security descriptor (the hardware key's `Security`,
+/// which the PnP manager applies to every device object of the stack):
+/// a protected DACL that allows SYSTEM and Administrators and nobody else,
+/// and `FILE_DEVICE_SECURE_OPEN` among the characteristics, so that opens
+/// of names below the device are checked against it too.
+#[test]
+fn the_inf_limits_the_device_to_system_and_administrators() {
+    let lines = inf_lines();
+    let hw: Vec<&String> = lines
+        .iter()
+        .skip_while(|l| *l != "[EduDma_HW_AddReg]")
+        .skip(1)
+        .take_while(|l| !l.starts_with('['))
+        .collect();
+    let value = |name: &str| -> Vec<String> {
+        hw.iter()
+            .filter_map(|l| {
+                let fields: Vec<&str> = l.splitn(5, ',').map(str::trim).collect();
+                (fields.len() == 5 && fields[0] == "HKR" && fields[2] == name)
+                    .then(|| fields[4].trim_matches('"').to_string())
+            })
+            .collect()
+    };
+    let security = value("Security");
+    assert_eq!(security.len(), 1, "one Security value: {hw:?}");
+    let sddl = &security[0];
+    let dacl = sddl
+        .strip_prefix("D:P")
+        .expect("a protected DACL, nothing inherited");
+    let aces: Vec<&str> = dacl
+        .strip_prefix('(')
+        .and_then(|d| d.strip_suffix(')'))
+        .expect("ACEs")
+        .split(")(")
+        .collect();
+    let mut trustees = Vec::new();
+    for ace in &aces {
+        let f: Vec<&str> = ace.split(';').collect();
+        assert_eq!(f.len(), 6, "{ace}");
+        assert_eq!(f[0], "A", "allow ACEs only: {ace}");
+        assert!(["SY", "BA"].contains(&f[5]), "no other trustee: {ace}");
+        trustees.push(f[5]);
+    }
+    trustees.sort();
+    assert_eq!(trustees, ["BA", "SY"]);
+    // No owner, group or SACL part that could widen it.
+    assert!(!sddl.contains("O:") && !sddl.contains("G:") && !sddl.contains("S:"));
+    let characteristics = value("DeviceCharacteristics");
+    assert_eq!(characteristics.len(), 1);
+    let flags = u32::from_str_radix(characteristics[0].trim_start_matches("0x"), 16).unwrap();
+    assert_ne!(flags & 0x100, 0, "FILE_DEVICE_SECURE_OPEN");
+    // The device is not opened exclusively by one caller by accident, nor
+    // given a type that changes the stack's defaults.
+    assert!(value("Exclusive").is_empty() && value("DeviceType").is_empty());
+}

@@ -2,7 +2,9 @@
 //! factorial by interrupt, and an interrupt raised and acknowledged by hand.
 //!
 //! The first two steps run at once in StartIo, and the polled factorial if
-//! it is done within 50 µs of stalling (Learn, KeStallExecutionProcessor:
+//! the device is free (a cancelled test's factorial may still be
+//! computing: the watchdog's tick starts it then) and it is done within
+//! 50 µs of stalling (Learn, KeStallExecutionProcessor:
 //! drivers should stall no longer than 50 µs — StartIo runs at
 //! DISPATCH_LEVEL under the engine lock); otherwise the watchdog's tick
 //! polls it on. The two interrupt steps wait for the DPC (or give up after
@@ -26,6 +28,9 @@ const POLL_INTERVAL_US: u32 = 10;
 /// Which interrupt the test waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Waiting {
+    /// The device still computes a factorial an abandoned test started (a
+    /// cancel does not stop it): edu ignores a new one until it is done.
+    DeviceBusy,
     PolledFactorial,
     FactorialInterrupt,
     RaisedInterrupt,
@@ -63,17 +68,28 @@ impl<R: Copy> SelfTest<R> {
 
         report.factorial_input = POLLED_INPUT;
         regs.write32(regs::REG_STATUS, 0);
-        regs.write32(regs::REG_FACTORIAL, POLLED_INPUT);
         let mut test = Self {
             request,
             report,
-            waiting: Waiting::PolledFactorial,
+            waiting: Waiting::DeviceBusy,
             ticks: 0,
         };
-        if poll_factorial(regs) {
-            test.polled_factorial_done(true, regs);
+        // Busy after a cancelled test: the watchdog's tick starts it later
+        // (no second 50 µs of stalling here).
+        if factorial_finished(regs) {
+            test.start_polled_factorial(regs);
         }
         (test, None)
+    }
+
+    /// Write the polled factorial's input and wait for it, at most 50 µs.
+    fn start_polled_factorial(&mut self, regs: &mut impl RegisterFile) {
+        regs.write32(regs::REG_FACTORIAL, POLLED_INPUT);
+        self.waiting = Waiting::PolledFactorial;
+        self.ticks = 0;
+        if poll_factorial(regs) {
+            self.polled_factorial_done(true, regs);
+        }
     }
 
     /// Record the polled factorial and start the one by interrupt.
@@ -126,6 +142,14 @@ impl<R: Copy> SelfTest<R> {
         regs: &mut impl RegisterFile,
     ) -> Option<SelfTestReport> {
         self.ticks += 1;
+        if self.waiting == Waiting::DeviceBusy {
+            if factorial_finished(regs) {
+                self.start_polled_factorial(regs);
+            } else if self.ticks >= timeout_ticks {
+                self.polled_factorial_done(false, regs);
+            }
+            return None;
+        }
         if self.waiting == Waiting::PolledFactorial {
             let done = factorial_finished(regs);
             if done || self.ticks >= timeout_ticks {
@@ -137,7 +161,7 @@ impl<R: Copy> SelfTest<R> {
             return None;
         }
         match self.waiting {
-            Waiting::PolledFactorial => None,
+            Waiting::DeviceBusy | Waiting::PolledFactorial => None,
             Waiting::FactorialInterrupt => {
                 mark(&mut self.report, step::FACTORIAL_INTERRUPT, false);
                 self.raise(regs);

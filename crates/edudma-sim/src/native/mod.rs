@@ -189,6 +189,11 @@ impl NativeDriver {
         objects::take_system_result(&self.0, irp).unwrap_or(NtStatus::INVALID_DEVICE_STATE)
     }
 
+    /// The symbolic links the driver holds now (`IoCreateSymbolicLink`).
+    pub fn symbolic_links(&self) -> Vec<String> {
+        self.0.objects().links.iter().cloned().collect()
+    }
+
     /// Whether the driver's device interface is enabled (what applications
     /// find with `CM_Get_Device_Interface_List`).
     pub fn interface_enabled(&self) -> bool {

@@ -784,6 +784,9 @@ pub fn build_user_irp(native: &Arc<Native>, sys: &Sys, id: IrpId) -> Option<usiz
                 p.IoControlCode = code;
                 p.InputBufferLength = input_length;
                 p.OutputBufferLength = output_length;
+                // METHOD_NEITHER: the caller's own addresses, unprobed.
+                p.Type3InputBuffer = model.type3_input_buffer as wdk_sys::PVOID;
+                (*irp).UserBuffer = model.user_buffer as wdk_sys::PVOID;
             }
         }
     }

@@ -476,8 +476,11 @@ struct Edu {
     commands: Vec<(u32, u32, u32, u32)>,
     /// A removed device reads all-ones.
     removed: bool,
-    /// The factorial never finishes and never interrupts.
+    /// A factorial written meanwhile never finishes and never interrupts.
     factorial_stuck: bool,
+    /// A factorial was written while stuck: the device computes (edu
+    /// ignores further factorials until it is done).
+    computing: bool,
     /// Microseconds the engine stalled the CPU for (KeStallExecutionProcessor).
     stalled_us: u32,
 }
@@ -491,7 +494,7 @@ impl RegisterFile for Edu {
             REG_ID => 0x0100_00ED,
             REG_LIVENESS => self.liveness,
             REG_FACTORIAL => self.factorial,
-            REG_STATUS => self.status | u32::from(self.factorial_stuck),
+            REG_STATUS => self.status | u32::from(self.factorial_stuck && self.computing),
             REG_IRQ_STATUS => self.irq,
             REG_DMA_SRC => self.src,
             REG_DMA_DST => self.dst,
@@ -508,7 +511,8 @@ impl RegisterFile for Edu {
         let busy = self.cmd & DmaCommand::START.bits() != 0;
         match offset {
             REG_LIVENESS => self.liveness = !value,
-            REG_FACTORIAL if !self.factorial_stuck => {
+            REG_FACTORIAL if self.factorial_stuck => self.computing = true,
+            REG_FACTORIAL => {
                 self.factorial = regs::factorial_u32(value);
                 if self.status & 0x80 != 0 {
                     self.irq |= IrqBits::FACTORIAL.bits();
@@ -1532,6 +1536,33 @@ fn a_slow_polled_factorial_is_polled_from_the_watchdog_not_stalled_for() {
     let done = interrupt(&mut engine, &mut edu).expect("the raised interrupt ends it");
     assert!(done.selftest.unwrap().all_passed(), "{:?}", done.selftest);
     assert_eq!(edu.stalled_us, 50);
+}
+
+/// A cancelled self-test leaves its factorial computing; the next one must
+/// not write its own meanwhile (edu ignores it, and the test would read the
+/// old result) nor stall for it: the watchdog's tick starts it once the
+/// device is free.
+#[test]
+fn a_self_test_waits_for_a_factorial_a_cancelled_one_left_computing() {
+    let (mut engine, _hal, mut edu) = setup();
+    edu.factorial_stuck = true;
+    edu.computing = true;
+    edu.factorial = 720;
+    assert_eq!(engine.start_io(1, StartRequest::SelfTest, &mut edu), None);
+    assert_eq!(
+        edu.stalled_us, 0,
+        "not stalled for another test's factorial"
+    );
+    assert_eq!(engine.watchdog_tick(&mut edu), None);
+    // The old factorial finishes; the next tick starts this test's.
+    edu.factorial_stuck = false;
+    edu.computing = false;
+    assert_eq!(engine.watchdog_tick(&mut edu), None);
+    assert_eq!(interrupt(&mut engine, &mut edu), None);
+    let done = interrupt(&mut engine, &mut edu).expect("the raised interrupt ends it");
+    let report = done.selftest.expect("a report");
+    assert!(report.all_passed(), "{report:?}");
+    assert_eq!(report.factorial_polled, 120);
 }
 
 #[test]
