@@ -194,6 +194,25 @@ enum Mapped<D: DmaOps> {
 }
 
 impl<D: DmaOps> Mapped<D> {
+    /// The device is still a bus master ([`DmaOps::bus_master_enabled`]).
+    fn device_on_bus(&mut self) -> bool {
+        match self {
+            Mapped::Packet(mapping) => mapping.device_on_bus(),
+            Mapped::List(list) => list.device_on_bus(),
+            Mapped::Common(used) => used.device_on_bus(),
+        }
+    }
+
+    /// Off the bus while the device may still own a command
+    /// ([`DmaOps::disable_bus_master`]).
+    fn cut_off_device(&mut self) {
+        match self {
+            Mapped::Packet(mapping) => mapping.cut_off_device(),
+            Mapped::List(list) => list.cut_off_device(),
+            Mapped::Common(used) => used.cut_off_device(),
+        }
+    }
+
     /// Bytes mapped.
     fn length(&self) -> u32 {
         match self {

@@ -306,12 +306,7 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         mut transfer: Transfer<D, R>,
         regs: &mut impl RegisterFile,
     ) -> Option<Completion<R>> {
-        let on_bus = match &mut transfer.mapping {
-            Mapped::Packet(mapping) => mapping.device_on_bus(),
-            Mapped::List(list) => list.device_on_bus(),
-            Mapped::Common(used) => used.device_on_bus(),
-        };
-        if !on_bus {
+        if !transfer.mapping.device_on_bus() {
             // Bus mastering was switched off under the command: its bytes
             // went nowhere although the device says done.
             return self.abandon(transfer, NtStatus::DEVICE_HARDWARE_ERROR);
@@ -385,11 +380,7 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         mut transfer: Transfer<D, R>,
         status: NtStatus,
     ) -> Option<Completion<R>> {
-        match &mut transfer.mapping {
-            Mapped::Packet(mapping) => mapping.cut_off_device(),
-            Mapped::List(list) => list.cut_off_device(),
-            Mapped::Common(used) => used.cut_off_device(),
-        }
+        transfer.mapping.cut_off_device();
         self.failed = true;
         self.flush_and_end(transfer, status)
     }

@@ -30,7 +30,14 @@ pub struct Coverage(pub BTreeMap<String, u64>);
 impl Coverage {
     /// Count one occurrence of `what`.
     pub fn add(&mut self, what: impl Into<String>) {
-        *self.0.entry(what.into()).or_default() += 1;
+        self.add_many(what, 1);
+    }
+
+    /// Count `n` occurrences of `what` (none: no entry).
+    pub fn add_many(&mut self, what: impl Into<String>, n: u64) {
+        if n > 0 {
+            *self.0.entry(what.into()).or_default() += n;
+        }
     }
 
     /// Fold another scenario's counts in.

@@ -115,11 +115,7 @@ pub fn run(
         .with(|k| k.device.transfers_without_bus_master());
     let stats = sim.finish().map_err(|e| format!("leak check: {e}"))?;
     cov.add("scenario");
-    let mut count = |what: &str, n: u64| {
-        if n > 0 {
-            *cov.0.entry(what.to_string()).or_default() += n;
-        }
-    };
+    let mut count = |what: &str, n: u64| cov.add_many(what, n);
     count("device:dma-transfers", stats.device_transfers);
     count(
         match cfg_mask_bits {
