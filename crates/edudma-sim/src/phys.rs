@@ -353,6 +353,30 @@ impl PhysicalMemory {
         }
     }
 
+    /// The first address in `[addr, addr + len)` whose byte is not `byte`,
+    /// scanning the pages in place (unbacked bytes read as zero, bytes past
+    /// the end as all-ones, as [`PhysicalMemory::read`] gives them).
+    pub fn find_other_than(&self, addr: u64, len: usize, byte: u8) -> Option<u64> {
+        let mut done = 0usize;
+        while done < len {
+            let a = addr.wrapping_add(done as u64);
+            if a >= self.size || a < addr {
+                return (byte != 0xFF).then_some(a);
+            }
+            let off = (a % PAGE_SIZE) as usize;
+            let n = (PAGE - off).min(len - done);
+            let found = match self.pages.get(&(a / PAGE_SIZE)) {
+                Some(page) => edudma_hal::memory::first_other_than(&page[off..off + n], byte),
+                None => (byte != 0).then_some(0),
+            };
+            if let Some(j) = found {
+                return Some(a + j as u64);
+            }
+            done += n;
+        }
+        None
+    }
+
     /// Fill `[addr, addr + len)` with `byte`.
     pub fn fill(&mut self, addr: u64, len: usize, byte: u8) {
         let mut done = 0usize;
@@ -383,11 +407,52 @@ impl edudma_hal::PhysMemory for PhysicalMemory {
     fn fill(&mut self, addr: u64, len: usize, byte: u8) {
         PhysicalMemory::fill(self, addr, len, byte);
     }
+    fn find_other_than(&self, addr: u64, len: usize, byte: u8) -> Option<u64> {
+        PhysicalMemory::find_other_than(self, addr, len, byte)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scan_for_other_bytes_crosses_pages_and_reads_unbacked_and_missing_bytes_as_read_does() {
+        let mut m = PhysicalMemory::new(0);
+        let end = m.size();
+        m.fill(PAGE_SIZE, 2 * PAGE, 0xA5);
+        assert_eq!(m.find_other_than(PAGE_SIZE, 2 * PAGE, 0xA5), None);
+        m.write(2 * PAGE_SIZE + 7, &[0]);
+        assert_eq!(
+            m.find_other_than(PAGE_SIZE + 9, 2 * PAGE - 9, 0xA5),
+            Some(2 * PAGE_SIZE + 7)
+        );
+        // An unbacked page reads as zeros, past the end as all-ones.
+        assert_eq!(m.find_other_than(5 * PAGE_SIZE, 10, 0), None);
+        assert_eq!(
+            m.find_other_than(5 * PAGE_SIZE, 10, 0xA5),
+            Some(5 * PAGE_SIZE)
+        );
+        assert_eq!(m.find_other_than(end, 10, 0xFF), None);
+        assert_eq!(m.find_other_than(end - 1, 10, 0), Some(end));
+        // The HAL trait's default scan agrees with the in-place one.
+        struct ByRead<'a>(&'a PhysicalMemory);
+        impl edudma_hal::PhysMemory for ByRead<'_> {
+            fn read(&self, addr: u64, buf: &mut [u8]) {
+                self.0.read(addr, buf);
+            }
+            fn write(&mut self, _: u64, _: &[u8]) {}
+        }
+        for (addr, len, byte) in [
+            (PAGE_SIZE + 9, 2 * PAGE - 9, 0xA5),
+            (5 * PAGE_SIZE, 10, 0xA5),
+        ] {
+            assert_eq!(
+                edudma_hal::PhysMemory::find_other_than(&ByRead(&m), addr, len, byte),
+                m.find_other_than(addr, len, byte)
+            );
+        }
+    }
 
     #[test]
     fn sparse_read_write_across_pages() {

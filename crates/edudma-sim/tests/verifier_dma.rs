@@ -722,6 +722,31 @@ fn verifier_0x0f_write_outside_the_bounce_buffer() {
 }
 
 #[test]
+fn verifier_0x0f_write_before_the_bounce_buffer() {
+    let (mut rig, base) = channel(13);
+    let layout = BufferLayout {
+        placement: Placement::High,
+        byte_offset: Some(100),
+        ..BufferLayout::default()
+    };
+    let mdl = rig.buffer(200, &layout, |_| 0);
+    let (_, sg) = rig
+        .dispatch(move |dma| dma.map_transfer_ex(mdl, base, 0, 200, false))
+        .expect("no bug check")
+        .expect("mapped");
+    let (address, _) = sg[0];
+    // The guard range before the data is checked as well as the one after.
+    rig.m.sys().with(|k| k.mem.write(address - 1, &[0x00]));
+    rig.dispatch(move |dma| dma.flush_adapter_buffers_ex(mdl, base, 0, 200, false));
+    assert_eq!(
+        rig.bugcheck(),
+        Some(Violation::GuardBytesOverwritten {
+            bus_address: address - 1
+        })
+    );
+}
+
+#[test]
 fn verifier_0x10_channel_freed_while_mapped() {
     let (mut rig, base) = channel(14);
     let mdl = rig.buffer(100, &BufferLayout::default(), |_| 1);

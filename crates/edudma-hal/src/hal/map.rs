@@ -444,28 +444,29 @@ impl Hal {
             }
         }
         let mapping = self.adapters[id.0 as usize].mappings.remove(index);
-        // Guard bytes: everything of the used register pages outside the data.
-        for (i, r) in mapping.registers.iter().enumerate() {
+        // Guard bytes: everything of the used register pages outside the data,
+        // scanned by range (before and after the data), not byte by byte.
+        for r in &mapping.registers {
             let page = self.register_pfn(first + r) * PAGE_SIZE;
-            let mut bytes = vec![0u8; PAGE_SIZE as usize];
-            ctx.mem.read(page, &mut bytes);
-            let data = mapping
+            let (start, len) = mapping
                 .bounced
                 .iter()
                 .find(|(bus, _)| bus / PAGE_SIZE == page / PAGE_SIZE)
-                .map(|(bus, seg)| ((bus % PAGE_SIZE) as usize, seg.len as usize));
-            for (j, b) in bytes.iter().enumerate() {
-                let inside = data.is_some_and(|(start, len)| j >= start && j < start + len);
-                if !inside && *b != GUARD_BYTE {
-                    let _ = i;
-                    return dma_fail(
-                        ctx,
-                        Violation::GuardBytesOverwritten {
-                            bus_address: page + j as u64,
-                        },
-                        NtStatus::DEVICE_HARDWARE_ERROR,
-                    );
-                }
+                .map_or((0, 0), |(bus, seg)| (bus % PAGE_SIZE, u64::from(seg.len)));
+            let end = (start + len).min(PAGE_SIZE);
+            let overwritten = ctx
+                .mem
+                .find_other_than(page, start as usize, GUARD_BYTE)
+                .or_else(|| {
+                    ctx.mem
+                        .find_other_than(page + end, (PAGE_SIZE - end) as usize, GUARD_BYTE)
+                });
+            if let Some(bus_address) = overwritten {
+                return dma_fail(
+                    ctx,
+                    Violation::GuardBytesOverwritten { bus_address },
+                    NtStatus::DEVICE_HARDWARE_ERROR,
+                );
             }
         }
         for (bus, seg) in &mapping.bounced {
@@ -488,17 +489,17 @@ impl Hal {
     }
 
     pub(super) fn check_guards(&self, ctx: &mut HalCtx<'_>, first: u32, count: u32) -> bool {
-        let mut bytes = vec![0u8; PAGE_SIZE as usize];
         let pages = (first..first + count.max(1))
             .map(|r| self.register_pfn(r))
             .chain(self.guard_frames.iter().copied());
         for pfn in pages {
-            ctx.mem.read(pfn * PAGE_SIZE, &mut bytes);
-            if let Some(j) = bytes.iter().position(|b| *b != GUARD_BYTE) {
+            let found = ctx
+                .mem
+                .find_other_than(pfn * PAGE_SIZE, PAGE_SIZE as usize, GUARD_BYTE);
+            if let Some(bus_address) = found {
                 if ctx.verifier.dma_checks {
-                    ctx.verifier.report(Violation::GuardBytesOverwritten {
-                        bus_address: pfn * PAGE_SIZE + j as u64,
-                    });
+                    ctx.verifier
+                        .report(Violation::GuardBytesOverwritten { bus_address });
                 }
                 return false;
             }
