@@ -694,8 +694,10 @@ fn verifier_0x0e_dma_on_an_unlocked_buffer() {
     assert_eq!(rig.bugcheck(), Some(Violation::UnlockedBuffer));
 }
 
-#[test]
-fn verifier_0x0f_write_outside_the_bounce_buffer() {
+/// Map 200 bytes of a high buffer (bounced), let `stray` pick one byte
+/// from the mapped range `(address, length)`, overwrite it as a device
+/// would, flush, and return the bug check with the byte's address.
+fn flush_after_a_stray_write(stray: impl Fn(u64, u64) -> u64) -> (Option<Violation>, u64) {
     let (mut rig, base) = channel(13);
     let layout = BufferLayout {
         placement: Placement::High,
@@ -708,41 +710,29 @@ fn verifier_0x0f_write_outside_the_bounce_buffer() {
         .expect("no bug check")
         .expect("mapped");
     let (address, length) = sg[0];
-    // A device (or driver) writing one byte past the mapped range.
-    rig.m
-        .sys()
-        .with(|k| k.mem.write(address + u64::from(length), &[0x00]));
+    let byte = stray(address, u64::from(length));
+    rig.m.sys().with(|k| k.mem.write(byte, &[0x00]));
     rig.dispatch(move |dma| dma.flush_adapter_buffers_ex(mdl, base, 0, 200, false));
+    (rig.bugcheck(), byte)
+}
+
+#[test]
+fn verifier_0x0f_write_outside_the_bounce_buffer() {
+    // One byte past the mapped range.
+    let (bugcheck, byte) = flush_after_a_stray_write(|address, length| address + length);
     assert_eq!(
-        rig.bugcheck(),
-        Some(Violation::GuardBytesOverwritten {
-            bus_address: address + u64::from(length)
-        })
+        bugcheck,
+        Some(Violation::GuardBytesOverwritten { bus_address: byte })
     );
 }
 
 #[test]
 fn verifier_0x0f_write_before_the_bounce_buffer() {
-    let (mut rig, base) = channel(13);
-    let layout = BufferLayout {
-        placement: Placement::High,
-        byte_offset: Some(100),
-        ..BufferLayout::default()
-    };
-    let mdl = rig.buffer(200, &layout, |_| 0);
-    let (_, sg) = rig
-        .dispatch(move |dma| dma.map_transfer_ex(mdl, base, 0, 200, false))
-        .expect("no bug check")
-        .expect("mapped");
-    let (address, _) = sg[0];
     // The guard range before the data is checked as well as the one after.
-    rig.m.sys().with(|k| k.mem.write(address - 1, &[0x00]));
-    rig.dispatch(move |dma| dma.flush_adapter_buffers_ex(mdl, base, 0, 200, false));
+    let (bugcheck, byte) = flush_after_a_stray_write(|address, _| address - 1);
     assert_eq!(
-        rig.bugcheck(),
-        Some(Violation::GuardBytesOverwritten {
-            bus_address: address - 1
-        })
+        bugcheck,
+        Some(Violation::GuardBytesOverwritten { bus_address: byte })
     );
 }
 
