@@ -10,6 +10,10 @@ use edudma_core::regs;
 
 use crate::sched::MS;
 
+pub mod mirror;
+
+use mirror::{EduMirror, ModelState};
+
 /// Identification register value of the edu device (version 1.0).
 pub const EDU_ID: u32 = 0x0100_00ED;
 /// Virtual time a DMA transfer takes, as in QEMU (100 ms).
@@ -141,6 +145,8 @@ pub struct EduDevice {
     /// MSI messages dropped because Bus Master Enable was clear.
     msis_lost: u64,
     faults: Vec<DeviceFault>,
+    /// A real device in lockstep ([`mirror`]), in the hardware-in-the-loop run.
+    mirror: Option<EduMirror>,
 }
 
 impl EduDevice {
@@ -167,6 +173,21 @@ impl EduDevice {
             transfers_without_bus_master: 0,
             msis_lost: 0,
             faults: Vec::new(),
+            mirror: None,
+        }
+    }
+
+    /// Run in lockstep with a real device from now on: the model takes its
+    /// registers and buffer, and every access goes to both ([`mirror`]).
+    pub fn attach_mirror(&mut self, mirror: EduMirror) {
+        mirror.seed(self);
+        self.mirror = Some(mirror);
+    }
+
+    fn state(&self) -> ModelState {
+        ModelState {
+            dma_running: self.dma_running(),
+            computing: self.status & regs::Status::COMPUTING.bits() != 0,
         }
     }
 
@@ -185,6 +206,21 @@ impl EduDevice {
         if !self.present {
             return u64::MAX >> (64 - 8 * size.clamp(1, 8));
         }
+        let value = self.model_read(offset, size);
+        match &self.mirror {
+            Some(mirror) => {
+                let state = self.state();
+                // Transients of virtual time the real device is not in: a
+                // START not given to it yet, a factorial the model computes.
+                let transient = (offset == u64::from(regs::REG_DMA_CMD) && state.dma_running)
+                    || (matches!(offset, 0x08 | 0x20) && state.computing);
+                mirror.read(offset, size, value, !transient)
+            }
+            None => value,
+        }
+    }
+
+    fn model_read(&self, offset: u64, size: u32) -> u64 {
         if size < 4 {
             // QEMU's memory core refuses accesses below min_access_size
             // before edu_mmio_read runs and returns 0 (measured on 7.2).
@@ -229,6 +265,16 @@ impl EduDevice {
         if !self.present {
             return None;
         }
+        let before = self.state();
+        let timer = self.model_write(offset, size, value);
+        if let Some(mirror) = &self.mirror {
+            let started = matches!(timer, Some(DeviceTimer::Dma(_)));
+            mirror.write(offset, size, value, before, started);
+        }
+        timer
+    }
+
+    fn model_write(&mut self, offset: u64, size: u32, value: u64) -> Option<DeviceTimer> {
         if offset < 0x80 && size != 4 {
             return None;
         }
@@ -301,6 +347,9 @@ impl EduDevice {
             return;
         }
         self.fact = regs::factorial_u32(self.fact);
+        if let Some(mirror) = &self.mirror {
+            mirror.factorial_done();
+        }
         self.status &= !regs::Status::COMPUTING.bits();
         if self.status & regs::Status::IRQ_ON_FACTORIAL.bits() != 0 {
             self.raise_irq(regs::IrqBits::FACTORIAL.bits());
@@ -351,6 +400,9 @@ impl EduDevice {
         let result = self.do_dma(bus);
         if let Err(fault) = &result {
             self.faults.push(fault.clone());
+        }
+        if let Some(mirror) = self.mirror.clone() {
+            mirror.complete_dma(self, bus, &result);
         }
         self.dma_cmd &= !1;
         if self.dma_cmd & regs::DmaCommand::IRQ.bits() as u64 != 0 {

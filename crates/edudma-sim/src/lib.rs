@@ -11,7 +11,9 @@
 //! - [`hal`], [`verifier`]: `IoGetDmaAdapter`, the DMA operations and every
 //!   rule, a named [`verifier::Violation`] — the one model of `edudma-hal`,
 //!   which the hardware-in-the-loop harness runs over the guest's pages too.
-//! - [`edu`]: the device model; [`power`]: what sleep and D-states do to it.
+//! - [`edu`]: the device model; [`power`]: what sleep and D-states do to it;
+//!   [`edu::mirror`]: the model in lockstep with a real device, and
+//!   [`lockstep`]: `src/` end to end against one (the HIL's `[SRC]` run).
 //! - [`irql`], [`sched`], [`io`], [`kernel`]: processors, time, IRPs and the DDIs.
 //! - [`wdm`]: the driver's side of the contract ([`wdm::WdmDriver`]) and the
 //!   DMA operations / register file handed to `edudma-core`.
@@ -45,6 +47,7 @@ pub mod io;
 pub mod irql;
 pub mod isolate;
 pub mod kernel;
+pub mod lockstep;
 pub mod machine;
 pub mod mdl;
 pub mod native;

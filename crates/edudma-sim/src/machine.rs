@@ -6,6 +6,7 @@
 use edudma_core::NtStatus;
 use edudma_core::ioctl::{METHOD_BUFFERED, METHOD_IN_DIRECT, METHOD_NEITHER, method_of};
 
+use crate::edu::mirror::EduMirror;
 use crate::edu::{EduConfig, EduDevice};
 use crate::hal::HalConfig;
 use crate::io::{DeviceQueue, Irp, IrpId, IrpTable, Major};
@@ -40,6 +41,9 @@ pub struct MachineConfig {
     pub bus_master_at_boot: bool,
     /// Driver Verifier's DMA checks.
     pub dma_verification: bool,
+    /// A real edu device the model runs in lockstep with (the
+    /// hardware-in-the-loop run of `src/`).
+    pub mirror: Option<EduMirror>,
 }
 
 impl Default for MachineConfig {
@@ -53,6 +57,7 @@ impl Default for MachineConfig {
             msi: false,
             bus_master_at_boot: false,
             dma_verification: true,
+            mirror: None,
         }
     }
 }
@@ -134,6 +139,9 @@ impl<D: WdmDriver> Machine<D> {
         let hal = crate::hal::new_hal(hal_config, &mut mem);
         let mut device = EduDevice::new(config.edu, rng.next_u64());
         device.set_bus_master(config.bus_master_at_boot);
+        if let Some(mirror) = &config.mirror {
+            device.attach_mirror(mirror.clone());
+        }
         let mut verifier = Verifier::new();
         verifier.dma_checks = config.dma_verification;
         let kernel = Kernel {

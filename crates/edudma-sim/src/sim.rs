@@ -12,6 +12,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 pub use crate::edu::CorruptByte;
 use crate::edu::EduConfig;
+use crate::edu::mirror::EduMirror;
 use crate::hal::{HalConfig, HalStats};
 use crate::io::{FileId, IrpId};
 use crate::irql::Irql;
@@ -97,6 +98,9 @@ pub struct SimConfig {
     pub faults: DeviceFaults,
     /// Record a timeline from boot on ([`SimMachine::trace_json`]).
     pub trace: bool,
+    /// Run the edu model in lockstep with a real device
+    /// ([`crate::edu::mirror`]): the hardware-in-the-loop run of `src/`.
+    pub edu_mirror: Option<EduMirror>,
 }
 
 impl Default for SimConfig {
@@ -127,6 +131,7 @@ impl Default for SimConfig {
             map_failure_percent: 0,
             faults: DeviceFaults::default(),
             trace: false,
+            edu_mirror: None,
         }
     }
 }
@@ -164,6 +169,7 @@ impl SimConfig {
             msi: self.msi,
             bus_master_at_boot: self.bus_master_at_boot,
             dma_verification: true,
+            mirror: self.edu_mirror.clone(),
         }
     }
 

@@ -189,6 +189,11 @@ pub struct Bar {
     pub writes: u64,
 }
 
+// SAFETY: `Bar` owns its mapping, which stays valid in every thread of the
+// process until `drop`; moving it to another thread (the simulated kernel's,
+// in the lockstep run) moves that ownership, and it has no thread affinity.
+unsafe impl Send for Bar {}
+
 impl Bar {
     fn map(path: &Path) -> io::Result<Self> {
         let file = OpenOptions::new()

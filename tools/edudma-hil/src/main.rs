@@ -4,7 +4,9 @@
 //! Run as root inside a QEMU guest with `-device edu`, a virtual IOMMU, and
 //! `uio_pci_generic` and `vfio-pci` loaded: `edudma-hil --mode
 //! quick|standard|sweep`. The INTx phases run through `uio_pci_generic`, then
-//! the MSI phase set through `vfio-pci`. It prints `HIL PASS` / `HIL FAIL`
+//! the MSI phase set through `vfio-pci`; after the conformance sequences,
+//! `src/` runs on the simulated kernel with the edu model mirrored onto the
+//! device (`[SRC]` checks, [`src_lockstep`]). It prints `HIL PASS` / `HIL FAIL`
 //! lines, `TRACE` lines of the model-conformance sequences, the counts of each
 //! set and of all, and `HIL RESULT: PASS` or `FAIL`; the exit status says the same.
 //!
@@ -25,6 +27,7 @@ mod linux;
 mod rng;
 #[cfg(test)]
 mod sim_conformance;
+mod src_lockstep;
 #[cfg(target_os = "linux")]
 mod suite;
 #[cfg(target_os = "linux")]
