@@ -203,6 +203,9 @@ impl EduMirror {
     /// Take the real device's state into the model (see the module docs).
     pub(super) fn seed(&self, dev: &mut EduDevice) {
         let mut m = self.lock();
+        // A machine dropped mid-command leaves nothing for the next one.
+        m.deferred_start = None;
+        m.translated = [None; 2];
         m.wait_until_idle();
         let pending = m.real.read(u64::from(regs::REG_IRQ_STATUS), 4);
         if pending != 0 {
