@@ -137,8 +137,11 @@ pub struct EduMirror(Arc<Mutex<Mirror>>);
 
 impl fmt::Debug for EduMirror {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `try_lock`: formatting must not wait on (or deadlock with) a
+        // mirror busy with the device.
+        let stats = self.0.try_lock().ok().map(|m| m.stats);
         f.debug_struct("EduMirror")
-            .field("stats", &self.stats())
+            .field("stats", &stats)
             .finish_non_exhaustive()
     }
 }
