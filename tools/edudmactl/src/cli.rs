@@ -457,6 +457,12 @@ pub struct BenchArgs {
     /// Requests of each direction.
     #[arg(long, value_name = "K", value_parser = parse_u32, default_value = "10")]
     pub iterations: u32,
+
+    /// Requests kept in flight at once (1 to 64): each write is still read back
+    /// and checked, but the next requests are already queued behind it
+    /// (overlapped I/O on Windows, concurrent IRPs on the simulator).
+    #[arg(long, value_name = "N", value_parser = parse_u32, default_value = "1")]
+    pub queue_depth: u32,
 }
 
 #[cfg(test)]

@@ -6,9 +6,15 @@ use edudma_core::NtStatus;
 use edudma_core::ioctl::{METHOD_IN_DIRECT, method_of};
 #[cfg(not(windows))]
 use edudma_sim::{Allocation, CorruptByte, DmaStrategy, SimConfig, SimError, SimMachine};
+#[cfg(not(windows))]
+use edudma_sim::io::IrpId;
+#[cfg(not(windows))]
+use edudma_sim::machine::IrpSpec;
+#[cfg(not(windows))]
+use std::collections::BTreeMap;
 use serde::Serialize;
 
-use super::{Backend, BackendDescription, VirtualClock};
+use super::{Backend, BackendDescription, Completed, Queued, Ticket, VirtualClock};
 use crate::cli::{AllocMode, SimOptions, StrategyName, WindowSize};
 use crate::device::operation_name;
 use crate::error::{Error, Result};
@@ -134,6 +140,9 @@ pub struct SimBackend {
     settings: SimSettings,
     /// Where the timeline goes (`--trace`).
     trace: Option<std::path::PathBuf>,
+    /// Requests in flight: the IRP and the control code of each.
+    in_flight: BTreeMap<Ticket, (IrpId, u32)>,
+    next_ticket: u64,
 }
 
 #[cfg(not(windows))]
@@ -178,6 +187,8 @@ impl SimBackend {
             machine: Some(machine),
             settings,
             trace: options.trace.clone(),
+            in_flight: BTreeMap::new(),
+            next_ticket: 1,
         })
     }
 
@@ -253,6 +264,63 @@ impl Backend for SimBackend {
         self.machine()?
             .write(offset, data)
             .map_err(|error| sim_error("WriteFile", error))
+    }
+
+    fn submit(&mut self, request: Queued) -> Result<Ticket> {
+        let operation = operation_name(request.code);
+        let output_length = u32::try_from(request.buffer.len()).map_err(|_| {
+            Error::Usage(format!(
+                "{} bytes is too long for one request: use at most 4096",
+                request.buffer.len()
+            ))
+        })?;
+        let data = if method_of(request.code) == METHOD_IN_DIRECT {
+            request.buffer
+        } else {
+            Vec::new()
+        };
+        let irp = self
+            .machine()?
+            .submit(IrpSpec::Control {
+                code: request.code,
+                input: request.input,
+                output_length,
+                data,
+            })
+            .map_err(|error| sim_error(operation, error))?;
+        let ticket = Ticket(self.next_ticket);
+        self.next_ticket += 1;
+        self.in_flight.insert(ticket, (irp, request.code));
+        Ok(ticket)
+    }
+
+    fn complete(&mut self, ticket: Ticket) -> Result<Completed> {
+        let Some((irp, code)) = self.in_flight.remove(&ticket) else {
+            return Err(Error::Simulator(format!(
+                "no request in flight has ticket {}",
+                ticket.0
+            )));
+        };
+        let operation = operation_name(code);
+        let result = self
+            .machine()?
+            .wait(irp)
+            .map_err(|error| sim_error(operation, error))?;
+        if result.status.is_error() {
+            return Err(Error::Driver {
+                operation,
+                status: result.status,
+            });
+        }
+        let output = if method_of(code) == METHOD_IN_DIRECT {
+            Vec::new()
+        } else {
+            result.output
+        };
+        Ok(Completed {
+            information: result.information,
+            output,
+        })
     }
 
     fn virtual_clock(&self) -> Option<VirtualClock> {
