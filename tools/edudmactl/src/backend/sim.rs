@@ -5,14 +5,14 @@
 use edudma_core::NtStatus;
 use edudma_core::ioctl::{METHOD_IN_DIRECT, method_of};
 #[cfg(not(windows))]
-use edudma_sim::{Allocation, CorruptByte, DmaStrategy, SimConfig, SimError, SimMachine};
-#[cfg(not(windows))]
 use edudma_sim::io::IrpId;
 #[cfg(not(windows))]
 use edudma_sim::machine::IrpSpec;
 #[cfg(not(windows))]
-use std::collections::BTreeMap;
+use edudma_sim::{Allocation, CorruptByte, DmaStrategy, SimConfig, SimError, SimMachine};
 use serde::Serialize;
+#[cfg(not(windows))]
+use std::collections::BTreeMap;
 
 use super::{Backend, BackendDescription, Completed, Queued, Ticket, VirtualClock};
 use crate::cli::{AllocMode, SimOptions, StrategyName, WindowSize};
