@@ -47,6 +47,8 @@ pub struct SimSettings {
     pub window: u32,
     /// QEMU 8.2.1 or newer (implied by a 4096-byte window).
     pub qemu_fixed_range_check: bool,
+    /// Percent of channel allocations that find the map registers busy.
+    pub contention_percent: u32,
     /// The DMA transfer (1-based) that gets a corrupted byte, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inject_corruption: Option<u64>,
@@ -72,6 +74,7 @@ impl SimSettings {
             msi: config.msi,
             window: config.window,
             qemu_fixed_range_check: config.qemu_fixed_range_check,
+            contention_percent: config.contention_percent,
             inject_corruption: config.corrupt_byte_injection.map(|c| c.transfer),
         }
     }
@@ -107,6 +110,7 @@ pub fn config_from_options(options: &SimOptions) -> Result<SimConfig> {
         // A 4096-byte window is only safe on a QEMU whose range check is fixed.
         qemu_fixed_range_check: options.window == WindowSize::W4096,
         trace: options.trace.is_some(),
+        contention_percent: options.contention_percent,
         ..SimConfig::default()
     };
     if let Some(transfer) = options.inject_corruption {
@@ -378,6 +382,8 @@ mod tests {
             "4096",
             "--scatter-gather",
             "off",
+            "--contention-percent",
+            "0",
             "info",
         ])
         .unwrap();
@@ -393,5 +399,6 @@ mod tests {
         );
         assert_eq!(config.dma_mask_bits, 33);
         assert!(config.qemu_fixed_range_check && !config.scatter_gather);
+        assert_eq!(config.contention_percent, 0);
     }
 }
