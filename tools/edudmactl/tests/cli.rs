@@ -367,6 +367,49 @@ fn bench_keeps_requests_in_flight_and_checks_every_read() {
 }
 
 #[test]
+fn with_one_map_register_the_command_floor_is_per_page_unless_the_common_buffer_copies() {
+    let packet = json(
+        &[
+            "--sim",
+            "--json",
+            "--map-registers",
+            "1",
+            "bench",
+            "--iterations",
+            "2",
+        ],
+        0,
+    );
+    assert!(packet.get("device_commands_floor").is_none(), "{packet}");
+    assert_eq!(packet["device_commands_per_request"].as_f64(), Some(2.0));
+    let floors = packet["dma_call_floors"].as_array().expect("floors");
+    let map = floors
+        .iter()
+        .find(|f| f["routine"] == "MapTransferEx")
+        .expect("MapTransferEx");
+    // One MapTransferEx per mapped range: two pages, two ranges.
+    assert_eq!(map["floor"].as_f64(), Some(2.0));
+    assert_eq!(map["at_floor"], true);
+    let common = json(
+        &[
+            "--sim",
+            "--json",
+            "--map-registers",
+            "1",
+            "--dma-strategy",
+            "common-buffer",
+            "bench",
+            "--iterations",
+            "2",
+        ],
+        0,
+    );
+    assert_eq!(common["dma_strategy"], "common-buffer");
+    assert_eq!(common["device_commands_floor"].as_f64(), Some(1.0));
+    assert_eq!(common["device_commands_per_request"].as_f64(), Some(1.0));
+}
+
+#[test]
 fn a_queued_bench_still_catches_a_corrupted_byte() {
     let report = json(
         &[

@@ -221,9 +221,10 @@ struct Report {
     /// Each routine of the strategy in force against its floor.
     dma_call_floors: Vec<Floor>,
     device_commands_per_request: f64,
-    /// 1 when the adapter can map a request as one range (two map
-    /// registers or more, for the ≤ 4096 bytes of a request); `None` with
-    /// one map register, where the floor is one command per page.
+    /// 1 when a request can be one range: the adapter has two map
+    /// registers or more (for the ≤ 4096 bytes of a request), or the bytes
+    /// go through the common buffer; `None` for a packet or list strategy
+    /// with one map register, where the floor is one command per page.
     #[serde(skip_serializing_if = "Option::is_none")]
     device_commands_floor: Option<f64>,
     /// `None` when the allocator does not count (a library build).
@@ -359,7 +360,10 @@ pub fn run(device: &mut Device, args: &BenchArgs, output: &Output) -> Result<Out
         device_limit_bytes_per_sec: DEVICE_LIMIT_BYTES_PER_SEC,
         dma_call_floors: floors(strategy, &calls),
         device_commands_per_request: calls.device_commands,
-        device_commands_floor: (info.map_registers >= 2 || len <= 1).then_some(1.0),
+        device_commands_floor: (info.map_registers >= 2
+            || len <= 1
+            || strategy == Some(DmaStrategyCode::CommonBuffer))
+        .then_some(1.0),
         dma_calls_per_request: calls,
         allocations_per_request: allocations_before
             .zip(allocations_after)
