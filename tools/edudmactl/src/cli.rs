@@ -237,13 +237,19 @@ pub struct SimOptions {
     #[arg(long, value_name = "FILE", global = true, help_heading = SIMULATOR)]
     pub trace: Option<std::path::PathBuf>,
 
+    /// Percent of channel allocations, 0 to 100, that find the map registers held by
+    /// another device (then freed 0.2 to 30 ms later): the HAL's contention.
+    #[arg(long, value_name = "PERCENT", global = true, help_heading = SIMULATOR,
+          value_parser = u32_in(0, 100), default_value = "10")]
+    pub contention_percent: u32,
+
     /// Testing only: corrupt one byte of the N-th DMA transfer (1-based).
     #[arg(long, value_name = "N", global = true, hide = true, value_parser = parse_count_u64)]
     pub inject_corruption: Option<u64>,
 }
 
 /// The simulator's knobs by clap id, with their flags, for the "needs --sim" error.
-const SIM_KNOBS: [(&str, &str); 13] = [
+const SIM_KNOBS: [(&str, &str); 14] = [
     ("seed", "--seed"),
     ("memory_mib", "--memory-mib"),
     ("map_registers", "--map-registers"),
@@ -257,6 +263,7 @@ const SIM_KNOBS: [(&str, &str); 13] = [
     ("window", "--window"),
     ("inject_corruption", "--inject-corruption"),
     ("trace", "--trace"),
+    ("contention_percent", "--contention-percent"),
 ];
 
 /// A parsed command line, with which simulator knobs it set (defaults aside).
@@ -457,6 +464,12 @@ pub struct BenchArgs {
     /// Requests of each direction.
     #[arg(long, value_name = "K", value_parser = parse_u32, default_value = "10")]
     pub iterations: u32,
+
+    /// Requests kept in flight at once (1 to 64): each write is still read back
+    /// and checked, but the next requests are already queued behind it
+    /// (overlapped I/O on Windows, concurrent IRPs on the simulator).
+    #[arg(long, value_name = "N", value_parser = parse_u32, default_value = "1")]
+    pub queue_depth: u32,
 }
 
 #[cfg(test)]

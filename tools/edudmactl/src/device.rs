@@ -8,7 +8,7 @@ use edudma_core::ioctl::{
 };
 use zerocopy::{FromBytes, IntoBytes};
 
-use crate::backend::{Backend, BackendDescription, VirtualClock};
+use crate::backend::{Backend, BackendDescription, Queued, Ticket, VirtualClock};
 use crate::error::{Error, Result};
 use crate::output::count_of;
 
@@ -23,6 +23,16 @@ pub fn operation_name(code: u32) -> &'static str {
         IOCTL_EDUDMA_DMA_READ => "IOCTL_EDUDMA_DMA_READ",
         _ => "an unknown IOCTL",
     }
+}
+
+/// A DMA request started by [`Device::submit_dma_write`] or
+/// [`Device::submit_dma_read`], to be finished by [`Device::complete`].
+#[derive(Debug)]
+#[must_use = "a request in flight must be completed"]
+pub struct InFlight {
+    ticket: Ticket,
+    code: u32,
+    len: usize,
 }
 
 /// The device, spoken to through the IOCTL contract.
@@ -146,6 +156,63 @@ impl Device {
                 .device_control(IOCTL_EDUDMA_DMA_READ, header.as_bytes(), &mut buffer)?;
         expect_moved("IOCTL_EDUDMA_DMA_READ", moved, len)?;
         Ok(buffer)
+    }
+
+    /// Start `IOCTL_EDUDMA_DMA_WRITE` of `data` at `offset` without waiting
+    /// for it (several may be in flight; the driver runs them in order).
+    pub fn submit_dma_write(&mut self, offset: u32, data: &[u8]) -> Result<InFlight> {
+        let header = DmaHeader {
+            device_offset: offset,
+            flags: 0,
+        };
+        let mut buffer = zeroed_buffer(data.len(), "the write buffer")?;
+        buffer.copy_from_slice(data);
+        let ticket = self.backend.submit(Queued {
+            code: IOCTL_EDUDMA_DMA_WRITE,
+            input: header.as_bytes().to_vec(),
+            buffer,
+        })?;
+        Ok(InFlight {
+            ticket,
+            code: IOCTL_EDUDMA_DMA_WRITE,
+            len: data.len(),
+        })
+    }
+
+    /// Start `IOCTL_EDUDMA_DMA_READ` of `len` bytes at `offset` without
+    /// waiting for it.
+    pub fn submit_dma_read(&mut self, offset: u32, len: usize) -> Result<InFlight> {
+        let header = DmaHeader {
+            device_offset: offset,
+            flags: 0,
+        };
+        let buffer = zeroed_buffer(len, "the read buffer")?;
+        let ticket = self.backend.submit(Queued {
+            code: IOCTL_EDUDMA_DMA_READ,
+            input: header.as_bytes().to_vec(),
+            buffer,
+        })?;
+        Ok(InFlight {
+            ticket,
+            code: IOCTL_EDUDMA_DMA_READ,
+            len,
+        })
+    }
+
+    /// Wait for a request started by `submit_dma_*`: the bytes a read
+    /// brought back (empty for a write), once all of them moved.
+    pub fn complete(&mut self, request: InFlight) -> Result<Vec<u8>> {
+        let done = self.backend.complete(request.ticket)?;
+        let operation = operation_name(request.code);
+        expect_moved(operation, done.information, request.len)?;
+        if request.code == IOCTL_EDUDMA_DMA_READ && done.output.len() != request.len {
+            return Err(Error::Protocol(format!(
+                "{operation} returned {} bytes for {} moved",
+                done.output.len(),
+                request.len
+            )));
+        }
+        Ok(done.output)
     }
 
     /// `WriteFile` at `offset`: the `IRP_MJ_WRITE` path.

@@ -5,6 +5,7 @@
 //! two backends ([`backend`]): the installed device on Windows, or the whole
 //! driver run in-process on the simulator (`--sim`), on any host.
 
+pub mod alloc_count;
 pub mod backend;
 pub mod cli;
 pub mod commands;

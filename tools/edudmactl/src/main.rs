@@ -15,6 +15,12 @@ use edudmactl::device::Device;
 use edudmactl::error::Error;
 use edudmactl::output::{Output, print_stderr};
 
+/// Every allocation counted, so that `bench` can report allocations per
+/// request (in the driver's code, and elsewhere).
+#[global_allocator]
+static ALLOCATOR: edudmactl::alloc_count::CountingAllocator =
+    edudmactl::alloc_count::CountingAllocator;
+
 /// The JSON printed on stdout when a command fails under `--json`.
 #[derive(Serialize)]
 struct ErrorReport<'a> {

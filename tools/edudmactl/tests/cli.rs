@@ -313,6 +313,142 @@ fn bench_reports_virtual_throughput_under_the_device_limit() {
 }
 
 #[test]
+fn bench_keeps_requests_in_flight_and_checks_every_read() {
+    let report = json(
+        &[
+            "--sim",
+            "--json",
+            "bench",
+            "--queue-depth",
+            "4",
+            "--len",
+            "4095",
+            "--iterations",
+            "6",
+        ],
+        0,
+    );
+    assert_eq!(report["queue_depth"], 4);
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["bytes_verified"], 6 * 4095);
+    assert_eq!(report["dma_strategy"], "v3-packet");
+    let total = &report["total"];
+    assert_eq!(total["requests"], 12);
+    let percent = total["percent_of_device_limit"].as_f64().expect("percent");
+    assert!(percent > 0.0 && percent <= 100.0, "{percent}");
+    assert!(report["requests_per_wall_second"].as_f64().unwrap_or(0.0) > 0.0);
+    // The binary counts allocations: the driver's code makes none per request.
+    let allocations = &report["allocations_per_request"];
+    assert_eq!(
+        allocations["driver_code"].as_f64(),
+        Some(0.0),
+        "{allocations}"
+    );
+    assert!(allocations["elsewhere"].as_f64().unwrap_or(0.0) > 0.0);
+    let floors = report["dma_call_floors"].as_array().expect("floors");
+    let routines: Vec<&str> = floors
+        .iter()
+        .map(|f| f["routine"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        routines,
+        [
+            "GetDmaTransferInfo",
+            "AllocateAdapterChannelEx",
+            "MapTransferEx",
+            "FlushAdapterBuffersEx",
+            "FreeAdapterChannel"
+        ]
+    );
+    let get_info = &floors[0];
+    assert_eq!(get_info["per_request"].as_f64(), Some(1.0));
+    assert_eq!(get_info["at_floor"], true);
+    assert_eq!(report["device_commands_floor"].as_f64(), Some(1.0));
+}
+
+#[test]
+fn with_one_map_register_the_command_floor_is_per_page_unless_the_common_buffer_copies() {
+    let packet = json(
+        &[
+            "--sim",
+            "--json",
+            "--map-registers",
+            "1",
+            "bench",
+            "--iterations",
+            "2",
+        ],
+        0,
+    );
+    assert!(packet.get("device_commands_floor").is_none(), "{packet}");
+    assert_eq!(packet["device_commands_per_request"].as_f64(), Some(2.0));
+    let floors = packet["dma_call_floors"].as_array().expect("floors");
+    let map = floors
+        .iter()
+        .find(|f| f["routine"] == "MapTransferEx")
+        .expect("MapTransferEx");
+    // One MapTransferEx per mapped range: two pages, two ranges.
+    assert_eq!(map["floor"].as_f64(), Some(2.0));
+    assert_eq!(map["at_floor"], true);
+    let common = json(
+        &[
+            "--sim",
+            "--json",
+            "--map-registers",
+            "1",
+            "--dma-strategy",
+            "common-buffer",
+            "bench",
+            "--iterations",
+            "2",
+        ],
+        0,
+    );
+    assert_eq!(common["dma_strategy"], "common-buffer");
+    assert_eq!(common["device_commands_floor"].as_f64(), Some(1.0));
+    assert_eq!(common["device_commands_per_request"].as_f64(), Some(1.0));
+}
+
+#[test]
+fn a_queued_bench_still_catches_a_corrupted_byte() {
+    let report = json(
+        &[
+            "--sim",
+            "--json",
+            "--inject-corruption",
+            "3",
+            "bench",
+            "--queue-depth",
+            "4",
+            "--iterations",
+            "3",
+        ],
+        3,
+    );
+    // Transfers 1 and 2 are the first round's write and read; 3 is the
+    // second round's write.
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["mismatched_bytes"], 1);
+    assert_eq!(report["first_failure"]["iteration"], 2);
+}
+
+#[test]
+fn queue_depths_out_of_range_are_usage_errors() {
+    for depth in ["0", "65", "4294967295"] {
+        tool()
+            .args(["--sim", "bench", "--queue-depth", depth])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("--queue-depth"))
+            .stderr(predicate::str::contains("1 to 64"));
+    }
+    tool()
+        .args(["--sim", "bench", "--queue-depth", "many"])
+        .assert()
+        .code(2);
+}
+
+#[test]
 fn bad_arguments_exit_2() {
     let cases: &[&[&str]] = &[
         &["--sim", "read", "--offset", "0"],         // missing --len

@@ -23,6 +23,7 @@ use wdk_sys::{
     PKINTERRUPT, PKSYNCHRONIZE_ROUTINE, PULONG, PUNICODE_STRING, PVOID, SIZE_T, ULONG,
 };
 
+use super::code::{Mark, as_driver};
 use super::dma::MmMapLockedPagesSpecifyCache;
 use super::objects::{self, IrpKind, Isr};
 use super::sched::{ActId, Wait};
@@ -102,14 +103,21 @@ same_signature!(
 pub(crate) struct Call {
     pub(crate) n: Arc<Native>,
     pub(crate) me: ActId,
+    /// Out of driver code until the call returns (dropped after `push`).
+    pub(crate) _kernel: Mark,
 }
 
 impl Call {
     pub(crate) fn enter() -> Self {
+        let kernel = Mark::kernel();
         let (n, me) = current();
         objects::pull(&n, &n.sys);
         n.yield_point(me);
-        Call { n, me }
+        Call {
+            n,
+            me,
+            _kernel: kernel,
+        }
     }
 
     fn fault(&self, why: String) {
@@ -1020,7 +1028,7 @@ pub unsafe extern "C" fn KeSynchronizeExecution(
     let _ = c.n.spin_acquire(c.me, word);
     objects::push(&c.n, &c.n.sys);
     // SAFETY: the caller's routine and context, called as the kernel does.
-    let result = unsafe { routine(SynchronizeContext) };
+    let result = as_driver(|| unsafe { routine(SynchronizeContext) });
     objects::pull(&c.n, &c.n.sys);
     release_word(&c.n, c.me, word);
     c.n.sys.with(|k| k.cpus.set_irql(old));
@@ -1224,7 +1232,7 @@ pub(crate) unsafe fn call_driver(
         match (*driver).MajorFunction.get(major).copied().flatten() {
             Some(f) => {
                 objects::push(n, &n.sys);
-                let s = f(device, irp);
+                let s = as_driver(|| f(device, irp));
                 objects::pull(n, &n.sys);
                 s
             }
@@ -1392,7 +1400,7 @@ unsafe fn unwind(n: &Arc<Native>, irp: *mut IRP, routines: bool) -> bool {
                         (*(*overlay).CurrentStackLocation).DeviceObject
                     };
                     objects::push(n, &n.sys);
-                    let result = routine(device, irp, context);
+                    let result = as_driver(|| routine(device, irp, context));
                     objects::pull(n, &n.sys);
                     if result == STATUS_MORE_PROCESSING_REQUIRED {
                         return true;
@@ -1485,11 +1493,13 @@ pub unsafe extern "C" fn IoBuildSynchronousFsdRequest(
 /// # Safety
 /// `irp` must be a live IRP block of a user request.
 pub(crate) unsafe fn cancel_irp(n: &Arc<Native>, sys: &crate::kernel::Sys, irp: *mut IRP) {
+    let kernel = Mark::kernel();
     let me = current().1;
     objects::pull(n, sys);
     let c = Call {
         n: Arc::clone(n),
         me,
+        _kernel: kernel,
     };
     let word = cancel_lock_word(n);
     let old = acquire(&c, word, SpinLock::Cancel);
@@ -1523,7 +1533,7 @@ pub(crate) unsafe fn cancel_irp(n: &Arc<Native>, sys: &crate::kernel::Sys, irp: 
     let fdo = n.objects().fdo as *mut DEVICE_OBJECT;
     objects::push(n, sys);
     // SAFETY: called holding the cancel spin lock, which it releases.
-    unsafe { f(fdo, irp) };
+    as_driver(|| unsafe { f(fdo, irp) });
     objects::pull(n, sys);
     let still = sys.with(|k| {
         k.cpus

@@ -22,6 +22,7 @@
 #![allow(unsafe_code)]
 
 pub mod bus;
+pub mod code;
 pub mod dma;
 pub mod exports;
 pub mod objects;
@@ -46,6 +47,7 @@ use crate::kernel::Sys;
 use crate::sched::DpcId;
 use crate::wdm::{PnpMinor, PnpOutcome, WdmDriver};
 
+pub use code::in_driver_code;
 pub use sched::SchedStats;
 
 // The driver's entry point, from the host build of src/ (linked below).
@@ -297,7 +299,7 @@ impl WdmDriver for NativeDriver {
         let Some(routine) = routine else { return };
         objects::push(&self.0, sys);
         // SAFETY: the driver's StartIo with its FDO and a live queued IRP.
-        unsafe { routine(self.fdo(), addr as *mut wdk_sys::IRP) };
+        code::as_driver(|| unsafe { routine(self.fdo(), addr as *mut wdk_sys::IRP) });
         objects::pull(&self.0, sys);
     }
 
@@ -313,7 +315,7 @@ impl WdmDriver for NativeDriver {
         let f: unsafe extern "C" fn(*mut DEVICE_OBJECT, *mut wdk_sys::IRP) =
             unsafe { objects::fn_at(routine.0 as usize) };
         // SAFETY: called as IoCancelIrp calls it, holding the cancel spin lock.
-        unsafe { f(self.fdo(), addr as *mut wdk_sys::IRP) };
+        code::as_driver(|| unsafe { f(self.fdo(), addr as *mut wdk_sys::IRP) });
         objects::pull(&self.0, sys);
     }
 
@@ -489,7 +491,7 @@ impl NativeDriver {
         );
         // SAFETY: a fresh driver object with its extension, as the I/O
         // manager builds it, and a registry path that outlives the call.
-        let status = unsafe { (self.0.entry)(driver, &path.0) };
+        let status = code::as_driver(|| unsafe { (self.0.entry)(driver, &path.0) });
         if status < 0 {
             return NtStatus(status);
         }
@@ -500,7 +502,7 @@ impl NativeDriver {
         };
         let pdo = self.0.objects().pdo as *mut DEVICE_OBJECT;
         // SAFETY: the PnP manager's call, with the bus driver's PDO.
-        NtStatus(unsafe { add(driver, pdo) })
+        NtStatus(code::as_driver(|| unsafe { add(driver, pdo) }))
     }
 
     /// `IRP_MN_QUERY_PNP_DEVICE_STATE`, as the PnP manager sends it after
@@ -526,7 +528,7 @@ impl NativeDriver {
         };
         if let Some(unload) = unload {
             // SAFETY: every device of the driver is gone; the I/O manager's call.
-            unsafe { unload(driver) };
+            code::as_driver(|| unsafe { unload(driver) });
         }
     }
 }
@@ -540,7 +542,7 @@ fn run_dpc(native: &Arc<Native>, sys: &Sys, dpc: *mut KDPC, a1: usize, a2: usize
     let Some(routine) = routine else { return };
     objects::push(native, sys);
     // SAFETY: the DPC's own routine, as the kernel calls it.
-    unsafe { routine(dpc, context, a1 as *mut _, a2 as *mut _) };
+    code::as_driver(|| unsafe { routine(dpc, context, a1 as *mut _, a2 as *mut _) });
     objects::pull(native, sys);
 }
 

@@ -133,13 +133,13 @@ impl Isr {
             let f: unsafe extern "C" fn(wdk_sys::PKINTERRUPT, wdk_sys::PVOID, u32) -> u8 =
                 unsafe { fn_at(self.routine) };
             // SAFETY: the routine with its context; message 0 (edu has one).
-            unsafe { f(object, context, 0) != 0 }
+            super::code::as_driver(|| unsafe { f(object, context, 0) != 0 })
         } else {
             // SAFETY: stored from a KSERVICE_ROUTINE.
             let f: unsafe extern "C" fn(wdk_sys::PKINTERRUPT, wdk_sys::PVOID) -> u8 =
                 unsafe { fn_at(self.routine) };
             // SAFETY: as above.
-            unsafe { f(object, context) != 0 }
+            super::code::as_driver(|| unsafe { f(object, context) != 0 })
         }
     }
 }
@@ -183,7 +183,7 @@ impl ExecRoutine {
             unsafe { (*device).CurrentIrp }
         };
         // SAFETY: the driver's routine with the list and its context.
-        unsafe { f(device, irp, list, self.context as wdk_sys::PVOID) }
+        super::code::as_driver(|| unsafe { f(device, irp, list, self.context as wdk_sys::PVOID) })
     }
 
     /// Call the routine with the grant.
@@ -206,6 +206,7 @@ impl ExecRoutine {
             // SAFETY: the driver's live device object.
             unsafe { (*device).CurrentIrp }
         };
+        let _driver = super::code::Mark::driver();
         // SAFETY: the driver's routine with the base and its context.
         unsafe {
             f(

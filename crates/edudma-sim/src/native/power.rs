@@ -140,6 +140,7 @@ pub(crate) fn requested_irp_completed(n: &Arc<Native>, irp: *mut IRP, request: P
             *mut IO_STATUS_BLOCK,
         ) = unsafe { objects::fn_at(request.callback) };
         objects::push(n, &n.sys);
+        let driver = super::code::Mark::driver();
         // SAFETY: the callback with what the request named.
         unsafe {
             callback(
@@ -152,6 +153,7 @@ pub(crate) fn requested_irp_completed(n: &Arc<Native>, irp: *mut IRP, request: P
                 &mut io_status,
             )
         };
+        drop(driver);
         objects::pull(n, &n.sys);
     }
     n.objects().free_irp(irp as usize);

@@ -63,6 +63,32 @@ pub struct VirtualClock {
     pub now_ns: u64,
 }
 
+/// A `DeviceIoControl` started without waiting for it ([`Backend::submit`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Queued {
+    /// The control code.
+    pub code: u32,
+    /// The input buffer.
+    pub input: Vec<u8>,
+    /// The output buffer (`lpOutBuffer`): the data the driver reads for a
+    /// `METHOD_IN_DIRECT` code, else where its answer goes.
+    pub buffer: Vec<u8>,
+}
+
+/// What a finished [`Queued`] request returned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Completed {
+    /// The bytes the driver reported (`IoStatus.Information`).
+    pub information: usize,
+    /// The answer (empty for a `METHOD_IN_DIRECT` code, whose buffer only
+    /// went to the driver), `information` bytes of it at most.
+    pub output: Vec<u8>,
+}
+
+/// A request in flight, named by the backend that started it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ticket(pub u64);
+
 /// The user-mode calls the tool makes on the device.
 ///
 /// `output` of [`device_control`](Backend::device_control) is both ways, as the
@@ -82,6 +108,15 @@ pub trait Backend {
 
     /// `WriteFile` at a byte offset: returns the bytes written.
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<usize>;
+
+    /// Start `request` and return without waiting for it (overlapped
+    /// `DeviceIoControl` on Windows, a submitted IRP on the simulator):
+    /// several may be in flight, each finished by [`Backend::complete`].
+    fn submit(&mut self, request: Queued) -> Result<Ticket>;
+
+    /// Wait for the request `ticket` names, and give back what it returned
+    /// (or the status it failed with).
+    fn complete(&mut self, ticket: Ticket) -> Result<Completed>;
 
     /// The simulator's virtual clock; `None` on a real device.
     fn virtual_clock(&self) -> Option<VirtualClock> {

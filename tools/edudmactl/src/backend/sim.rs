@@ -5,10 +5,16 @@
 use edudma_core::NtStatus;
 use edudma_core::ioctl::{METHOD_IN_DIRECT, method_of};
 #[cfg(not(windows))]
+use edudma_sim::io::IrpId;
+#[cfg(not(windows))]
+use edudma_sim::machine::IrpSpec;
+#[cfg(not(windows))]
 use edudma_sim::{Allocation, CorruptByte, DmaStrategy, SimConfig, SimError, SimMachine};
 use serde::Serialize;
+#[cfg(not(windows))]
+use std::collections::BTreeMap;
 
-use super::{Backend, BackendDescription, VirtualClock};
+use super::{Backend, BackendDescription, Completed, Queued, Ticket, VirtualClock};
 use crate::cli::{AllocMode, SimOptions, StrategyName, WindowSize};
 use crate::device::operation_name;
 use crate::error::{Error, Result};
@@ -41,6 +47,8 @@ pub struct SimSettings {
     pub window: u32,
     /// QEMU 8.2.1 or newer (implied by a 4096-byte window).
     pub qemu_fixed_range_check: bool,
+    /// Percent of channel allocations that find the map registers busy.
+    pub contention_percent: u32,
     /// The DMA transfer (1-based) that gets a corrupted byte, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inject_corruption: Option<u64>,
@@ -66,6 +74,7 @@ impl SimSettings {
             msi: config.msi,
             window: config.window,
             qemu_fixed_range_check: config.qemu_fixed_range_check,
+            contention_percent: config.contention_percent,
             inject_corruption: config.corrupt_byte_injection.map(|c| c.transfer),
         }
     }
@@ -101,6 +110,7 @@ pub fn config_from_options(options: &SimOptions) -> Result<SimConfig> {
         // A 4096-byte window is only safe on a QEMU whose range check is fixed.
         qemu_fixed_range_check: options.window == WindowSize::W4096,
         trace: options.trace.is_some(),
+        contention_percent: options.contention_percent,
         ..SimConfig::default()
     };
     if let Some(transfer) = options.inject_corruption {
@@ -134,6 +144,9 @@ pub struct SimBackend {
     settings: SimSettings,
     /// Where the timeline goes (`--trace`).
     trace: Option<std::path::PathBuf>,
+    /// Requests in flight: the IRP and the control code of each.
+    in_flight: BTreeMap<Ticket, (IrpId, u32)>,
+    next_ticket: u64,
 }
 
 #[cfg(not(windows))]
@@ -178,6 +191,8 @@ impl SimBackend {
             machine: Some(machine),
             settings,
             trace: options.trace.clone(),
+            in_flight: BTreeMap::new(),
+            next_ticket: 1,
         })
     }
 
@@ -255,6 +270,63 @@ impl Backend for SimBackend {
             .map_err(|error| sim_error("WriteFile", error))
     }
 
+    fn submit(&mut self, request: Queued) -> Result<Ticket> {
+        let operation = operation_name(request.code);
+        let output_length = u32::try_from(request.buffer.len()).map_err(|_| {
+            Error::Usage(format!(
+                "{} bytes is too long for one request: use at most 4096",
+                request.buffer.len()
+            ))
+        })?;
+        let data = if method_of(request.code) == METHOD_IN_DIRECT {
+            request.buffer
+        } else {
+            Vec::new()
+        };
+        let irp = self
+            .machine()?
+            .submit(IrpSpec::Control {
+                code: request.code,
+                input: request.input,
+                output_length,
+                data,
+            })
+            .map_err(|error| sim_error(operation, error))?;
+        let ticket = Ticket(self.next_ticket);
+        self.next_ticket += 1;
+        self.in_flight.insert(ticket, (irp, request.code));
+        Ok(ticket)
+    }
+
+    fn complete(&mut self, ticket: Ticket) -> Result<Completed> {
+        let Some((irp, code)) = self.in_flight.remove(&ticket) else {
+            return Err(Error::Simulator(format!(
+                "no request in flight has ticket {}",
+                ticket.0
+            )));
+        };
+        let operation = operation_name(code);
+        let result = self
+            .machine()?
+            .wait(irp)
+            .map_err(|error| sim_error(operation, error))?;
+        if result.status.is_error() {
+            return Err(Error::Driver {
+                operation,
+                status: result.status,
+            });
+        }
+        let output = if method_of(code) == METHOD_IN_DIRECT {
+            Vec::new()
+        } else {
+            result.output
+        };
+        Ok(Completed {
+            information: result.information,
+            output,
+        })
+    }
+
     fn virtual_clock(&self) -> Option<VirtualClock> {
         let elapsed = self.machine.as_ref()?.elapsed();
         Some(VirtualClock {
@@ -310,6 +382,8 @@ mod tests {
             "4096",
             "--scatter-gather",
             "off",
+            "--contention-percent",
+            "0",
             "info",
         ])
         .unwrap();
@@ -325,5 +399,6 @@ mod tests {
         );
         assert_eq!(config.dma_mask_bits, 33);
         assert!(config.qemu_fixed_range_check && !config.scatter_gather);
+        assert_eq!(config.contention_percent, 0);
     }
 }
