@@ -51,7 +51,10 @@ pub struct SimConfig {
     pub scatter_gather: bool,
     /// Channel allocation policy.
     pub allocation: Allocation,
-    /// The driver's `DmaStrategy` registry value.
+    /// The driver's `DmaStrategy` registry value. The simulator's default
+    /// machine runs [`DmaStrategy::V3Packet`], the ten steps the suites
+    /// stress; the INF installs the driver's default,
+    /// [`DmaStrategy::CommonBuffer`] (`edudmactl --sim` uses that).
     pub dma_strategy: DmaStrategy,
     /// The platform has DMA version 3 (false: `IoGetDmaAdapter` returns
     /// NULL for version 3, and the driver falls back to version 1).
@@ -180,9 +183,8 @@ impl SimConfig {
         if self.allocation == Allocation::Async {
             registry.push(("AsyncChannelAllocation".to_string(), 1));
         }
-        if self.dma_strategy != DmaStrategy::V3Packet {
-            registry.push(("DmaStrategy".to_string(), self.dma_strategy.code() as u32));
-        }
+        // Always written, as the INF's AddReg does.
+        registry.push(("DmaStrategy".to_string(), self.dma_strategy.code() as u32));
         if self.dma_mask_bits < edudma_core::regs::DMA_ADDRESS_BITS {
             registry.push(("DmaAddressWidth".to_string(), self.dma_mask_bits));
         }

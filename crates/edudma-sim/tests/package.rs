@@ -63,9 +63,9 @@ fn the_inf_uses_a_system_defined_class_and_no_class_installer() {
             .any(|l| l == "HKR,,DeviceCharacteristics,0x10001,0x100")
     );
     // The INF's DmaStrategy is the core's default, kept if edited.
-    assert!(hw.iter().any(|l| l == "HKR,,DmaStrategy,0x10003,0"));
+    assert!(hw.iter().any(|l| l == "HKR,,DmaStrategy,0x10003,3"));
     assert_eq!(
-        edudma_core::engine::DmaStrategy::from_registry(Some(0)),
+        edudma_core::engine::DmaStrategy::from_registry(Some(3)),
         edudma_core::engine::DmaStrategy::default()
     );
     // DmaAddressWidth is the core's default reach (28 bits), kept if edited.

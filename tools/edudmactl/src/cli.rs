@@ -135,7 +135,7 @@ pub enum AllocMode {
 /// `--dma-strategy`: the driver's `DmaStrategy` registry value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum StrategyName {
-    /// The ten version-3 steps (the default).
+    /// The ten version-3 steps.
     #[value(name = "v3-packet")]
     V3Packet,
     /// The version-1 packet-based sequence.
@@ -144,9 +144,22 @@ pub enum StrategyName {
     /// Scatter/gather lists (BuildScatterGatherList, PutScatterGatherList).
     #[value(name = "sg-list")]
     SgList,
-    /// One page of common buffer, the bytes copied through it.
+    /// One page of common buffer, the bytes copied through it (the INF's default).
     #[value(name = "common-buffer")]
     CommonBuffer,
+}
+
+/// `--placement`: where the physical pages of user buffers come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlacementName {
+    /// Any frame (most land above 256 MiB on a machine of more than 256 MiB).
+    Any,
+    /// Only frames below 256 MiB: nothing to bounce.
+    Low,
+    /// Only frames at or above 256 MiB: every page bounced.
+    High,
+    /// Even pages low, odd pages high.
+    Mixed,
 }
 
 /// `--window 4095|4096`: how much of the device's 4096-byte buffer the driver uses.
@@ -200,9 +213,10 @@ pub struct SimOptions {
           default_value = "sync")]
     pub alloc: AllocMode,
 
-    /// The DMA strategy the driver is configured with (its DmaStrategy registry value).
+    /// The DMA strategy the driver is configured with (its DmaStrategy registry value;
+    /// common-buffer is what the INF installs).
     #[arg(long, value_name = "STRATEGY", global = true, help_heading = SIMULATOR,
-          default_value = "v3-packet")]
+          default_value = "common-buffer")]
     pub dma_strategy: StrategyName,
 
     /// A HAL without DMA version 3 (IoGetDmaAdapter returns NULL for it): the driver falls back.
@@ -243,13 +257,18 @@ pub struct SimOptions {
           value_parser = u32_in(0, 100), default_value = "10")]
     pub contention_percent: u32,
 
+    /// Where the physical pages of user buffers come from.
+    #[arg(long, value_name = "WHERE", global = true, help_heading = SIMULATOR,
+          default_value = "any")]
+    pub placement: PlacementName,
+
     /// Testing only: corrupt one byte of the N-th DMA transfer (1-based).
     #[arg(long, value_name = "N", global = true, hide = true, value_parser = parse_count_u64)]
     pub inject_corruption: Option<u64>,
 }
 
 /// The simulator's knobs by clap id, with their flags, for the "needs --sim" error.
-const SIM_KNOBS: [(&str, &str); 14] = [
+const SIM_KNOBS: [(&str, &str); 15] = [
     ("seed", "--seed"),
     ("memory_mib", "--memory-mib"),
     ("map_registers", "--map-registers"),
@@ -264,6 +283,7 @@ const SIM_KNOBS: [(&str, &str); 14] = [
     ("inject_corruption", "--inject-corruption"),
     ("trace", "--trace"),
     ("contention_percent", "--contention-percent"),
+    ("placement", "--placement"),
 ];
 
 /// A parsed command line, with which simulator knobs it set (defaults aside).

@@ -289,6 +289,8 @@ fn bench_reports_virtual_throughput_under_the_device_limit() {
         &[
             "--sim",
             "--json",
+            "--dma-strategy",
+            "v3-packet",
             "bench",
             "--len",
             "4095",
@@ -318,6 +320,8 @@ fn bench_keeps_requests_in_flight_and_checks_every_read() {
         &[
             "--sim",
             "--json",
+            "--dma-strategy",
+            "v3-packet",
             "bench",
             "--queue-depth",
             "4",
@@ -372,6 +376,8 @@ fn with_one_map_register_the_command_floor_is_per_page_unless_the_common_buffer_
         &[
             "--sim",
             "--json",
+            "--dma-strategy",
+            "v3-packet",
             "--map-registers",
             "1",
             "bench",
@@ -643,7 +649,14 @@ fn each_strategy_loops_back_with_its_routines_at_their_floor() {
 
 #[test]
 fn info_says_which_strategy_is_in_force_and_why() {
-    let v3 = json(&["--sim", "--json", "info"], 0);
+    // The INF's default: the common buffer.
+    let default = json(&["--sim", "--json", "info"], 0);
+    assert_eq!(default["device"]["dma_strategy"], "common-buffer");
+    assert_eq!(default["device"]["dma_interface_version"], 3);
+    let v3 = json(
+        &["--sim", "--json", "--dma-strategy", "v3-packet", "info"],
+        0,
+    );
     assert_eq!(v3["device"]["dma_strategy"], "v3-packet");
     assert_eq!(v3["device"]["dma_v3_fallback"], false);
     let v1 = json(
@@ -653,7 +666,17 @@ fn info_says_which_strategy_is_in_force_and_why() {
     assert_eq!(v1["device"]["dma_strategy"], "v1-packet");
     assert_eq!(v1["device"]["dma_interface_version"], 2);
     assert_eq!(v1["device"]["dma_v3_fallback"], false);
-    let fallback = json(&["--sim", "--json", "--no-dma-v3", "info"], 0);
+    let fallback = json(
+        &[
+            "--sim",
+            "--json",
+            "--dma-strategy",
+            "v3-packet",
+            "--no-dma-v3",
+            "info",
+        ],
+        0,
+    );
     assert_eq!(fallback["device"]["dma_strategy"], "v1-packet");
     assert_eq!(fallback["device"]["requested_dma_strategy"], "v3-packet");
     assert_eq!(fallback["device"]["dma_v3_fallback"], true);
@@ -663,7 +686,7 @@ fn info_says_which_strategy_is_in_force_and_why() {
         .assert()
         .success()
         .stdout(predicate::str::contains(
-            "v1-packet (fallback: v3-packet asked for, the HAL has no DMA version 3)",
+            "v1-packet (fallback: common-buffer asked for, the HAL has no DMA version 3)",
         ));
 }
 

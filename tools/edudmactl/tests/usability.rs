@@ -180,7 +180,7 @@ fn help_headings_defaults_and_ranges_are_true() {
         "[default: 4096]",
         "[default: 28]",
         "[default: 16]",
-        "[default: v3-packet]",
+        "[default: common-buffer]",
         "24 to 64",
         "512 to 65536",
         "the HAL grants",

@@ -44,7 +44,6 @@ pub enum DmaStrategy {
     /// The ten version-3 steps: `GetDmaTransferInfo`,
     /// `AllocateAdapterChannelEx`, `MapTransferEx`, `FlushAdapterBuffersEx`,
     /// `FreeAdapterChannel`.
-    #[default]
     V3Packet,
     /// The version-1 packet-based sequence: `KeFlushIoBuffers`,
     /// `AllocateAdapterChannel` and its `AdapterControl`, `MapTransfer` per
@@ -55,9 +54,11 @@ pub enum DmaStrategy {
     /// `GetScatterGatherList` when it is too small), one edu command per
     /// element, `PutScatterGatherList`.
     SgList,
-    /// One page of common buffer (`AllocateCommonBuffer` at start,
+    /// The default, by measurement (issue 14, `docs/performance.md`):
+    /// one page of common buffer (`AllocateCommonBuffer` at start,
     /// `FreeCommonBuffer` at stop): each request's bytes copied through it
     /// (`MmGetSystemAddressForMdlSafe`), one edu command per request.
+    #[default]
     CommonBuffer,
 }
 
@@ -139,15 +140,15 @@ const V1_ONLY: [AdapterRequest; 2] = [
 ];
 
 impl DmaStrategy {
-    /// The strategy a `DmaStrategy` registry value selects: 1 is
-    /// `v1-packet`, 2 `sg-list`, 3 `common-buffer`; missing or anything
-    /// else, the default.
+    /// The strategy a `DmaStrategy` registry value selects: 0 is
+    /// `v3-packet`, 1 `v1-packet`, 2 `sg-list`, 3 `common-buffer`; missing
+    /// or anything else, the default ([`DmaStrategy::CommonBuffer`]).
     pub fn from_registry(value: Option<u32>) -> Self {
         match value {
+            Some(0) => DmaStrategy::V3Packet,
             Some(1) => DmaStrategy::V1Packet,
             Some(2) => DmaStrategy::SgList,
-            Some(3) => DmaStrategy::CommonBuffer,
-            _ => DmaStrategy::V3Packet,
+            _ => DmaStrategy::default(),
         }
     }
 
@@ -208,7 +209,7 @@ impl Default for EngineConfig {
         Self {
             window: DEFAULT_WINDOW,
             allocation: AllocationPolicy::SyncThenAsync,
-            strategy: DmaStrategy::V3Packet,
+            strategy: DmaStrategy::default(),
             lost_interrupt_ticks: 3,
             timeout_ticks: 10,
             dma_address_width: DMA_ADDRESS_BITS,
@@ -309,8 +310,9 @@ mod registry_tests {
             DmaStrategy::from_registry(Some(3)),
             DmaStrategy::CommonBuffer
         );
-        for v in [None, Some(0), Some(4), Some(u32::MAX)] {
-            assert_eq!(DmaStrategy::from_registry(v), DmaStrategy::V3Packet);
+        assert_eq!(DmaStrategy::from_registry(Some(0)), DmaStrategy::V3Packet);
+        for v in [None, Some(4), Some(u32::MAX)] {
+            assert_eq!(DmaStrategy::from_registry(v), DmaStrategy::CommonBuffer);
         }
     }
 

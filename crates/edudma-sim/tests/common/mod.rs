@@ -44,16 +44,24 @@ impl WdmDriver for Null {
 
 /// A machine running the driver that ships (`src/` itself): loaded
 /// (DriverEntry, AddDevice) and started, its scheduler preempting at
-/// `preempt_percent` of the switch points, `registry` its Device Parameters.
+/// `preempt_percent` of the switch points, `registry` its Device Parameters
+/// over `DmaStrategy` 0: the ten version-3 steps, which these tests stress
+/// (as `SimConfig::default` does; the INF's default is the common buffer).
 pub fn boot_native(
     config: &MachineConfig,
     preempt_percent: u32,
     registry: &[(&str, u32)],
 ) -> Machine<NativeDriver> {
+    // Later entries win: the caller's values override the strategy.
+    let registry = [("DmaStrategy", 0)]
+        .iter()
+        .chain(registry)
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
     let native = NativeConfig {
         seed: config.seed,
         preempt_percent,
-        registry: registry.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        registry,
         ..NativeConfig::default()
     };
     let mut m = Machine::new_with(config, |sys| NativeDriver::new(sys, &native));

@@ -9,13 +9,15 @@ use edudma_sim::io::IrpId;
 #[cfg(not(windows))]
 use edudma_sim::machine::IrpSpec;
 #[cfg(not(windows))]
-use edudma_sim::{Allocation, CorruptByte, DmaStrategy, SimConfig, SimError, SimMachine};
+use edudma_sim::{
+    Allocation, CorruptByte, DmaStrategy, Placement, SimConfig, SimError, SimMachine,
+};
 use serde::Serialize;
 #[cfg(not(windows))]
 use std::collections::BTreeMap;
 
 use super::{Backend, BackendDescription, Completed, Queued, Ticket, VirtualClock};
-use crate::cli::{AllocMode, SimOptions, StrategyName, WindowSize};
+use crate::cli::{AllocMode, PlacementName, SimOptions, StrategyName, WindowSize};
 use crate::device::operation_name;
 use crate::error::{Error, Result};
 
@@ -49,6 +51,8 @@ pub struct SimSettings {
     pub qemu_fixed_range_check: bool,
     /// Percent of channel allocations that find the map registers busy.
     pub contention_percent: u32,
+    /// Where user buffers' pages come from.
+    pub placement: &'static str,
     /// The DMA transfer (1-based) that gets a corrupted byte, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inject_corruption: Option<u64>,
@@ -75,6 +79,12 @@ impl SimSettings {
             window: config.window,
             qemu_fixed_range_check: config.qemu_fixed_range_check,
             contention_percent: config.contention_percent,
+            placement: match config.placement {
+                Placement::Any => "any",
+                Placement::Low => "low",
+                Placement::High => "high",
+                Placement::Mixed => "mixed",
+            },
             inject_corruption: config.corrupt_byte_injection.map(|c| c.transfer),
         }
     }
@@ -111,6 +121,12 @@ pub fn config_from_options(options: &SimOptions) -> Result<SimConfig> {
         qemu_fixed_range_check: options.window == WindowSize::W4096,
         trace: options.trace.is_some(),
         contention_percent: options.contention_percent,
+        placement: match options.placement {
+            PlacementName::Any => Placement::Any,
+            PlacementName::Low => Placement::Low,
+            PlacementName::High => Placement::High,
+            PlacementName::Mixed => Placement::Mixed,
+        },
         ..SimConfig::default()
     };
     if let Some(transfer) = options.inject_corruption {
@@ -354,13 +370,17 @@ mod tests {
     use crate::cli::Invocation;
 
     #[test]
-    fn the_help_defaults_are_the_simulator_defaults() {
+    fn the_help_defaults_are_the_simulator_defaults_with_the_infs_strategy() {
         let invocation = Invocation::parse_from(["edudmactl", "--sim", "info"]).unwrap();
         let config = config_from_options(&invocation.cli.sim).unwrap();
-        assert_eq!(
-            SimSettings::of(&config),
-            SimSettings::of(&SimConfig::default())
-        );
+        // The simulator's default machine runs the ten steps; the tool runs
+        // the driver as the INF installs it.
+        let installed = SimConfig {
+            dma_strategy: DmaStrategy::from_registry(None),
+            ..SimConfig::default()
+        };
+        assert_eq!(config.dma_strategy, DmaStrategy::CommonBuffer);
+        assert_eq!(SimSettings::of(&config), SimSettings::of(&installed));
     }
 
     #[test]

@@ -81,8 +81,9 @@ impl InfoView {
             },
             dma_strategy: strategy_name(info.dma_strategy),
             requested_dma_strategy: strategy_name(info.requested_dma_strategy),
-            dma_v3_fallback: info.requested_dma_strategy == DmaStrategyCode::V3Packet as u32
-                && info.dma_strategy != info.requested_dma_strategy,
+            // Every strategy but v1-packet needs DMA version 3: a strategy in
+            // force other than the one asked for is always that fallback.
+            dma_v3_fallback: info.dma_strategy != info.requested_dma_strategy,
         }
     }
 }
