@@ -99,11 +99,17 @@ pub enum IrpSpec {
     },
 }
 
+/// Zeros to write after a request's data, a page at a time.
+static ZEROS: [u8; 4096] = [0; 4096];
+
 /// The kernel with one driver.
 pub struct Machine<D: WdmDriver> {
     sys: Sys,
     driver: D,
     rng: SimRng,
+    /// The junk a read's buffer starts with, a chunk at a time: kept, so
+    /// each request does not allocate and zero it again.
+    junk: Vec<u8>,
 }
 
 impl<D: WdmDriver> Drop for Machine<D> {
@@ -170,7 +176,12 @@ impl<D: WdmDriver> Machine<D> {
         };
         let sys = Sys::new(kernel);
         let driver = make(&sys);
-        Self { sys, driver, rng }
+        Self {
+            sys,
+            driver,
+            rng,
+            junk: Vec::new(),
+        }
     }
 
     /// The kernel handle.
@@ -294,6 +305,7 @@ impl<D: WdmDriver> Machine<D> {
         layout: &BufferLayout,
         cancelled: bool,
     ) -> Result<IrpId, Crash> {
+        let junk = &mut self.junk;
         let irp = self.sys.with(|k| {
             let now = k.sched.now();
             let mut unlockable = false;
@@ -306,22 +318,34 @@ impl<D: WdmDriver> Machine<D> {
                     unlockable = length > 0;
                     return None;
                 };
-                // The data, or junk the driver must overwrite, a chunk at a
-                // time (a large buffer is not copied whole).
-                let mut chunk = vec![0u8; (length as usize).min(1 << 16)];
-                let mut done = 0usize;
-                while done < length as usize {
-                    let n = chunk.len().min(length as usize - done);
-                    match data {
-                        Some(d) => {
-                            chunk[..n].fill(0);
-                            let have = d.len().saturating_sub(done).min(n);
-                            chunk[..have].copy_from_slice(&d[done..done + have]);
+                let length = length as usize;
+                match data {
+                    // The data straight from the caller, zeros after it.
+                    Some(d) => {
+                        let have = d.len().min(length);
+                        let _ = k.mdls.write(&mut k.mem, mdl, 0, &d[..have]);
+                        let mut done = have;
+                        while done < length {
+                            let n = ZEROS.len().min(length - done);
+                            let _ = k.mdls.write(&mut k.mem, mdl, done as u64, &ZEROS[..n]);
+                            done += n;
                         }
-                        None => k.rng.fill(&mut chunk[..n]),
                     }
-                    let _ = k.mdls.write(&mut k.mem, mdl, done as u64, &chunk[..n]);
-                    done += n;
+                    // Junk the driver must overwrite, a chunk at a time (a
+                    // large buffer is not copied whole).
+                    None => {
+                        let size = length.min(1 << 16);
+                        if junk.len() < size {
+                            junk.resize(size, 0);
+                        }
+                        let mut done = 0usize;
+                        while done < length {
+                            let n = size.min(length - done);
+                            k.rng.fill(&mut junk[..n]);
+                            let _ = k.mdls.write(&mut k.mem, mdl, done as u64, &junk[..n]);
+                            done += n;
+                        }
+                    }
                 }
                 Some(mdl)
             };
@@ -524,8 +548,16 @@ impl<D: WdmDriver> Machine<D> {
                 }
                 (_, Some(mdl)) => {
                     let n = (information as u64).min(k.mdls.chain_length(mdl)) as usize;
-                    let mut out = vec![0u8; n];
-                    let _ = k.mdls.read(&k.mem, mdl, 0, &mut out);
+                    // Appended from the pages, not zeroed first.
+                    let mut out = Vec::with_capacity(n);
+                    match k.mdls.segments(mdl, 0, n as u64, false) {
+                        Ok(segments) => {
+                            for s in segments {
+                                k.mem.extend_vec(s.phys, s.len as usize, &mut out);
+                            }
+                        }
+                        Err(_) => out.resize(n, 0),
+                    }
                     out
                 }
                 _ => Vec::new(),
