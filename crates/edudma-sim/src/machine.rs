@@ -393,7 +393,8 @@ impl<D: WdmDriver> Machine<D> {
                     build(k, data.len() as u32, Some(data)),
                 ),
             };
-            let what = match &major {
+            // Named for the trace only: not formatted when there is none.
+            let what = move || match major {
                 Major::Read {
                     byte_offset,
                     length,
@@ -432,7 +433,7 @@ impl<D: WdmDriver> Machine<D> {
                 irp.user_buffer = iomgr::user_address(output_length, 1);
             }
             let id = k.irps.insert(irp);
-            k.trace(|t, now| t.irp_sent(now, id.0, format!("{what} (IRP {})", id.0)));
+            k.trace(|t, now| t.irp_sent(now, id.0, format!("{} (IRP {})", what(), id.0)));
             if unlockable {
                 k.trace(|t, now| {
                     t.irp_completed(now, id.0, NtStatus::INSUFFICIENT_RESOURCES.to_string(), 0)
