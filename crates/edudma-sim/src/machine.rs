@@ -363,8 +363,11 @@ impl<D: WdmDriver> Machine<D> {
                     };
                     match method_of(*code) {
                         METHOD_BUFFERED => {
-                            let mut sb = vec![0u8; input.len().max(*output_length as usize)];
-                            sb[..input.len()].copy_from_slice(input);
+                            // The input, then zeros: each byte written once.
+                            let size = input.len().max(*output_length as usize);
+                            let mut sb = Vec::with_capacity(size);
+                            sb.extend_from_slice(input);
+                            sb.resize(size, 0);
                             (major, sb, None)
                         }
                         // Neither buffer is touched: the driver gets the
