@@ -190,7 +190,8 @@ impl InterruptKind {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AllocationPolicyCode {
-    /// Synchronous first, asynchronous on `STATUS_INSUFFICIENT_RESOURCES`.
+    /// Synchronous when no map registers are needed, asynchronous otherwise
+    /// and on `STATUS_INSUFFICIENT_RESOURCES`.
     SyncThenAsync = 0,
     /// Asynchronous only.
     AsyncOnly = 1,

@@ -50,6 +50,21 @@ pub trait PhysMemory {
         }
         None
     }
+    /// Copy `len` bytes from `from` to `to` (ranges that do not overlap), as
+    /// a [`read`](Self::read) into a zeroed buffer and a
+    /// [`write`](Self::write) of it would: the HAL's bounce copies use it. A
+    /// memory that can copy between its pages in place overrides it.
+    fn copy(&mut self, from: u64, to: u64, len: usize) {
+        let mut chunk = [0u8; 256];
+        let mut done = 0usize;
+        while done < len {
+            let n = (len - done).min(chunk.len());
+            chunk[..n].fill(0);
+            self.read(from.wrapping_add(done as u64), &mut chunk[..n]);
+            self.write(to.wrapping_add(done as u64), &chunk[..n]);
+            done += n;
+        }
+    }
     /// Fill `len` bytes at `addr` with `byte`.
     fn fill(&mut self, addr: u64, len: usize, byte: u8) {
         let chunk = [byte; PAGE_SIZE as usize];

@@ -104,11 +104,17 @@ pub enum IrpSpec {
     },
 }
 
+/// Zeros to write after a request's data, a page at a time.
+static ZEROS: [u8; 4096] = [0; 4096];
+
 /// The kernel with one driver.
 pub struct Machine<D: WdmDriver> {
     sys: Sys,
     driver: D,
     rng: SimRng,
+    /// The junk a read's buffer starts with, a chunk at a time: kept, so
+    /// each request does not allocate and zero it again.
+    junk: Vec<u8>,
 }
 
 impl<D: WdmDriver> Drop for Machine<D> {
@@ -178,7 +184,12 @@ impl<D: WdmDriver> Machine<D> {
         };
         let sys = Sys::new(kernel);
         let driver = make(&sys);
-        Self { sys, driver, rng }
+        Self {
+            sys,
+            driver,
+            rng,
+            junk: Vec::new(),
+        }
     }
 
     /// The kernel handle.
@@ -302,6 +313,7 @@ impl<D: WdmDriver> Machine<D> {
         layout: &BufferLayout,
         cancelled: bool,
     ) -> Result<IrpId, Crash> {
+        let junk = &mut self.junk;
         let irp = self.sys.with(|k| {
             let now = k.sched.now();
             let mut unlockable = false;
@@ -314,22 +326,34 @@ impl<D: WdmDriver> Machine<D> {
                     unlockable = length > 0;
                     return None;
                 };
-                // The data, or junk the driver must overwrite, a chunk at a
-                // time (a large buffer is not copied whole).
-                let mut chunk = vec![0u8; (length as usize).min(1 << 16)];
-                let mut done = 0usize;
-                while done < length as usize {
-                    let n = chunk.len().min(length as usize - done);
-                    match data {
-                        Some(d) => {
-                            chunk[..n].fill(0);
-                            let have = d.len().saturating_sub(done).min(n);
-                            chunk[..have].copy_from_slice(&d[done..done + have]);
+                let length = length as usize;
+                match data {
+                    // The data straight from the caller, zeros after it.
+                    Some(d) => {
+                        let have = d.len().min(length);
+                        let _ = k.mdls.write(&mut k.mem, mdl, 0, &d[..have]);
+                        let mut done = have;
+                        while done < length {
+                            let n = ZEROS.len().min(length - done);
+                            let _ = k.mdls.write(&mut k.mem, mdl, done as u64, &ZEROS[..n]);
+                            done += n;
                         }
-                        None => k.rng.fill(&mut chunk[..n]),
                     }
-                    let _ = k.mdls.write(&mut k.mem, mdl, done as u64, &chunk[..n]);
-                    done += n;
+                    // Junk the driver must overwrite, a chunk at a time (a
+                    // large buffer is not copied whole).
+                    None => {
+                        let size = length.min(1 << 16);
+                        if junk.len() < size {
+                            junk.resize(size, 0);
+                        }
+                        let mut done = 0usize;
+                        while done < length {
+                            let n = size.min(length - done);
+                            k.rng.fill(&mut junk[..n]);
+                            let _ = k.mdls.write(&mut k.mem, mdl, done as u64, &junk[..n]);
+                            done += n;
+                        }
+                    }
                 }
                 Some(mdl)
             };
@@ -347,8 +371,11 @@ impl<D: WdmDriver> Machine<D> {
                     };
                     match method_of(*code) {
                         METHOD_BUFFERED => {
-                            let mut sb = vec![0u8; input.len().max(*output_length as usize)];
-                            sb[..input.len()].copy_from_slice(input);
+                            // The input, then zeros: each byte written once.
+                            let size = input.len().max(*output_length as usize);
+                            let mut sb = Vec::with_capacity(size);
+                            sb.extend_from_slice(input);
+                            sb.resize(size, 0);
                             (major, sb, None)
                         }
                         // Neither buffer is touched: the driver gets the
@@ -377,7 +404,8 @@ impl<D: WdmDriver> Machine<D> {
                     build(k, data.len() as u32, Some(data)),
                 ),
             };
-            let what = match &major {
+            // Named for the trace only: not formatted when there is none.
+            let what = move || match major {
                 Major::Read {
                     byte_offset,
                     length,
@@ -416,7 +444,7 @@ impl<D: WdmDriver> Machine<D> {
                 irp.user_buffer = iomgr::user_address(output_length, 1);
             }
             let id = k.irps.insert(irp);
-            k.trace(|t, now| t.irp_sent(now, id.0, format!("{what} (IRP {})", id.0)));
+            k.trace(|t, now| t.irp_sent(now, id.0, format!("{} (IRP {})", what(), id.0)));
             if unlockable {
                 k.trace(|t, now| {
                     t.irp_completed(now, id.0, NtStatus::INSUFFICIENT_RESOURCES.to_string(), 0)
@@ -532,8 +560,16 @@ impl<D: WdmDriver> Machine<D> {
                 }
                 (_, Some(mdl)) => {
                     let n = (information as u64).min(k.mdls.chain_length(mdl)) as usize;
-                    let mut out = vec![0u8; n];
-                    let _ = k.mdls.read(&k.mem, mdl, 0, &mut out);
+                    // Appended from the pages, not zeroed first.
+                    let mut out = Vec::with_capacity(n);
+                    match k.mdls.segments(mdl, 0, n as u64, false) {
+                        Ok(segments) => {
+                            for s in segments {
+                                k.mem.extend_vec(s.phys, s.len as usize, &mut out);
+                            }
+                        }
+                        Err(_) => out.resize(n, 0),
+                    }
                     out
                 }
                 _ => Vec::new(),

@@ -2,6 +2,7 @@
 //! by a seeded allocator both below and above the edu device's 256 MiB reach.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use crate::rng::SimRng;
 
@@ -334,6 +335,26 @@ impl PhysicalMemory {
         }
     }
 
+    /// Append `len` bytes at a physical address to `out`, as
+    /// [`PhysicalMemory::read`] gives them, without a zeroed buffer first.
+    pub fn extend_vec(&self, addr: u64, len: usize, out: &mut Vec<u8>) {
+        let mut done = 0usize;
+        while done < len {
+            let a = addr.wrapping_add(done as u64);
+            if a >= self.size || a < addr {
+                out.resize(out.len() + len - done, 0xFF);
+                return;
+            }
+            let off = (a % PAGE_SIZE) as usize;
+            let n = (PAGE - off).min(len - done);
+            match self.pages.get(&(a / PAGE_SIZE)) {
+                Some(page) => out.extend_from_slice(&page[off..off + n]),
+                None => out.resize(out.len() + n, 0),
+            }
+            done += n;
+        }
+    }
+
     /// Write bytes at a physical address; writes past the end are dropped.
     pub fn write(&mut self, addr: u64, data: &[u8]) {
         let mut done = 0usize;
@@ -344,11 +365,65 @@ impl PhysicalMemory {
             }
             let off = (a % PAGE_SIZE) as usize;
             let n = (PAGE - off).min(data.len() - done);
-            let page = self
-                .pages
-                .entry(a / PAGE_SIZE)
-                .or_insert_with(|| Box::new([0u8; PAGE]));
-            page[off..off + n].copy_from_slice(&data[done..done + n]);
+            let bytes = &data[done..done + n];
+            match self.pages.entry(a / PAGE_SIZE) {
+                Entry::Occupied(page) => page.into_mut()[off..off + n].copy_from_slice(bytes),
+                // A new page is made around the bytes, not zeroed first.
+                Entry::Vacant(slot) => {
+                    slot.insert(new_page(off, |page| page.extend_from_slice(bytes)));
+                }
+            }
+            done += n;
+        }
+    }
+
+    /// Copy `len` bytes from `from` to `to` (ranges that do not overlap)
+    /// between the pages in place, exactly as [`PhysicalMemory::read`] into
+    /// a zeroed buffer and [`PhysicalMemory::write`] of it would.
+    pub fn copy(&mut self, from: u64, to: u64, len: usize) {
+        let mut done = 0usize;
+        while done < len {
+            let s = from.wrapping_add(done as u64);
+            let d = to.wrapping_add(done as u64);
+            if d >= self.size {
+                return;
+            }
+            if s >= self.size || s < from {
+                // read gives all-ones from here on.
+                self.fill(d, len - done, 0xFF);
+                return;
+            }
+            let (s_off, d_off) = ((s % PAGE_SIZE) as usize, (d % PAGE_SIZE) as usize);
+            let n = (PAGE - s_off).min(PAGE - d_off).min(len - done);
+            let (s_page, d_page) = (s / PAGE_SIZE, d / PAGE_SIZE);
+            if !self.pages.contains_key(&s_page) {
+                self.fill(d, n, 0);
+            } else if s_page == d_page {
+                if let Some(page) = self.pages.get_mut(&s_page) {
+                    page.copy_within(s_off..s_off + n, d_off);
+                }
+            } else if !self.pages.contains_key(&d_page) {
+                let bytes = &self.pages[&s_page][s_off..s_off + n];
+                let page = new_page(d_off, |page| page.extend_from_slice(bytes));
+                self.pages.insert(d_page, page);
+            } else {
+                self.pages
+                    .entry(d_page)
+                    .or_insert_with(|| Box::new([0u8; PAGE]));
+                // Both pages at once: the two ends of the range between them.
+                let mut both = self
+                    .pages
+                    .range_mut(s_page.min(d_page)..=s_page.max(d_page));
+                let (Some((_, low)), Some((_, high))) = (both.next(), both.next_back()) else {
+                    return;
+                };
+                let (source, target) = if s_page < d_page {
+                    (low, high)
+                } else {
+                    (high, low)
+                };
+                target[d_off..d_off + n].copy_from_slice(&source[s_off..s_off + n]);
+            }
             done += n;
         }
     }
@@ -387,14 +462,26 @@ impl PhysicalMemory {
             }
             let off = (a % PAGE_SIZE) as usize;
             let n = (PAGE - off).min(len - done);
-            let page = self
-                .pages
-                .entry(a / PAGE_SIZE)
-                .or_insert_with(|| Box::new([0u8; PAGE]));
-            page[off..off + n].fill(byte);
+            match self.pages.entry(a / PAGE_SIZE) {
+                Entry::Occupied(page) => page.into_mut()[off..off + n].fill(byte),
+                // A new page is made around the bytes, not zeroed first.
+                Entry::Vacant(slot) => {
+                    slot.insert(new_page(off, |page| page.resize(off + n, byte)));
+                }
+            }
             done += n;
         }
     }
+}
+
+/// A new page: zeros up to `off`, what `put` appends (at most the rest of
+/// the page), zeros after it — each byte written once.
+fn new_page(off: usize, put: impl FnOnce(&mut Vec<u8>)) -> Box<[u8; PAGE]> {
+    let mut page = Vec::with_capacity(PAGE);
+    page.resize(off, 0);
+    put(&mut page);
+    page.resize(PAGE, 0);
+    page.into_boxed_slice().try_into().expect("one page")
 }
 
 impl edudma_hal::PhysMemory for PhysicalMemory {
@@ -406,6 +493,9 @@ impl edudma_hal::PhysMemory for PhysicalMemory {
     }
     fn fill(&mut self, addr: u64, len: usize, byte: u8) {
         PhysicalMemory::fill(self, addr, len, byte);
+    }
+    fn copy(&mut self, from: u64, to: u64, len: usize) {
+        PhysicalMemory::copy(self, from, to, len);
     }
     fn find_other_than(&self, addr: u64, len: usize, byte: u8) -> Option<u64> {
         PhysicalMemory::find_other_than(self, addr, len, byte)
@@ -464,6 +554,94 @@ mod tests {
         let mut end = [0u8; 2];
         m.read(m.size() - 1, &mut end);
         assert_eq!(end, [0, 0xFF]);
+    }
+
+    /// [`PhysicalMemory::copy`] against what it replaces: a read into a
+    /// zeroed buffer, then a write of it — the bytes and the pages backed,
+    /// within a page, across pages, from unbacked pages, off the end; and
+    /// [`PhysicalMemory::extend_vec`] against a read.
+    #[test]
+    fn a_copy_is_a_read_into_zeroes_then_a_write() {
+        let mut rng = SimRng::new(11);
+        let base = PhysicalMemory::new(0).size() - 8 * PAGE_SIZE;
+        for round in 0..2000 {
+            let mut copied = PhysicalMemory::new(0);
+            for _ in 0..rng.below(6) {
+                let mut junk = vec![0u8; rng.below(2 * PAGE as u64) as usize];
+                rng.fill(&mut junk);
+                copied.write(base + rng.below(8 * PAGE_SIZE), &junk);
+            }
+            let mut expected = PhysicalMemory::new(0);
+            expected.pages = copied.pages.clone();
+            let mut from = base + rng.below(9 * PAGE_SIZE);
+            let mut to = base + rng.below(9 * PAGE_SIZE);
+            if rng.chance(30) {
+                // Whole pages, into pages that may not exist yet.
+                from &= !(PAGE_SIZE - 1);
+                to &= !(PAGE_SIZE - 1);
+            }
+            let len = match rng.below(3) {
+                0 => PAGE,
+                _ => rng.below(3 * PAGE as u64) as usize,
+            };
+            if from.max(to) - from.min(to) < len as u64 {
+                continue; // overlapping ranges are not copied
+            }
+            copied.copy(from, to, len);
+            let mut data = vec![0u8; len];
+            expected.read(from, &mut data);
+            expected.write(to, &data);
+            assert_eq!(copied.pages, expected.pages, "round {round}");
+            // extend_vec gives what read gives, after what is there.
+            let mut appended = vec![7u8];
+            copied.extend_vec(from, len, &mut appended);
+            copied.read(from, &mut data);
+            assert_eq!(appended[0], 7);
+            assert_eq!(appended[1..], data[..], "round {round}");
+        }
+    }
+
+    /// Writes, fills and copies into new and backed pages against a flat
+    /// array of zeros: new pages read as zero around what was put there.
+    #[test]
+    fn writes_fills_and_copies_match_a_flat_memory() {
+        let mut rng = SimRng::new(12);
+        let base = 100 * PAGE_SIZE;
+        let span = 6 * PAGE;
+        let mut m = PhysicalMemory::new(0);
+        let mut flat = vec![0u8; span];
+        for round in 0..3000 {
+            let at = rng.below(span as u64) as usize;
+            let len = (rng.below(2 * PAGE as u64) as usize).min(span - at);
+            match rng.below(3) {
+                0 => {
+                    let mut data = vec![0u8; len];
+                    rng.fill(&mut data);
+                    m.write(base + at as u64, &data);
+                    flat[at..at + len].copy_from_slice(&data);
+                }
+                1 => {
+                    let byte = rng.below(256) as u8;
+                    m.fill(base + at as u64, len, byte);
+                    flat[at..at + len].fill(byte);
+                }
+                _ => {
+                    let to = rng.below(span as u64) as usize;
+                    let len = len.min(span - to);
+                    if at.max(to) - at.min(to) >= len {
+                        m.copy(base + at as u64, base + to as u64, len);
+                        flat.copy_within(at..at + len, to);
+                    }
+                }
+            }
+            let mut all = vec![0u8; span];
+            m.read(base, &mut all);
+            assert_eq!(all, flat, "round {round}");
+            if round % 500 == 0 {
+                m = PhysicalMemory::new(0);
+                flat.fill(0);
+            }
+        }
     }
 
     #[test]

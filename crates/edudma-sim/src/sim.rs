@@ -29,7 +29,9 @@ use crate::wdm::PnpMinor;
 /// How channels are allocated (the engine's policy).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Allocation {
-    /// `DMA_SYNCHRONOUS_CALLBACK` first, asynchronous when busy.
+    /// The driver's default policy (`AsyncChannelAllocation` unset): the
+    /// asynchronous form whenever map registers are needed,
+    /// `DMA_SYNCHRONOUS_CALLBACK` first otherwise.
     #[default]
     Sync,
     /// Asynchronous only.

@@ -77,8 +77,8 @@ fn ke_insert_queue_dpc_does_not_queue_twice_and_keeps_the_first_arguments() {
 #[test]
 fn a_late_grant_reaches_the_engine_through_the_grant_dpc() {
     let mut c = quiet_config(2);
-    // The synchronous try fails (map registers busy with another device),
-    // the asynchronous one is queued until the contention ends.
+    // The map registers are busy with another device: the asynchronous
+    // allocation is queued until the contention ends.
     c.hal.contention_percent = 100;
     c.hal.inline_grant_percent = 0;
     let mut m = started(&c);

@@ -59,6 +59,39 @@ fn synchronous_allocation_is_refused_when_busy() {
     assert_eq!(bugcheck(&m), None);
 }
 
+/// The engine's fallback: a refused synchronous call consumed the transfer
+/// context, so the asynchronous retry starts from a fresh one; without it
+/// the retry is a verifier stop.
+#[test]
+fn a_refused_synchronous_allocation_consumes_the_transfer_context() {
+    let mut c = quiet_config(3);
+    c.hal.contention_percent = 100;
+    let (m, mut dma, _) = adapter(&c, &edu_description());
+    dma.initialize_dma_transfer_context().unwrap();
+    assert_eq!(
+        dma.allocate_adapter_channel_ex(1, AllocationMode::Synchronous),
+        Err(NtStatus::INSUFFICIENT_RESOURCES)
+    );
+    dma.initialize_dma_transfer_context().unwrap();
+    assert_eq!(
+        dma.allocate_adapter_channel_ex(1, AllocationMode::Asynchronous),
+        Ok(AllocateOutcome::Queued)
+    );
+    assert_eq!(bugcheck(&m), None);
+
+    let (m, mut dma, _) = adapter(&c, &edu_description());
+    dma.initialize_dma_transfer_context().unwrap();
+    assert_eq!(
+        dma.allocate_adapter_channel_ex(1, AllocationMode::Synchronous),
+        Err(NtStatus::INSUFFICIENT_RESOURCES)
+    );
+    let _ = dma.allocate_adapter_channel_ex(1, AllocationMode::Asynchronous);
+    assert_eq!(
+        bugcheck(&m),
+        Some(edudma_sim::verifier::Violation::TransferContextNotInitialized)
+    );
+}
+
 #[test]
 fn the_execution_routine_sometimes_runs_inside_the_call() {
     let mut c = quiet_config(4);

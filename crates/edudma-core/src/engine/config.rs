@@ -10,8 +10,11 @@ pub const DEFAULT_WINDOW: u32 = DEVICE_BUFFER_SIZE - 1;
 /// How `AllocateAdapterChannelEx` is used.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AllocationPolicy {
-    /// `DMA_SYNCHRONOUS_CALLBACK` first; on `STATUS_INSUFFICIENT_RESOURCES`
-    /// the asynchronous form, whose grant may arrive later.
+    /// `DMA_SYNCHRONOUS_CALLBACK` where it cannot cost a second call from
+    /// what the engine knows — the transfer needs no map registers and the
+    /// adapter has not just refused one — and on `STATUS_INSUFFICIENT_RESOURCES`
+    /// the asynchronous form; otherwise straight to the asynchronous form,
+    /// whose grant may arrive later.
     #[default]
     SyncThenAsync,
     /// The asynchronous form only.

@@ -256,6 +256,10 @@ pub struct Engine<D: DmaOps, R: Copy + Eq + Debug> {
     stats: Stats,
     /// The current mapping's elements, owned here so nothing allocates.
     sg: SgList,
+    /// The last synchronous `AllocateAdapterChannelEx` was refused and no
+    /// allocation has been granted inside its call since
+    /// ([`transfer::first_mode`]).
+    sync_refused: bool,
 }
 
 impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
@@ -273,6 +277,7 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
             powered_down: false,
             stats: Stats::default(),
             sg: SgList::new(),
+            sync_refused: false,
         }
     }
 
@@ -342,6 +347,7 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         self.facts = Some(facts);
         self.stopping = None;
         self.failed = false;
+        self.sync_refused = false;
         // A start finds the device in D0 (the PnP manager powers it up).
         self.powered_down = false;
         self.state = State::Idle(adapter);

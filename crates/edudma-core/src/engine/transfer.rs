@@ -56,17 +56,19 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
         // a transfer that needs more is mapped in parts.
         let granted = self.facts.map_or(1, |f| f.map_registers).max(1);
         let count = needed.clamp(1, granted);
-        let first_mode = match (adapter.routines(), self.config.allocation) {
-            (Routines::Version3, AllocationPolicy::SyncThenAsync) => AllocationMode::Synchronous,
-            // Version 1 has only the asynchronous form.
-            _ => AllocationMode::Asynchronous,
-        };
+        let first_mode = first_mode(
+            adapter.routines(),
+            self.config.allocation,
+            needed,
+            self.sync_refused,
+        );
         self.stats.allocate_adapter_channel += 1;
         let allocation = match adapter.allocate_channel(count, first_mode) {
             Allocation::Failed(mut adapter, NtStatus::INSUFFICIENT_RESOURCES)
                 if first_mode == AllocationMode::Synchronous =>
             {
                 self.stats.sync_allocation_fallbacks += 1;
+                self.sync_refused = true;
                 match adapter.reinitialize_context() {
                     Ok(()) => {
                         self.stats.allocate_adapter_channel += 1;
@@ -78,7 +80,11 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
             other => other,
         };
         match allocation {
-            Allocation::Granted(channel) => self.map_next(job, channel, regs),
+            Allocation::Granted(channel) => {
+                // Granted inside the call: the adapter was free.
+                self.sync_refused = false;
+                self.map_next(job, channel, regs)
+            }
             Allocation::Queued(pending) => {
                 self.state = State::AwaitingChannel {
                     job,
@@ -478,5 +484,33 @@ impl<D: DmaOps, R: Copy + Eq + Debug> Engine<D, R> {
             Routines::Version1 => self.stats.free_map_registers += 1,
         }
         channel.free()
+    }
+}
+
+/// How the first `AllocateAdapterChannelEx` of a request is made, from what
+/// the engine knows of the adapter: the floor is one call per request, and a
+/// refused synchronous attempt retried asynchronously is two.
+///
+/// `needed` is `GetDmaTransferInfo`'s map-register count (exact in version
+/// 3); `sync_refused` says the last synchronous attempt was refused and no
+/// allocation has been granted inside its call since.
+pub(super) fn first_mode(
+    routines: Routines,
+    policy: AllocationPolicy,
+    needed: u32,
+    sync_refused: bool,
+) -> AllocationMode {
+    match (routines, policy) {
+        // Map registers come from a pool other devices share, whose state
+        // no driver can see: a synchronous attempt may be refused and cost
+        // a second call, while the asynchronous form is granted at once
+        // (often inside the call) when they are free. Without map
+        // registers, only this device's own channel is asked for, unless
+        // the adapter has just refused one.
+        (Routines::Version3, AllocationPolicy::SyncThenAsync) if needed == 0 && !sync_refused => {
+            AllocationMode::Synchronous
+        }
+        // Version 1 has only the asynchronous form.
+        _ => AllocationMode::Asynchronous,
     }
 }

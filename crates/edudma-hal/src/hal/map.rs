@@ -285,9 +285,7 @@ impl Hal {
             if bounce {
                 self.stats.bounced_pages += 1;
                 if write_to_device {
-                    let mut data = vec![0u8; seg.len as usize];
-                    ctx.mem.read(seg.phys, &mut data);
-                    ctx.mem.write(bus, &data);
+                    ctx.mem.copy(seg.phys, bus, seg.len as usize);
                     self.stats.bounce_bytes_in += u64::from(seg.len);
                 }
                 mapping.bounced.push((bus, seg));
@@ -471,9 +469,7 @@ impl Hal {
         }
         for (bus, seg) in &mapping.bounced {
             if !write_to_device {
-                let mut data = vec![0u8; seg.len as usize];
-                ctx.mem.read(*bus, &mut data);
-                ctx.mem.write(seg.phys, &data);
+                ctx.mem.copy(*bus, seg.phys, seg.len as usize);
                 self.stats.bounce_bytes_out += u64::from(seg.len);
             }
             ctx.mem.fill(*bus, seg.len as usize, GUARD_BYTE);

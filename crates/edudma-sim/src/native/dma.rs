@@ -880,18 +880,15 @@ pub(super) fn sync_common_buffers(n: &Arc<Native>, push: bool) {
     n.sys.with(|k| {
         let pull = std::mem::take(&mut k.common_written);
         for &(view, logical, length) in &buffers {
-            let bytes = view as *mut u8;
+            // SAFETY: the view of `length` bytes allocated for it; nothing
+            // else touches it during this call.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(view as *mut u8, length as usize) };
+            // Straight between the view and the pages: read gives every byte.
             if pull {
-                let mut data = vec![0u8; length as usize];
-                k.mem.read(logical, &mut data);
-                // SAFETY: the view of `length` bytes allocated for it.
-                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), bytes, data.len()) };
+                k.mem.read(logical, bytes);
             }
             if push {
-                let mut data = vec![0u8; length as usize];
-                // SAFETY: as above.
-                unsafe { std::ptr::copy_nonoverlapping(bytes, data.as_mut_ptr(), data.len()) };
-                k.mem.write(logical, &data);
+                k.mem.write(logical, bytes);
             }
         }
     });
@@ -915,20 +912,23 @@ pub unsafe extern "C" fn MmMapLockedPagesSpecifyCache(
     let id = mdl_id(&c, mdl);
     // SAFETY: the driver's live MDL.
     let length = unsafe { (*mdl).ByteCount };
-    let mut data = vec![0u8; length as usize];
+    let words = (length as usize).div_ceil(8);
+    let view = super::objects::alloc_list(words);
+    // SAFETY: the view of `length` bytes just allocated, no one else's yet.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(view as *mut u8, length as usize) };
+    // The pages straight into the view.
     let read = c.n.sys.with(|k| {
         // One MDL, not its chain: its own bytes.
         let one = k.mdls.get(id).map(|m| m.byte_count);
-        (one == Some(length) && k.mdls.read(&k.mem, id, 0, &mut data).is_ok()).then_some(())
+        (one == Some(length) && k.mdls.read(&k.mem, id, 0, bytes).is_ok()).then_some(())
     });
     if read.is_none() {
+        // SAFETY: allocated above, never handed out.
+        unsafe { super::objects::free_list(view, words) };
         return std::ptr::null_mut();
     }
-    let words = (length as usize).div_ceil(8);
-    let view = super::objects::alloc_list(words);
-    // SAFETY: the view of `length` bytes just allocated; the driver's MDL.
+    // SAFETY: the driver's MDL.
     unsafe {
-        std::ptr::copy_nonoverlapping(data.as_ptr(), view as *mut u8, data.len());
         (*mdl).MappedSystemVa = view as PVOID;
         (*mdl).MdlFlags |= MDL_MAPPED_TO_SYSTEM_VA;
     }
@@ -951,17 +951,18 @@ pub(super) fn unmap_system_views(n: &Arc<Native>, irp: *mut wdk_sys::IRP) {
         let Some((id, view, words, length)) = n.objects().mdl_views.remove(&mdl) else {
             continue;
         };
-        let mut data = vec![0u8; length as usize];
-        // SAFETY: the view allocated for this MDL; the IRP's live MDL.
+        // SAFETY: the view allocated for this MDL, still allocated.
+        let bytes = unsafe { std::slice::from_raw_parts(view as *const u8, length as usize) };
+        // The view straight into the pages, before it is freed.
+        n.sys.with(|k| {
+            let _ = k.mdls.write(&mut k.mem, id, 0, bytes);
+        });
+        // SAFETY: the IRP's live MDL; the view is freed once, here.
         unsafe {
-            std::ptr::copy_nonoverlapping(view as *const u8, data.as_mut_ptr(), data.len());
             let m = mdl as *mut MDL;
             (*m).MdlFlags &= !MDL_MAPPED_TO_SYSTEM_VA;
             (*m).MappedSystemVa = std::ptr::null_mut();
             super::objects::free_list(view, words);
         }
-        n.sys.with(|k| {
-            let _ = k.mdls.write(&mut k.mem, id, 0, &data);
-        });
     }
 }

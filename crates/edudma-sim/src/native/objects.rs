@@ -2,6 +2,7 @@
 //! manager and the memory manager build them, and their mapping to the
 //! model's handles (IRP and MDL ids, DPC ids, adapter ids).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -996,12 +997,11 @@ fn push_device_queue(fdo: usize, live: &[(IrpId, usize)], k: &crate::kernel::Ker
 pub fn pull(native: &Native, sys: &Sys) {
     let (live, fdo) = {
         let o = native.objects();
-        let live: Vec<(IrpId, usize)> = o.user.iter().map(|(i, a)| (*i, *a)).collect();
-        (live, o.fdo)
+        (live_irps(&o), o.fdo)
     };
     sys.with(|k| {
         pull_device_queue(fdo, &live, k);
-        for (id, addr) in live {
+        for &(id, addr) in &live {
             let Some(m) = k.irps.get_mut(id) else {
                 continue;
             };
@@ -1027,13 +1027,29 @@ pub fn pull(native: &Native, sys: &Sys) {
             }
         }
     });
+    LIVE.set(live);
+}
+
+thread_local! {
+    /// The live user IRPs of a [`pull`] or [`push`], kept for the next one
+    /// on this thread: they run at every call between driver and kernel.
+    static LIVE: Cell<Vec<(IrpId, usize)>> = const { Cell::new(Vec::new()) };
+}
+
+/// The live user IRPs, copied out so the objects' lock is not held while
+/// the kernel is (give the vector back to [`LIVE`]).
+fn live_irps(o: &Objects) -> Vec<(IrpId, usize)> {
+    let mut live = LIVE.take();
+    live.clear();
+    live.extend(o.user.iter().map(|(i, a)| (*i, *a)));
+    live
 }
 
 /// Back into driver code: what the kernel decided becomes the real IRPs'
 /// (`Cancel`, `CancelRoutine`, the device queue, `CurrentIrp`).
 pub fn push(native: &Native, sys: &Sys) {
     let o = native.objects();
-    let live: Vec<(IrpId, usize)> = o.user.iter().map(|(i, a)| (*i, *a)).collect();
+    let live = live_irps(&o);
     let fdo = o.fdo;
     drop(o);
     sys.with(|k| {
@@ -1072,6 +1088,7 @@ pub fn push(native: &Native, sys: &Sys) {
         }
         push_device_queue(fdo, &live, k);
     });
+    LIVE.set(live);
 }
 
 /// Copy a user IRP's system buffer back into the model (at completion).

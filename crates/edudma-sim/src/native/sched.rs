@@ -141,6 +141,9 @@ pub(crate) struct Inner {
     /// The routine `run_routine` left blocked.
     pub(crate) blocked_pending: Option<ActId>,
     pub(crate) stats: SchedStats,
+    /// The buffers of [`Native::runnable`], kept: it runs at every turn.
+    ids: Vec<ActId>,
+    runnable: Vec<ActId>,
 }
 
 /// The baton and the activities.
@@ -169,6 +172,8 @@ impl Sched {
                 idle: Vec::new(),
                 waiting: BTreeMap::new(),
                 blocked_pending: None,
+                ids: Vec::new(),
+                runnable: Vec::new(),
                 stats: SchedStats::default(),
             }),
             workers: Mutex::new(Vec::new()),
@@ -519,12 +524,14 @@ impl Native {
                     return None;
                 }
                 let soon = next_event.is_some_and(|t| t <= now + HORIZON);
-                if runnable.is_empty() || (soon && g.rng.chance(EVENT_PERCENT)) {
+                let pick = if runnable.is_empty() || (soon && g.rng.chance(EVENT_PERCENT)) {
                     None
                 } else {
                     let i = g.rng.below(runnable.len() as u64) as usize;
                     Some(runnable[i])
-                }
+                };
+                g.runnable = runnable;
+                pick
             };
             self.sched.lock().stats.record(match pick {
                 Some(id) => id << 1,
@@ -599,11 +606,15 @@ impl Native {
         }
     }
 
-    /// Activities that can take the baton now (placing ready ones that fit).
+    /// Activities that can take the baton now (placing ready ones that fit),
+    /// in `g.runnable`'s buffer (give it back).
     fn runnable(&self, g: &mut Inner) -> Vec<ActId> {
-        let ids: Vec<ActId> = g.acts.keys().copied().collect();
-        let mut out = Vec::new();
-        for id in ids {
+        let mut ids = std::mem::take(&mut g.ids);
+        ids.clear();
+        ids.extend(g.acts.keys().copied());
+        let mut out = std::mem::take(&mut g.runnable);
+        out.clear();
+        for &id in &ids {
             let (state, placed, cpu) = {
                 let a = &g.acts[&id];
                 (a.state, a.placed, a.cpu)
@@ -624,6 +635,7 @@ impl Native {
                 _ => {}
             }
         }
+        g.ids = ids;
         out
     }
 

@@ -93,9 +93,11 @@ enum Call {
 
 struct HalState {
     calls: Vec<Call>,
-    /// Synchronous allocation finds the adapter busy.
-    sync_busy: bool,
-    /// Asynchronous allocation grants inside the call (re-entrant routine).
+    /// The map registers are busy with another device: a synchronous
+    /// `AllocateAdapterChannelEx` is refused, an asynchronous one queued.
+    busy: bool,
+    /// Version 1's allocation and the list routines grant inside the call
+    /// (re-entrant routine).
     async_grants_now: bool,
     cancel_result: bool,
     /// Bytes one MapTransferEx maps at most (map registers × page).
@@ -106,6 +108,9 @@ struct HalState {
     bus_base: u64,
     map_error: Option<NtStatus>,
     info_error: Option<NtStatus>,
+    /// `GetDmaTransferInfo`'s map-register count (`None`: one per page
+    /// spanned, plus one, as when every page is bounced).
+    map_registers_needed: Option<u32>,
     /// `BYTE_OFFSET` of the buffer's first byte (version 1's `CurrentVa`).
     page_offset: u32,
     /// Bytes in each MDL of the chain (version 1 maps within one).
@@ -122,7 +127,7 @@ impl Default for HalState {
     fn default() -> Self {
         Self {
             calls: Vec::new(),
-            sync_busy: false,
+            busy: false,
             async_grants_now: false,
             cancel_result: true,
             map_limit: u32::MAX,
@@ -130,6 +135,7 @@ impl Default for HalState {
             bus_base: 0x10_0000,
             map_error: None,
             info_error: None,
+            map_registers_needed: None,
             page_offset: 0,
             mdl_bytes: u32::MAX,
             list_buffer_bytes: 4096,
@@ -186,7 +192,7 @@ impl DmaOps for Hal {
         }
         let pages = length.div_ceil(4096) + 1;
         Ok(DmaTransferInfo {
-            map_register_count: pages,
+            map_register_count: self.0.borrow().map_registers_needed.unwrap_or(pages),
             scatter_gather_element_count: pages,
             scatter_gather_list_size: 64,
         })
@@ -205,12 +211,12 @@ impl DmaOps for Hal {
         self.log(Call::Allocate { count, mode });
         let state = self.0.borrow();
         match mode {
-            AllocationMode::Synchronous if state.sync_busy => Err(NtStatus::INSUFFICIENT_RESOURCES),
-            AllocationMode::Synchronous => Ok(AllocateOutcome::Granted(BASE)),
-            AllocationMode::Asynchronous if state.async_grants_now => {
+            AllocationMode::Synchronous if state.busy => Err(NtStatus::INSUFFICIENT_RESOURCES),
+            AllocationMode::Asynchronous if state.busy => Ok(AllocateOutcome::Queued),
+            // Free: the execution routine runs inside the call either way.
+            AllocationMode::Synchronous | AllocationMode::Asynchronous => {
                 Ok(AllocateOutcome::Granted(BASE))
             }
-            AllocationMode::Asynchronous => Ok(AllocateOutcome::Queued),
         }
     }
 
@@ -650,7 +656,7 @@ fn ten_steps_in_order_for_one_write() {
             Call::InitContext,
             Call::Allocate {
                 count: 2,
-                mode: AllocationMode::Synchronous
+                mode: AllocationMode::Asynchronous
             },
             Call::Map {
                 offset: 0,
@@ -811,16 +817,20 @@ fn never_asks_for_more_map_registers_than_granted() {
     engine.start_io(1, dma(Direction::ToDevice, 0, 4000), &mut edu);
     assert!(hal.calls().contains(&Call::Allocate {
         count: 1,
-        mode: AllocationMode::Synchronous
+        mode: AllocationMode::Asynchronous
     }));
 }
 
 // ---- allocation modes -------------------------------------------------------
 
 #[test]
-fn sync_busy_falls_back_to_async_and_waits_for_the_grant() {
+fn a_refused_synchronous_attempt_falls_back_to_async_and_waits_for_the_grant() {
     let (mut engine, hal, mut edu) = setup();
-    hal.set(|h| h.sync_busy = true);
+    // No map registers needed: the synchronous form is tried first.
+    hal.set(|h| {
+        h.busy = true;
+        h.map_registers_needed = Some(0);
+    });
     assert_eq!(
         engine.start_io(3, dma(Direction::ToDevice, 0, 10), &mut edu),
         None
@@ -853,6 +863,77 @@ fn sync_busy_falls_back_to_async_and_waits_for_the_grant() {
     assert_eq!(engine.channel_granted(BASE, &mut edu), None);
     assert_eq!(edu.commands.len(), 1);
     assert_eq!(run_to_completion(&mut engine, &mut edu), ok(3, 10));
+}
+
+/// The allocating calls of one request: its modes, in order.
+fn allocations_of(engine: &mut TestEngine, hal: &Hal, edu: &mut Edu, request: Req) -> Vec<Call> {
+    let before = hal.calls().len();
+    let done = match engine.start_io(request, dma(Direction::ToDevice, 0, 4000), edu) {
+        Some(done) => done,
+        None => {
+            if hal.0.borrow().busy {
+                assert_eq!(engine.channel_granted(BASE, edu), None);
+            }
+            run_to_completion(engine, edu)
+        }
+    };
+    assert_eq!(done, ok(request, 4000));
+    hal.calls()[before..]
+        .iter()
+        .filter(|c| matches!(c, Call::Allocate { .. }))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn the_default_policy_allocates_once_per_request_when_map_registers_are_contended() {
+    let (mut engine, hal, mut edu) = setup();
+    // Every other request finds the map registers busy with another device,
+    // as the simulated HAL's contention does; each needs map registers.
+    for request in 0..10 {
+        hal.set(|h| h.busy = request % 2 == 1);
+        let calls = allocations_of(&mut engine, &hal, &mut edu, request);
+        assert_eq!(
+            calls,
+            [Call::Allocate {
+                count: 2,
+                mode: AllocationMode::Asynchronous
+            }],
+            "request {request}"
+        );
+    }
+    let stats = engine.stats();
+    assert_eq!(stats.allocate_adapter_channel, stats.requests);
+    assert_eq!(stats.sync_allocation_fallbacks, 0);
+}
+
+#[test]
+fn after_a_refusal_the_next_request_goes_straight_to_async_until_a_grant_comes_at_once() {
+    let (mut engine, hal, mut edu) = setup();
+    let sync = Call::Allocate {
+        count: 1,
+        mode: AllocationMode::Synchronous,
+    };
+    let asynchronous = Call::Allocate {
+        count: 1,
+        mode: AllocationMode::Asynchronous,
+    };
+    hal.set(|h| {
+        h.busy = true;
+        h.map_registers_needed = Some(0);
+    });
+    let refused = allocations_of(&mut engine, &hal, &mut edu, 1);
+    assert_eq!(refused, [sync.clone(), asynchronous.clone()]);
+    // Still busy: no second refused attempt.
+    let busy = allocations_of(&mut engine, &hal, &mut edu, 2);
+    assert_eq!(busy, vec![asynchronous.clone()]);
+    // Free again: the asynchronous grant comes inside the call, and shows it.
+    hal.set(|h| h.busy = false);
+    let free = allocations_of(&mut engine, &hal, &mut edu, 3);
+    assert_eq!(free, [asynchronous]);
+    let again = allocations_of(&mut engine, &hal, &mut edu, 4);
+    assert_eq!(again, [sync]);
+    assert_eq!(engine.stats().sync_allocation_fallbacks, 1);
 }
 
 #[test]
@@ -953,7 +1034,7 @@ fn requests_outside_the_window_never_reach_the_hal() {
 #[test]
 fn cancel_while_waiting_for_the_channel_true() {
     let (mut engine, hal, mut edu) = setup();
-    hal.set(|h| h.sync_busy = true);
+    hal.set(|h| h.busy = true);
     engine.start_io(4, dma(Direction::ToDevice, 0, 10), &mut edu);
     assert_eq!(
         engine.cancel(4, &mut edu),
@@ -977,7 +1058,7 @@ fn cancel_while_waiting_for_the_channel_true() {
 fn cancel_while_waiting_for_the_channel_false_waits_for_the_grant() {
     let (mut engine, hal, mut edu) = setup();
     hal.set(|h| {
-        h.sync_busy = true;
+        h.busy = true;
         h.cancel_result = false;
     });
     engine.start_io(4, dma(Direction::ToDevice, 0, 10), &mut edu);
@@ -1220,7 +1301,7 @@ fn stop_while_waiting_for_the_channel() {
     for cancel_result in [true, false] {
         let (mut engine, hal, mut edu) = setup();
         hal.set(|h| {
-            h.sync_busy = true;
+            h.busy = true;
             h.cancel_result = cancel_result;
         });
         engine.start_io(1, dma(Direction::ToDevice, 0, 10), &mut edu);
@@ -1585,7 +1666,7 @@ fn power_down_takes_back_a_request_waiting_for_its_channel_and_holds_it() {
     for cancel_result in [true, false] {
         let (mut engine, hal, mut edu) = setup();
         hal.set(|h| {
-            h.sync_busy = true;
+            h.busy = true;
             h.cancel_result = cancel_result;
         });
         engine.start_io(1, dma(Direction::ToDevice, 0, 10), &mut edu);
@@ -1601,7 +1682,7 @@ fn power_down_takes_back_a_request_waiting_for_its_channel_and_holds_it() {
         }
         assert_eq!(engine.current_request(), Some(1), "held");
         assert_eq!(hal.count(|c| *c == Call::Cancel), 1);
-        hal.set(|h| h.sync_busy = false);
+        hal.set(|h| h.busy = false);
         let up = engine.power_up(true, &mut edu);
         assert_eq!(up.resumed, None, "started again");
         assert_eq!(run_to_completion(&mut engine, &mut edu), ok(1, 10));

@@ -198,7 +198,7 @@ fn a_stop_while_queued_holds_the_request_after_the_grant() {
 #[test]
 fn the_synchronous_policy_does_not_apply_to_version1() {
     let hal = Hal::default();
-    hal.set(|h| h.sync_busy = true);
+    hal.set(|h| h.busy = true);
     let mut edu = Edu::default();
     let mut engine = v1_started(16, &hal, &mut edu);
     engine.start_io(8, dma(Direction::ToDevice, 0, 64), &mut edu);
