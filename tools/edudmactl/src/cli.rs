@@ -126,7 +126,8 @@ impl OnOff {
 /// `--alloc sync|async`: how the driver allocates the adapter channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum AllocMode {
-    /// Synchronous first, asynchronous on STATUS_INSUFFICIENT_RESOURCES (the default).
+    /// The default: synchronous when the transfer needs no map registers, else (and after
+    /// a refusal) asynchronous at once, so each request makes one AllocateAdapterChannelEx.
     Sync,
     /// Asynchronous only: the execution routine always runs later.
     Async,
