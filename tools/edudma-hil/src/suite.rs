@@ -19,10 +19,10 @@ use crate::hal::{GuestPages, HalConfig, HalDma, HalHandle, MdlId, PAGE_SIZE, Pag
 use crate::irq::Interrupts;
 use crate::linux::{Bar, PagePool, PciDevice, Wait, command};
 use crate::rng::Rng;
-use crate::src_lockstep::{self, GuestEdu};
-use edudma_sim::edu::mirror::EduMirror;
 
 mod msi_phases;
+mod rate;
+mod src_run;
 
 /// How much to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -767,7 +767,7 @@ pub fn run(mode: Mode) -> bool {
     // Register-level conformance first, while the device is fresh.
     conformance(&mut rig);
     // Then the driver that ships, on the simulated kernel, against it.
-    src_conformance(&mut rig);
+    src_run::src_conformance(&mut rig);
 
     let window = EngineConfig::default().effective_window();
     match rig.start_driver("main", HalConfig::default(), EngineConfig::default(), true) {
@@ -791,7 +791,7 @@ pub fn run(mode: Mode) -> bool {
     if mode != Mode::Quick {
         extra_phases(&mut rig, window);
         strategy_phases(&mut rig, window);
-        throughput_phase(&mut rig, window);
+        rate::throughput_phase(&mut rig, window);
     }
     if mode == Mode::Sweep {
         sweep(&mut rig, window);
@@ -896,68 +896,6 @@ fn main_phase(rig: &mut Rig, drv: &mut Driver, mode: Mode, window: u32) {
     }
     for (i, case) in cases.into_iter().enumerate() {
         rig.round_trip(drv, case, &format!("#{i}"));
-    }
-}
-
-/// Round trips of each measured buffer in [`throughput_phase`].
-const THROUGHPUT_ROUND_TRIPS: usize = 6;
-
-/// What each strategy gets out of the real device: round trips of a full
-/// window (two requests each, one at a time, every byte checked) from a
-/// user buffer that crosses a page boundary — the pages where the kernel
-/// put them, then a low page and a high one — timed on the wall clock and
-/// set against the device's limit (4096 bytes per 100 ms). Reported, not
-/// asserted: it is a measurement (`docs/performance.md`).
-fn throughput_phase(rig: &mut Rig, window: u32) {
-    use edudma_core::engine::DmaStrategy;
-    const LIMIT: f64 = 40_960.0;
-    for (name, strategy) in [
-        ("rate-v3-packet", DmaStrategy::V3Packet),
-        ("rate-v1-packet", DmaStrategy::V1Packet),
-        ("rate-sg-list", DmaStrategy::SgList),
-        ("rate-common-buffer", DmaStrategy::CommonBuffer),
-    ] {
-        let config = HalConfig {
-            strategy,
-            common_page: Some(rig.common),
-            ..HalConfig::default()
-        };
-        let mut drv = match rig.start_driver(name, config, EngineConfig::default(), true) {
-            Ok(drv) => drv,
-            Err(e) => {
-                rig.check(false, &format!("start {name}: {e}"));
-                continue;
-            }
-        };
-        let mut figures = Vec::new();
-        for layout in [Layout::Real, Layout::LowHigh] {
-            let case = Case {
-                len: window,
-                dev: 0,
-                a_off: 2048,
-                a: layout,
-                b_off: 2048,
-                b: layout,
-            };
-            let before = drv.engine.stats();
-            let started = Instant::now();
-            for i in 0..THROUGHPUT_ROUND_TRIPS {
-                rig.round_trip(&mut drv, case, &format!("{layout:?} #{i}"));
-            }
-            let seconds = started.elapsed().as_secs_f64();
-            let after = drv.engine.stats();
-            let requests = after.requests - before.requests;
-            let bytes = requests as f64 * f64::from(window);
-            figures.push(format!(
-                "{layout:?} pages: {:.1} % of the device limit ({:.0} B/s over {requests} requests, \
-                 {:.2} device commands per request)",
-                100.0 * bytes / seconds / LIMIT,
-                bytes / seconds,
-                (after.device_commands - before.device_commands) as f64 / requests.max(1) as f64
-            ));
-        }
-        let _ = rig.stop_driver(drv);
-        say(&format!("HIL INFO {name}: {}", figures.join("; ")));
     }
 }
 
@@ -1522,46 +1460,6 @@ impl conform::Device for Rig {
             self.totals.failed += 1;
             say(&format!("HIL FAIL conformance {line}"));
         }
-    }
-}
-
-/// `src/` on the simulated kernel, its edu model mirrored onto the real
-/// device ([`src_lockstep`]). The mirror takes the device over: INTx is kept
-/// off the line meanwhile (the simulated kernel takes the model's
-/// interrupts), and what it leaves pending is acknowledged before the rig's
-/// interrupt handling resumes.
-fn src_conformance(rig: &mut Rig) {
-    let guest = match GuestEdu::new(&rig.pci) {
-        Ok(guest) => guest,
-        Err(e) => {
-            rig.check(false, &format!("[SRC] the mirror's device: {e}"));
-            return;
-        }
-    };
-    let before = rig.pci.command().unwrap_or(0);
-    if let Err(e) = rig.pci.update_command(command::INTX_DISABLE, 0) {
-        rig.check(false, &format!("[SRC] masking INTx: {e}"));
-        return;
-    }
-    let seed = std::env::var("HIL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(src_lockstep::SEED);
-    let mirror = EduMirror::new(Box::new(guest));
-    src_lockstep::run(&mirror, seed, &mut |ok, what| {
-        rig.check(ok, what);
-    });
-    drop(mirror);
-    let pending = rig.bar.read32(regs::REG_IRQ_STATUS);
-    if pending != 0 {
-        rig.bar.write32(regs::REG_IRQ_ACK, pending);
-    }
-    if before & command::INTX_DISABLE == 0 {
-        let _ = rig.pci.update_command(0, command::INTX_DISABLE);
-    }
-    if let Some(irq) = rig.irq.as_mut() {
-        // An edge the device raised before the mask took: not the rig's.
-        let _ = irq.wait(Duration::ZERO);
     }
 }
 
