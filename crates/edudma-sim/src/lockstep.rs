@@ -7,8 +7,9 @@
 //! over a second model, so the mirror itself is tested on every CI run.
 //! Each phase boots a machine — `DriverEntry`, `AddDevice`, start — and
 //! ends with removal, `DriverUnload` and the leak check; the DMA strategies
-//! each get one. Every register value the driver read and every byte the
-//! device wrote to memory came from the real device.
+//! each get one. Every register value the driver reads (but the transients
+//! of virtual time the model answers) and every byte the device writes to
+//! memory come from the real device.
 
 use std::time::Duration;
 
