@@ -299,7 +299,10 @@ fn one_request(engine: &mut Engine<Hal, u32>, edu: &mut Edu, direction: Directio
 
 fn engine_requests(c: &mut Criterion) {
     let mut edu = Edu::default();
-    let mut engine: Engine<Hal, u32> = Engine::new(EngineConfig::default());
+    let mut engine: Engine<Hal, u32> = Engine::new(EngineConfig {
+        strategy: DmaStrategy::V3Packet,
+        ..EngineConfig::default()
+    });
     engine
         .start_device(Hal, FACTS, &mut edu)
         .expect("the engine starts");
