@@ -261,31 +261,8 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::edu::mirror::{ModelDevice, RealEdu};
+    use crate::edu::mirror::ModelDevice;
     use crate::edu::{CorruptByte, EduConfig};
-
-    /// The stand-in behind the mirror, kept reachable for the assertions.
-    struct Shared(Arc<Mutex<ModelDevice>>);
-    impl RealEdu for Shared {
-        fn read(&mut self, offset: u64, size: u32) -> u64 {
-            self.0.lock().unwrap().read(offset, size)
-        }
-        fn write(&mut self, offset: u64, size: u32, value: u64) {
-            self.0.lock().unwrap().write(offset, size, value)
-        }
-        fn window_bus_address(&self) -> u64 {
-            self.0.lock().unwrap().window_bus_address()
-        }
-        fn read_window(&mut self, out: &mut [u8]) {
-            self.0.lock().unwrap().read_window(out)
-        }
-        fn write_window(&mut self, data: &[u8]) {
-            self.0.lock().unwrap().write_window(data)
-        }
-        fn pause(&mut self) {
-            self.0.lock().unwrap().pause()
-        }
-    }
 
     fn stand_in(config: EduConfig) -> (EduMirror, Arc<Mutex<ModelDevice>>) {
         let real = Arc::new(Mutex::new(ModelDevice::new(
@@ -293,7 +270,7 @@ mod tests {
             0xC0FF_EE00_1234_5678,
             0x7F000,
         )));
-        (EduMirror::new(Box::new(Shared(real.clone()))), real)
+        (EduMirror::new(Box::new(real.clone())), real)
     }
 
     #[test]

@@ -503,6 +503,34 @@ impl RealEdu for ModelDevice {
     }
 }
 
+/// A stand-in shared with whoever checks it afterwards (a test keeps one
+/// handle and gives the mirror the other).
+impl RealEdu for Arc<Mutex<ModelDevice>> {
+    fn read(&mut self, offset: u64, size: u32) -> u64 {
+        stand_in(self).read(offset, size)
+    }
+    fn write(&mut self, offset: u64, size: u32, value: u64) {
+        stand_in(self).write(offset, size, value)
+    }
+    fn window_bus_address(&self) -> u64 {
+        stand_in(self).window_bus_address()
+    }
+    fn read_window(&mut self, out: &mut [u8]) {
+        stand_in(self).read_window(out)
+    }
+    fn write_window(&mut self, data: &[u8]) {
+        stand_in(self).write_window(data)
+    }
+    fn pause(&mut self) {
+        stand_in(self).pause()
+    }
+}
+
+fn stand_in(shared: &Mutex<ModelDevice>) -> MutexGuard<'_, ModelDevice> {
+    // A test that panicked while holding it left plain data behind.
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{DeviceTimer, EduConfig};
@@ -528,29 +556,8 @@ mod tests {
 
     /// A mirrored model and a handle on the stand-in behind it.
     fn mirrored(real: ModelDevice) -> (EduDevice, EduMirror, Arc<Mutex<ModelDevice>>) {
-        struct Shared(Arc<Mutex<ModelDevice>>);
-        impl RealEdu for Shared {
-            fn read(&mut self, offset: u64, size: u32) -> u64 {
-                self.0.lock().unwrap().read(offset, size)
-            }
-            fn write(&mut self, offset: u64, size: u32, value: u64) {
-                self.0.lock().unwrap().write(offset, size, value)
-            }
-            fn window_bus_address(&self) -> u64 {
-                WINDOW
-            }
-            fn read_window(&mut self, out: &mut [u8]) {
-                self.0.lock().unwrap().read_window(out)
-            }
-            fn write_window(&mut self, data: &[u8]) {
-                self.0.lock().unwrap().write_window(data)
-            }
-            fn pause(&mut self) {
-                self.0.lock().unwrap().pause()
-            }
-        }
         let shared = Arc::new(Mutex::new(real));
-        let mirror = EduMirror::new(Box::new(Shared(shared.clone())));
+        let mirror = EduMirror::new(Box::new(shared.clone()));
         let mut model = EduDevice::new(EduConfig::default(), 0x5555_5555_5555_5555);
         model.set_bus_master(true);
         model.attach_mirror(mirror.clone());
